@@ -1,0 +1,53 @@
+# Alknet — build, test, benchmark and run a node.
+# `make run` serves a node from ./.alknet-dev; `make test` is what CI runs.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+DATA_DIR  ?= $(CURDIR)/.alknet-dev
+GOFLAGS   ?=
+# Fuzz seed corpora run as ordinary tests; FUZZTIME>0 fuzzes each target.
+FUZZTIME  ?= 0
+
+.PHONY: all build test test-unit test-integration fuzz bench run lint proto clean
+
+all: build
+
+## build: every binary (alknet, plugins, helpers) into ./bin
+build:
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/... $(wildcard ./plugins/*/cmd/...)
+
+## test: lint, unit tests, fuzz seed corpora and integration tests (CI)
+test: lint
+	$(GO) test $(GOFLAGS) -race -count=1 -timeout 14m ./...
+
+test-unit:
+	$(GO) test $(GOFLAGS) -count=1 ./core/... ./cmd/...
+
+test-integration:
+	$(GO) test $(GOFLAGS) -count=1 -v ./integration/...
+
+## fuzz: run every fuzz target for FUZZTIME each (e.g. make fuzz FUZZTIME=30s)
+fuzz:
+	@scripts/fuzz.sh $(if $(filter 0,$(FUZZTIME)),10s,$(FUZZTIME))
+
+## bench: benchmark suite; prints each figure next to its anchor and the ratio
+bench: build
+	$(GO) run ./scripts/bench
+
+## run: serve a node with every built plugin on the embedded default config
+run: build
+	$(BIN)/alknet serve --data-dir $(DATA_DIR)
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l core cmd plugins proto scripts integration | grep -v '\.pb\.go$$' || true); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## proto: regenerate proto/ Go code with pinned generator versions
+proto:
+	@scripts/proto.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/vault"
+)
+
+// app carries what every command shares: streams, settings and the logger.
+type app struct {
+	in       io.Reader
+	out, err io.Writer
+	v        *viper.Viper
+	root     *cobra.Command
+	log      hclog.Logger
+	// passphraseFile is flag-only: D8 forbids secrets from the environment,
+	// and we keep even the path to one out of it for clarity.
+	passphraseFile string
+}
+
+func newApp(in io.Reader, out, errw io.Writer) *app {
+	a := &app{in: in, out: out, err: errw, v: viper.New()}
+	root := &cobra.Command{
+		Use:   "alknet",
+		Short: "Alknet: one node, one UDP port, many protocols",
+		Long: `Alknet serves SSH, SFTP, Git, HTTP, DNS, messaging and a JSON call protocol
+on one UDP port (QUIC + TLS 1.3), choosing the protocol by the ALPN of each
+connection. Keys come from one BIP39 mnemonic kept in the node's vault.
+
+Start with:  alknet init      (creates the data directory and vault)
+Then:        alknet id        (prints the node fingerprint peers pin)`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.setup()
+		},
+	}
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errw)
+	pf := root.PersistentFlags()
+	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/alknet/alknet.toml)")
+	pf.String("data-dir", "", "data directory: vault, credentials, plugins (default $XDG_DATA_HOME/alknet)")
+	pf.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	pf.Bool("log-json", false, "write logs as JSON lines")
+	pf.StringVar(&a.passphraseFile, "vault-passphrase-file", "", "file (mode 0600) holding the vault passphrase; otherwise it is asked on the terminal")
+	for flag, key := range map[string]string{"data-dir": "data_dir", "log-level": "log_level", "log-json": "log_json"} {
+		_ = a.v.BindPFlag(key, pf.Lookup(flag))
+	}
+	_ = a.v.BindPFlag("config", pf.Lookup("config"))
+	a.root = root
+	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd())
+	return a
+}
+
+// setup reads the config file and environment (non-secret settings only)
+// and builds the logger.
+func (a *app) setup() error {
+	a.v.SetEnvPrefix("ALKNET")
+	a.v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	a.v.AutomaticEnv()
+	if cf := a.v.GetString("config"); cf != "" {
+		a.v.SetConfigFile(cf)
+		if err := a.v.ReadInConfig(); err != nil {
+			return fmt.Errorf("read config %s: %w", cf, err)
+		}
+	} else if dir, err := os.UserConfigDir(); err == nil {
+		a.v.SetConfigName("alknet")
+		a.v.AddConfigPath(dir + "/alknet")
+		if err := a.v.ReadInConfig(); err != nil && !errors.As(err, new(viper.ConfigFileNotFoundError)) {
+			return fmt.Errorf("read config: %w", err)
+		}
+	}
+	level := hclog.LevelFromString(a.v.GetString("log_level"))
+	if level == hclog.NoLevel {
+		return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", a.v.GetString("log_level"))
+	}
+	a.log = hclog.New(&hclog.LoggerOptions{Name: "alknet", Level: level, Output: a.err, JSONFormat: a.v.GetBool("log_json")})
+	return nil
+}
+
+// dataDir resolves --data-dir / data_dir / ALKNET_DATA_DIR / the XDG default.
+func (a *app) dataDir() (datadir.Dir, error) {
+	p := a.v.GetString("data_dir")
+	if p == "" {
+		var err error
+		if p, err = datadir.Default(); err != nil {
+			return datadir.Dir{}, err
+		}
+	}
+	return datadir.Open(p)
+}
+
+// openVault opens the node's vault, asking for the passphrase if sealed.
+func (a *app) openVault(d datadir.Dir) (*vault.Vault, vault.Info, error) {
+	f, err := vault.ReadFile(d.VaultPath())
+	if err != nil {
+		return nil, vault.Info{}, err
+	}
+	var pass vault.Secret
+	if f.Info().Mode == vault.ModeSealed {
+		if pass, err = a.passphrase("Vault passphrase: ", false); err != nil {
+			return nil, f.Info(), err
+		}
+		defer pass.Wipe()
+	}
+	seed, err := f.Seed(pass.Bytes())
+	if err != nil {
+		return nil, f.Info(), err
+	}
+	v := vault.New()
+	v.UnlockSeed(seed)
+	return v, f.Info(), nil
+}

@@ -1,0 +1,16 @@
+// Command alknet is the Alknet node: the daemon (`alknet serve`) and the
+// tools to manage its vault, credentials, peers and plugins.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	app := newApp(os.Stdin, os.Stdout, os.Stderr)
+	if err := app.root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "alknet: %v\n", err)
+		os.Exit(1)
+	}
+}
