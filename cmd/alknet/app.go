@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"alknet.dev/alknet/core/config"
 	"alknet.dev/alknet/core/datadir"
 	"alknet.dev/alknet/core/vault"
 )
@@ -28,7 +28,7 @@ type app struct {
 }
 
 func newApp(in io.Reader, out, errw io.Writer) *app {
-	a := &app{in: in, out: out, err: errw, v: viper.New()}
+	a := &app{in: in, out: out, err: errw, v: config.NewViper()}
 	root := &cobra.Command{
 		Use:   "alknet",
 		Short: "Alknet: one node, one UDP port, many protocols",
@@ -58,16 +58,14 @@ Then:        alknet id        (prints the node fingerprint peers pin)`,
 	}
 	_ = a.v.BindPFlag("config", pf.Lookup("config"))
 	a.root = root
-	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd())
+	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(),
+		a.apikeyCmd(), a.peersCmd(), a.configCmd())
 	return a
 }
 
 // setup reads the config file and environment (non-secret settings only)
 // and builds the logger.
 func (a *app) setup() error {
-	a.v.SetEnvPrefix("ALKNET")
-	a.v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	a.v.AutomaticEnv()
 	if cf := a.v.GetString("config"); cf != "" {
 		a.v.SetConfigFile(cf)
 		if err := a.v.ReadInConfig(); err != nil {
@@ -98,6 +96,27 @@ func (a *app) dataDir() (datadir.Dir, error) {
 		}
 	}
 	return datadir.Open(p)
+}
+
+// config decodes and validates the settings (file, environment, flags)
+// and merges the peers and API keys managed in <data>/auth.json.
+func (a *app) config(d datadir.Dir) (*config.Config, error) {
+	cfg, err := config.FromViper(a.v)
+	if err != nil {
+		if f := a.v.ConfigFileUsed(); f != "" {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		return nil, err
+	}
+	cfg.DataDir = d.Path
+	managed, err := config.LoadAuthFile(config.AuthFilePath(d.Path))
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.MergeAuth(managed); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // openVault opens the node's vault, asking for the passphrase if sealed.

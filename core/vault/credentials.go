@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+
+	"alknet.dev/alknet/core/atomicfile"
 )
 
 // CredentialsFileName is the credential store inside the data directory.
@@ -100,7 +102,7 @@ func (c *CredentialStore) save(j credentialsJSON) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(c.path, append(b, '\n'))
+	return atomicfile.WriteFile(c.path, append(b, '\n'))
 }
 
 // Set encrypts secret at the store's current key version and saves it

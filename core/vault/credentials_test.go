@@ -72,17 +72,3 @@ func TestCredentialStore(t *testing.T) {
 		t.Fatalf("0640 store: %v", err)
 	}
 }
-
-func TestAtomicWriteLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f.json")
-	for range 3 {
-		if err := writeFileAtomic(p, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("directory has %d entries", len(ents))
-	}
-}

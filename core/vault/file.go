@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"alknet.dev/alknet/core/atomicfile"
 	"alknet.dev/alknet/core/identity"
 )
 
@@ -293,7 +294,7 @@ func WriteFile(path string, seed Secret, mode Mode, passphrase []byte, kdf KDFPa
 		return err
 	}
 	defer wipe(b)
-	return writeFileAtomic(path, b)
+	return atomicfile.WriteFile(path, b)
 }
 
 // Open reads the vault file at path and returns an unlocked vault.

@@ -1,4 +1,6 @@
-package vault
+// Package atomicfile replaces files so that a crash leaves either the old or
+// the new content, never a mix: the vault, credentials and auth state rely on it.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,10 +8,10 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic replaces path with data, mode 0600: write a temporary file
+// WriteFile replaces path with data, mode 0600: write a temporary file
 // in the same directory, fsync it, rename it over path and fsync the
 // directory, so a crash leaves either the old or the new file, never half.
-func writeFileAtomic(path string, data []byte) (err error) {
+func WriteFile(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

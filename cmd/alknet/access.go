@@ -1,0 +1,309 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"alknet.dev/alknet/core/auth"
+	"alknet.dev/alknet/core/config"
+	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/identity"
+	"alknet.dev/alknet/core/vault"
+)
+
+// editAuth loads <data>/auth.json, applies change, saves it, and asks a
+// running node to reload so the change takes effect at once.
+func (a *app) editAuth(change func(*config.Auth) error) (datadir.Dir, error) {
+	d, err := a.dataDir()
+	if err != nil {
+		return d, err
+	}
+	if err := d.Ensure(); err != nil {
+		return d, err
+	}
+	path := config.AuthFilePath(d.Path)
+	cur, err := config.LoadAuthFile(path)
+	if err != nil {
+		return d, err
+	}
+	if err := change(&cur); err != nil {
+		return d, err
+	}
+	if err := config.SaveAuthFile(path, cur); err != nil {
+		return d, err
+	}
+	if pid, ok := signalNode(d); ok {
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to reload\n", pid)
+	}
+	return d, nil
+}
+
+func (a *app) apikeyCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "apikey",
+		Short: "Create, list and revoke API keys (alk_… bearer tokens)",
+		Long: `API keys are bearer tokens "alk_" + 160 random bits. Only the first 8
+characters and a SHA-256 hash are stored (in <data-dir>/auth.json); the token
+itself is printed once by 'create'. A running node picks up changes at once.`,
+	}
+	var scopes []string
+	var expires, desc string
+	create := &cobra.Command{
+		Use:     "create --scope SCOPE [--expires 30d]",
+		Short:   "Create an API key and print its token once",
+		Example: "  alknet apikey create --scope call:invoke --expires 30d --description ci",
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var exp int64
+			if expires != "" {
+				dur, err := parseDays(expires)
+				if err != nil {
+					return err
+				}
+				exp = time.Now().Add(dur).Unix()
+			}
+			token, key, err := auth.NewAPIKey(scopes, desc, exp)
+			if err != nil {
+				return err
+			}
+			if _, err := a.editAuth(func(au *config.Auth) error { au.APIKeys = append(au.APIKeys, key); return nil }); err != nil {
+				return err
+			}
+			a.log.Info("api key created", "prefix", key.Prefix, "scopes", strings.Join(scopes, ","))
+			fmt.Fprintln(a.out, token)
+			fmt.Fprintln(a.err, "This token is shown only once; store it now (e.g. in a file with mode 0600).")
+			return nil
+		},
+	}
+	create.Flags().StringSliceVar(&scopes, "scope", nil, "scope granted to the key (repeatable)")
+	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 30d, 12h (default: never)")
+	create.Flags().StringVar(&desc, "description", "", "what the key is for")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List API keys (prefix, scopes, expiry; never tokens)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			d, err := a.dataDir()
+			if err != nil {
+				return err
+			}
+			cur, err := config.LoadAuthFile(config.AuthFilePath(d.Path))
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "PREFIX\tSCOPES\tEXPIRES\tDESCRIPTION")
+			for _, k := range cur.APIKeys {
+				exp := "never"
+				if k.ExpiresAt != 0 {
+					exp = time.Unix(k.ExpiresAt, 0).UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.Prefix, strings.Join(k.Scopes, ","), exp, k.Description)
+			}
+			return w.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke PREFIX",
+		Short: "Revoke the API key with this 8-character prefix",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			_, err := a.editAuth(func(au *config.Auth) error {
+				n := len(au.APIKeys)
+				au.APIKeys = slices.DeleteFunc(au.APIKeys, func(k auth.APIKey) bool { return k.Prefix == args[0] })
+				if len(au.APIKeys) == n {
+					return fmt.Errorf("no API key with prefix %q (see `alknet apikey list`)", args[0])
+				}
+				return nil
+			})
+			if err == nil {
+				a.log.Info("api key revoked", "prefix", args[0])
+			}
+			return err
+		},
+	}
+	c.AddCommand(create, list, revoke)
+	return c
+}
+
+// parseDays accepts Go durations plus a "d" (days) suffix.
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("--expires %q: want e.g. 30d or 12h", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--expires %q: want e.g. 30d or 12h", s)
+	}
+	return d, nil
+}
+
+func (a *app) peersCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "peers",
+		Short: "Manage known peers: who may connect, with which scopes",
+		Long: `Peers are identities the node knows: TLS fingerprints (ed25519:… from
+'alknet id' on the peer), OpenSSH key fingerprints (SHA256:… from
+'ssh-keygen -lf key.pub'), a bearer token (only its hash is stored), and the
+scopes they get. Managed peers live in <data-dir>/auth.json beside the
+[[auth.peers]] of the config file; a running node picks up changes at once.`,
+	}
+	var p auth.Peer
+	var tokenFile string
+	add := &cobra.Command{
+		Use:     "add PEER_ID --fingerprint FP [--scope S] [--ssh-key SHA256:…] [--token-file F]",
+		Short:   "Add a peer",
+		Example: "  alknet peers add laptop --fingerprint ed25519:… --scope admin",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			p.PeerID = args[0]
+			for i, fp := range p.Fingerprints {
+				canon, err := identity.ParseFingerprint(fp)
+				if err != nil {
+					return err
+				}
+				p.Fingerprints[i] = canon
+			}
+			if tokenFile != "" {
+				s, err := vault.ReadPassphraseFile(tokenFile)
+				if err != nil {
+					return err
+				}
+				p.AuthTokenHash = auth.HashToken(string(s.Bytes()))
+				s.Wipe()
+			}
+			if _, err := a.editAuth(func(au *config.Auth) error {
+				if slices.ContainsFunc(au.Peers, func(q auth.Peer) bool { return q.PeerID == p.PeerID }) {
+					return fmt.Errorf("peer %q already exists (remove it first)", p.PeerID)
+				}
+				au.Peers = append(au.Peers, p)
+				return nil
+			}); err != nil {
+				return err
+			}
+			a.log.Info("peer added", "peer_id", p.PeerID)
+			return nil
+		},
+	}
+	add.Flags().StringSliceVar(&p.Fingerprints, "fingerprint", nil, "TLS fingerprint (repeatable)")
+	add.Flags().StringSliceVar(&p.SSHKeys, "ssh-key", nil, "OpenSSH key fingerprint SHA256:… (repeatable)")
+	add.Flags().StringSliceVar(&p.Scopes, "scope", nil, "scope (repeatable)")
+	add.Flags().StringVar(&p.DisplayName, "display-name", "", "human-readable name")
+	add.Flags().StringVar(&tokenFile, "token-file", "", "file (mode 0600) with a bearer token for this peer; only its hash is stored")
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List managed peers",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			d, err := a.dataDir()
+			if err != nil {
+				return err
+			}
+			cur, err := config.LoadAuthFile(config.AuthFilePath(d.Path))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(cur.Peers)
+			}
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "PEER_ID\tENABLED\tSCOPES\tFINGERPRINTS")
+			for _, q := range cur.Peers {
+				fmt.Fprintf(w, "%s\t%v\t%s\t%s\n", q.PeerID, q.IsEnabled(), strings.Join(q.Scopes, ","), strings.Join(q.Fingerprints, ","))
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+
+	modify := func(use, short string, f func(*auth.Peer, *[]auth.Peer, int)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " PEER_ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				_, err := a.editAuth(func(au *config.Auth) error {
+					i := slices.IndexFunc(au.Peers, func(q auth.Peer) bool { return q.PeerID == args[0] })
+					if i < 0 {
+						return fmt.Errorf("no managed peer %q (see `alknet peers list`)", args[0])
+					}
+					f(&au.Peers[i], &au.Peers, i)
+					return nil
+				})
+				if err == nil {
+					a.log.Info("peer "+use+"d", "peer_id", args[0])
+				}
+				return err
+			},
+		}
+	}
+	off, on := false, true
+	remove := modify("remove", "Remove a peer", func(_ *auth.Peer, all *[]auth.Peer, i int) { *all = slices.Delete(*all, i, i+1) })
+	disable := modify("disable", "Keep a peer known but refuse it", func(q *auth.Peer, _ *[]auth.Peer, _ int) { q.Enabled = &off })
+	enable := modify("enable", "Accept a disabled peer again", func(q *auth.Peer, _ *[]auth.Peer, _ int) { q.Enabled = &on })
+	c.AddCommand(add, list, remove, disable, enable)
+	return c
+}
+
+func (a *app) configCmd() *cobra.Command {
+	c := &cobra.Command{Use: "config", Short: "Check a configuration file; list every setting"}
+	check := &cobra.Command{
+		Use:     "check [FILE]",
+		Short:   "Validate a config file (default: the one alknet would use)",
+		Example: "  alknet config check /etc/alknet/alknet.toml",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			path := a.v.ConfigFileUsed()
+			if len(args) == 1 {
+				path = args[0]
+			}
+			if path == "" {
+				return fmt.Errorf("no config file found; give one: alknet config check FILE")
+			}
+			if _, err := os.Stat(path); err != nil {
+				return err
+			}
+			if _, err := config.ParseFile(path); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s: ok\n", path)
+			return nil
+		},
+	}
+	docs := &cobra.Command{
+		Use:   "docs",
+		Short: "List every setting with its meaning and whether a reload applies it",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "KEY\tAPPLIES\tMEANING")
+			for _, k := range config.Docs() {
+				when := "restart"
+				if config.Dynamic(k.Key) {
+					when = "reload"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", k.Key, when, k.Doc)
+			}
+			return w.Flush()
+		},
+	}
+	c.AddCommand(check, docs)
+	return c
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/spf13/cobra"
+
+	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/dial"
+	"alknet.dev/alknet/core/endpoint"
+	"alknet.dev/alknet/core/identity"
+	"alknet.dev/alknet/core/vault"
+)
+
+func (a *app) pipeCmd() *cobra.Command {
+	var o dial.Options
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "pipe --alpn ALPN [--peer FP | --trust-on-first-use] HOST:PORT",
+		Short: "Connect stdin/stdout to one stream of a node (OpenSSH ProxyCommand, sftp -D, scripts)",
+		Long: `Open one stream to HOST:PORT with the given ALPN and copy standard input to it
+and it to standard output. When stdin ends the stream is half-closed; the
+command exits when the node closes its side.
+
+The node is verified by --peer (its fingerprint, from 'alknet id'), else by
+known_peers in the data directory, else by WebPKI for CA-issued certificates;
+anything else fails closed and prints the fingerprint to pin.
+--trust-on-first-use records an unknown node in known_peers; a later change of
+identity is refused. If this machine has a vault, its node certificate is
+presented so the server can recognise it.`,
+		Example: `  alknet pipe --alpn alknet/echo --peer ed25519:… node.example:4433
+  ssh -o ProxyCommand='alknet pipe --alpn alknet/ssh --peer ed25519:… %h:4433' user@node`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if o.ALPN == "" {
+				return errors.New("--alpn is required (e.g. --alpn alknet/ssh)")
+			}
+			d, err := a.dataDir()
+			if err != nil {
+				return err
+			}
+			o.KnownPeers = dial.OpenKnownPeers(d.KnownPeersPath())
+			if o.TrustOnFirstUse {
+				if err := d.Ensure(); err != nil {
+					return err
+				}
+				o.OnRecord = func(addr, fp string) {
+					a.log.Warn("recorded new peer in known_peers (trust on first use)", "addr", addr, "fingerprint", fp, "file", d.KnownPeersPath())
+				}
+			}
+			o.ClientCert = a.clientCert(d)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			conn, err := dial.Dial(ctx, args[0], o)
+			cancel()
+			if err != nil {
+				return err
+			}
+			return pipe(conn, a.in, a.out)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.ALPN, "alpn", "", "protocol to open (alknet/ssh, alknet/echo, …)")
+	f.StringVar(&o.Peer, "peer", "", "expected node fingerprint (ed25519:… or SHA256:…)")
+	f.BoolVar(&o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
+	f.BoolVar(&o.TCP, "tcp", false, "use TCP+TLS instead of QUIC (networks that block UDP)")
+	f.StringVar(&o.ServerName, "server-name", "", "TLS server name (default: alknet for pinned nodes, else the host)")
+	f.DurationVar(&timeout, "connect-timeout", 15*time.Second, "give up connecting after this long")
+	return c
+}
+
+// clientCert is this machine's node certificate, if its vault opens without
+// asking (plain, or sealed with --vault-passphrase-file).
+func (a *app) clientCert(d datadir.Dir) *tls.Certificate {
+	f, err := vault.ReadFile(d.VaultPath())
+	if err != nil || (f.Info().Mode == vault.ModeSealed && a.passphraseFile == "") {
+		return nil
+	}
+	v, _, err := a.openVault(d)
+	if err != nil {
+		a.log.Debug("not presenting a client certificate", "error", err)
+		return nil
+	}
+	defer v.Lock()
+	k, err := v.NodeKey()
+	if err != nil {
+		return nil
+	}
+	cert, err := identity.RawKeyTLSCertificate(k.Signer())
+	if err != nil {
+		return nil
+	}
+	return &cert
+}
+
+// pipe copies in → stream (then half-closes) and stream → out, and
+// returns when the node has finished sending.
+func pipe(conn endpoint.Conn, in io.Reader, out io.Writer) error {
+	defer conn.CloseWithError(endpoint.CodeNormal, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	s, err := conn.OpenStream(ctx)
+	cancel()
+	if err != nil {
+		return closeReason(conn, err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+	go func() {
+		// Owned by pipe: it ends when stdin ends or the stream fails, and
+		// the process exits right after pipe returns.
+		buf := make([]byte, 64<<10)
+		if _, err := io.CopyBuffer(s, in, buf); err != nil {
+			s.CancelWrite(0)
+			return
+		}
+		_ = s.CloseWrite()
+	}()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		_, err := io.CopyBuffer(out, s, buf)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return closeReason(conn, err)
+		}
+		return nil
+	case sig := <-sigs:
+		s.CancelRead(0)
+		s.CancelWrite(0)
+		return fmt.Errorf("interrupted by %s", sig)
+	}
+}
+
+// closeReason explains why the node closed the connection.
+func closeReason(conn endpoint.Conn, err error) error {
+	var ae *quic.ApplicationError
+	cause := context.Cause(conn.Context())
+	if errors.As(err, &ae) || errors.As(cause, &ae) {
+		if ae.Remote {
+			what := map[uint64]string{0: "closed", 1: "no handler", 2: "handler unavailable", 3: "forbidden", 4: "internal error"}[uint64(ae.ErrorCode)]
+			if ae.ErrorMessage != "" {
+				what = ae.ErrorMessage
+			}
+			return fmt.Errorf("connection closed by the node: %s (code %d)", what, ae.ErrorCode)
+		}
+	}
+	return fmt.Errorf("stream: %w", err)
+}

@@ -1,0 +1,382 @@
+// Package config loads, validates and reloads the node's configuration
+// (spec/identity.md §6). Settings resolve flag → environment (ALKNET_*) →
+// file → default; secrets never come from any of them (D8).
+//
+// Static settings (listen address, TLS identity, listeners, drain timeout,
+// data dir) need a restart. Dynamic settings (auth peers and API keys,
+// limits) are swapped atomically on SIGHUP; a bad file is rejected whole,
+// naming the key, and the old configuration stays.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"alknet.dev/alknet/core/auth"
+)
+
+// DefaultPort is the UDP (QUIC) and TCP (TLS) port of a node (D1).
+const DefaultPort = 4433
+
+// TLS identity modes (spec/identity.md §2).
+const (
+	TLSRawKey     = "raw_key"
+	TLSX509       = "x509"
+	TLSACME       = "acme"
+	TLSSelfSigned = "self_signed"
+)
+
+// Config is the whole node configuration.
+type Config struct {
+	Listen       string        `mapstructure:"listen" doc:"UDP (QUIC) and TCP (TLS) listen address, same port for both"`
+	DataDir      string        `mapstructure:"data_dir" doc:"data directory (vault, credentials, plugins, known_peers)"`
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" doc:"how long connections may finish on SIGINT/SIGTERM before they are closed"`
+	EnableEcho   bool          `mapstructure:"enable_echo" doc:"serve the built-in alknet/echo ALPN (testing and benchmarks)"`
+	LogLevel     string        `mapstructure:"log_level" doc:"trace, debug, info, warn or error"`
+	LogJSON      bool          `mapstructure:"log_json" doc:"write logs as JSON lines"`
+	TLS          TLS           `mapstructure:"tls"`
+	Listeners    Listeners     `mapstructure:"listeners"`
+	Limits       Limits        `mapstructure:"limits"`
+	Auth         Auth          `mapstructure:"auth"`
+}
+
+// TLS selects the node's TLS identity.
+type TLS struct {
+	Mode     string `mapstructure:"mode" doc:"raw_key (vault key, default), x509 (files), acme, self_signed (development)"`
+	CertFile string `mapstructure:"cert_file" doc:"x509: PEM certificate chain, leaf first"`
+	KeyFile  string `mapstructure:"key_file" doc:"x509: PEM private key; raw_key: optional 32-byte seed file (mode 0600) instead of the vault"`
+	ACME     ACME   `mapstructure:"acme"`
+}
+
+// ACME configures the acme TLS mode.
+type ACME struct {
+	Domains   []string `mapstructure:"domains" doc:"names to obtain certificates for"`
+	CacheDir  string   `mapstructure:"cache_dir" doc:"account key and certificate cache (default <data_dir>/acme)"`
+	Directory string   `mapstructure:"directory" doc:"ACME directory URL (default Let's Encrypt production)"`
+	Email     string   `mapstructure:"email" doc:"contact address given to the CA"`
+	CAFile    string   `mapstructure:"ca_file" doc:"extra PEM root trusted for the ACME directory's HTTPS (private CAs)"`
+}
+
+// Listeners holds the optional plain-TCP listeners.
+type Listeners struct {
+	Plain []PlainListener `mapstructure:"plain" doc:"plain-TCP ports mapped to one ALPN, e.g. {addr = \"127.0.0.1:2222\", alpn = \"alknet/ssh\"}"`
+}
+
+// PlainListener maps a plain TCP port to one ALPN (no TLS).
+type PlainListener struct {
+	Addr string `mapstructure:"addr"`
+	ALPN string `mapstructure:"alpn"`
+}
+
+// Limits are per-connection limits (dynamic).
+type Limits struct {
+	MaxConnectionsPerIP     int           `mapstructure:"max_connections_per_ip" doc:"concurrent connections per remote IP (0 = unlimited)"`
+	MaxAuthAttempts         int           `mapstructure:"max_auth_attempts" doc:"authentication attempts per connection"`
+	HandshakeTimeout        time.Duration `mapstructure:"handshake_timeout" doc:"TLS/QUIC handshake timeout"`
+	IdleTimeout             time.Duration `mapstructure:"idle_timeout" doc:"QUIC idle timeout"`
+	MaxStreamsPerConnection int           `mapstructure:"max_streams_per_connection" doc:"concurrent incoming streams per QUIC connection"`
+}
+
+// Auth is the dynamic identity configuration.
+type Auth struct {
+	Peers   []auth.Peer   `mapstructure:"peers" doc:"[[auth.peers]]: peer_id, fingerprints, ssh_keys, auth_token_hash, scopes, resources, display_name, enabled"`
+	APIKeys []auth.APIKey `mapstructure:"api_keys" doc:"[[auth.api_keys]]: prefix, hash, scopes, description, expires_at"`
+}
+
+// Defaults sets every default on v.
+func Defaults(v *viper.Viper) {
+	v.SetDefault("listen", fmt.Sprintf("0.0.0.0:%d", DefaultPort))
+	v.SetDefault("data_dir", "")
+	v.SetDefault("drain_timeout", 2*time.Second)
+	v.SetDefault("enable_echo", false)
+	v.SetDefault("log_level", "info")
+	v.SetDefault("log_json", false)
+	v.SetDefault("tls.mode", TLSRawKey)
+	v.SetDefault("tls.cert_file", "")
+	v.SetDefault("tls.key_file", "")
+	v.SetDefault("tls.acme.domains", []string{})
+	v.SetDefault("tls.acme.cache_dir", "")
+	v.SetDefault("tls.acme.directory", "https://acme-v02.api.letsencrypt.org/directory")
+	v.SetDefault("tls.acme.email", "")
+	v.SetDefault("tls.acme.ca_file", "")
+	v.SetDefault("limits.max_connections_per_ip", 100)
+	v.SetDefault("limits.max_auth_attempts", 5)
+	v.SetDefault("limits.handshake_timeout", 5*time.Second)
+	v.SetDefault("limits.idle_timeout", 30*time.Second)
+	v.SetDefault("limits.max_streams_per_connection", 100)
+}
+
+// NewViper returns a viper with defaults and the ALKNET_ environment
+// prefix (ALKNET_LISTEN, ALKNET_LIMITS_MAX_CONNECTIONS_PER_IP, …).
+func NewViper() *viper.Viper {
+	v := viper.New()
+	Defaults(v)
+	v.SetEnvPrefix("ALKNET")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	return v
+}
+
+// flagOnlyKeys are bound on the command line but are not config keys.
+var flagOnlyKeys = []string{"config"}
+
+// FromViper decodes and validates v. Keys that are not settings are refused
+// by name (a typo must not silently do nothing).
+func FromViper(v *viper.Viper) (*Config, error) {
+	known := knownKeys()
+	for _, k := range v.AllKeys() {
+		if !known[k] && !slices.Contains(flagOnlyKeys, k) && !underTable(k, known) {
+			return nil, fmt.Errorf("%s: unknown setting (see `alknet config docs`)", k)
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := strictTables(v); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// underTable reports whether k lies inside a key that is a list of tables
+// (viper reports auth.peers as one key, but maps may appear as prefixes).
+func underTable(k string, known map[string]bool) bool {
+	for prefix := range known {
+		if strings.HasPrefix(k, prefix+".") && (prefix == "auth.peers" || prefix == "auth.api_keys" || prefix == "listeners.plain") {
+			return true
+		}
+	}
+	return false
+}
+
+// strictTables decodes the arrays of tables with ErrorUnused so that a
+// misspelled field inside [[auth.peers]] is named too.
+func strictTables(v *viper.Viper) error {
+	checks := map[string]any{"auth.peers": &[]auth.Peer{}, "auth.api_keys": &[]auth.APIKey{}, "listeners.plain": &[]PlainListener{}}
+	keys := make([]string, 0, len(checks))
+	for k := range checks {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		raw := v.Get(k)
+		if raw == nil {
+			continue
+		}
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{ErrorUnused: true, Result: checks[k], WeaklyTypedInput: true})
+		if err != nil {
+			return err
+		}
+		if err := dec.Decode(raw); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// knownKeys lists every dotted key of Config from its mapstructure tags.
+func knownKeys() map[string]bool {
+	out := map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := f.Tag.Get("mapstructure")
+			if name == "" {
+				continue
+			}
+			key := prefix + name
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(f.Type, key+".")
+				continue
+			}
+			out[key] = true
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// Parse reads a config file's bytes (format: toml, yaml or json) on top of
+// the defaults, without flags or environment. It is what `alknet config
+// check` and the fuzz target use.
+func Parse(data []byte, format string) (*Config, error) {
+	v := viper.New()
+	Defaults(v)
+	v.SetConfigType(format)
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", format, err)
+	}
+	return FromViper(v)
+}
+
+// ParseFile is Parse on a file; the format comes from its extension.
+func ParseFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b, formatOf(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func formatOf(path string) string {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yaml", ".yml":
+		return "yaml"
+	case ".json":
+		return "json"
+	default:
+		return "toml"
+	}
+}
+
+// Validate checks every setting and names the first bad key.
+func (c *Config) Validate() error {
+	if _, _, err := SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if c.DrainTimeout <= 0 || c.DrainTimeout > 10*time.Minute {
+		return fmt.Errorf("drain_timeout: %v is out of range (0 < d <= 10m)", c.DrainTimeout)
+	}
+	switch c.TLS.Mode {
+	case TLSRawKey, TLSSelfSigned:
+	case TLSX509:
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			return errors.New("tls.cert_file and tls.key_file: both are required when tls.mode = \"x509\"")
+		}
+	case TLSACME:
+		if len(c.TLS.ACME.Domains) == 0 {
+			return errors.New("tls.acme.domains: at least one domain is required when tls.mode = \"acme\"")
+		}
+		if c.TLS.ACME.Directory == "" {
+			return errors.New("tls.acme.directory: must not be empty")
+		}
+	default:
+		return fmt.Errorf("tls.mode: %q is not raw_key, x509, acme or self_signed", c.TLS.Mode)
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Listeners.Plain {
+		if _, _, err := SplitHostPort(p.Addr); err != nil {
+			return fmt.Errorf("listeners.plain[%d].addr: %w", i, err)
+		}
+		if p.ALPN == "" {
+			return fmt.Errorf("listeners.plain[%d].alpn: required (e.g. \"alknet/ssh\")", i)
+		}
+		if seen[p.Addr] {
+			return fmt.Errorf("listeners.plain[%d].addr: %s is listed twice", i, p.Addr)
+		}
+		seen[p.Addr] = true
+	}
+	l := c.Limits
+	switch {
+	case l.MaxConnectionsPerIP < 0:
+		return fmt.Errorf("limits.max_connections_per_ip: %d is negative (0 = unlimited)", l.MaxConnectionsPerIP)
+	case l.MaxAuthAttempts < 1:
+		return fmt.Errorf("limits.max_auth_attempts: %d, want >= 1", l.MaxAuthAttempts)
+	case l.HandshakeTimeout <= 0:
+		return fmt.Errorf("limits.handshake_timeout: %v, want > 0", l.HandshakeTimeout)
+	case l.IdleTimeout <= 0:
+		return fmt.Errorf("limits.idle_timeout: %v, want > 0", l.IdleTimeout)
+	case l.MaxStreamsPerConnection < 1:
+		return fmt.Errorf("limits.max_streams_per_connection: %d, want >= 1", l.MaxStreamsPerConnection)
+	}
+	if _, err := c.Policy(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Policy builds the auth snapshot of this configuration.
+func (c *Config) Policy() (*auth.Policy, error) {
+	return auth.NewPolicy(c.Auth.Peers, c.Auth.APIKeys)
+}
+
+// SplitHostPort parses host:port with a numeric port 0..65535.
+func SplitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("%q: port must be a number 0..65535", addr)
+	}
+	return host, n, nil
+}
+
+// StaticChanges lists the static keys that differ between two configs
+// (they need a restart; a reload keeps the old values and warns).
+func StaticChanges(old, new *Config) []string {
+	var out []string
+	if old.Listen != new.Listen {
+		out = append(out, "listen")
+	}
+	if old.DataDir != new.DataDir {
+		out = append(out, "data_dir")
+	}
+	if old.DrainTimeout != new.DrainTimeout {
+		out = append(out, "drain_timeout")
+	}
+	if old.EnableEcho != new.EnableEcho {
+		out = append(out, "enable_echo")
+	}
+	if !reflect.DeepEqual(old.TLS, new.TLS) {
+		out = append(out, "tls")
+	}
+	if !reflect.DeepEqual(old.Listeners, new.Listeners) {
+		out = append(out, "listeners")
+	}
+	return out
+}
+
+// Docs lists every key with its description, for `alknet config docs`.
+func Docs() []KeyDoc {
+	var out []KeyDoc
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := f.Tag.Get("mapstructure")
+			if name == "" {
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(f.Type, prefix+name+".")
+				continue
+			}
+			out = append(out, KeyDoc{Key: prefix + name, Doc: f.Tag.Get("doc")})
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// KeyDoc is one documented key.
+type KeyDoc struct{ Key, Doc string }
+
+// Dynamic reports whether key is applied on reload.
+func Dynamic(key string) bool {
+	return strings.HasPrefix(key, "auth.") || strings.HasPrefix(key, "limits.")
+}

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const sample = `
+listen = "127.0.0.1:5000"
+drain_timeout = "3s"
+
+[tls]
+mode = "raw_key"
+
+[[listeners.plain]]
+addr = "127.0.0.1:2222"
+alpn = "alknet/ssh"
+
+[limits]
+max_connections_per_ip = 2
+
+[[auth.peers]]
+peer_id = "laptop"
+fingerprints = ["ed25519:1111111111111111111111111111111111111111111111111111111111111111"]
+scopes = ["admin"]
+
+[[auth.peers]]
+peer_id = "old"
+enabled = false
+
+[[auth.api_keys]]
+prefix = "alk_abcd"
+hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+scopes = ["call:invoke"]
+expires_at = 1900000000
+`
+
+func TestParseSample(t *testing.T) {
+	c, err := Parse([]byte(sample), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:5000" || c.DrainTimeout != 3*time.Second || c.Limits.MaxConnectionsPerIP != 2 {
+		t.Fatalf("%+v", c)
+	}
+	if c.Limits.MaxAuthAttempts != 5 || c.Limits.HandshakeTimeout != 5*time.Second || c.Limits.IdleTimeout != 30*time.Second || c.Limits.MaxStreamsPerConnection != 100 {
+		t.Fatalf("defaults: %+v", c.Limits)
+	}
+	if len(c.Listeners.Plain) != 1 || c.Listeners.Plain[0].ALPN != "alknet/ssh" {
+		t.Fatalf("listeners %+v", c.Listeners)
+	}
+	if len(c.Auth.Peers) != 2 || c.Auth.Peers[1].IsEnabled() || !c.Auth.Peers[0].IsEnabled() {
+		t.Fatalf("peers %+v", c.Auth.Peers)
+	}
+	if len(c.Auth.APIKeys) != 1 || c.Auth.APIKeys[0].ExpiresAt != 1900000000 {
+		t.Fatalf("keys %+v", c.Auth.APIKeys)
+	}
+	p, _ := c.Policy()
+	if id := p.ResolveFingerprint(c.Auth.Peers[0].Fingerprints[0]); id == nil || !id.HasScope("admin") {
+		t.Fatal("policy from config does not resolve")
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	cases := map[string]string{
+		`listne = "x:1"`: "listne",
+		`[limits]` + "\n" + `max_conections_per_ip = 3`:                         "limits.max_conections_per_ip",
+		`[[auth.peers]]` + "\n" + `peer_idd = "x"`:                              "auth.peers",
+		`[[auth.peers]]` + "\npeer_id = \"a\"\n[[auth.peers]]\npeer_id = \"a\"": "auth.peers[1].peer_id",
+		`listen = "nope"`:                                     "listen",
+		`[tls]` + "\n" + `mode = "rsa"`:                       "tls.mode",
+		`[tls]` + "\n" + `mode = "x509"`:                      "tls.cert_file",
+		`[tls]` + "\n" + `mode = "acme"`:                      "tls.acme.domains",
+		`[limits]` + "\n" + `max_connections_per_ip = -1`:     "limits.max_connections_per_ip",
+		`drain_timeout = "0s"`:                                "drain_timeout",
+		`[[listeners.plain]]` + "\n" + `addr = "127.0.0.1:1"`: "listeners.plain[0].alpn",
+	}
+	for in, key := range cases {
+		_, err := Parse([]byte(in), "toml")
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: error %v does not name %s", in, err, key)
+		}
+	}
+}
+
+func TestEnvironmentOverridesFile(t *testing.T) {
+	t.Setenv("ALKNET_LISTEN", "127.0.0.1:6000")
+	t.Setenv("ALKNET_LIMITS_MAX_CONNECTIONS_PER_IP", "7")
+	v := NewViper()
+	v.SetConfigType("toml")
+	if err := v.ReadConfig(strings.NewReader(sample)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromViper(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:6000" || c.Limits.MaxConnectionsPerIP != 7 {
+		t.Fatalf("env not applied: %s %d", c.Listen, c.Limits.MaxConnectionsPerIP)
+	}
+}
+
+func TestStaticChanges(t *testing.T) {
+	a, _ := Parse([]byte(sample), "toml")
+	b, _ := Parse([]byte(strings.Replace(sample, "5000", "5001", 1)), "toml")
+	if got := StaticChanges(a, b); len(got) != 1 || got[0] != "listen" {
+		t.Fatalf("%v", got)
+	}
+	c, _ := Parse([]byte(strings.Replace(sample, "max_connections_per_ip = 2", "max_connections_per_ip = 3", 1)), "toml")
+	if got := StaticChanges(a, c); len(got) != 0 {
+		t.Fatalf("limits are dynamic: %v", got)
+	}
+}
+
+func TestDocsCoverEveryKey(t *testing.T) {
+	for _, d := range Docs() {
+		if d.Doc == "" {
+			t.Errorf("%s has no doc", d.Key)
+		}
+	}
+}
+
+// FuzzParseConfig: config files are operator input but also arrive through
+// reloads; the parser never panics and anything it accepts validates.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(sample), uint8(0))
+	f.Add([]byte(`{"listen":"[::1]:1","auth":{"peers":[{"peer_id":"a"}]}}`), uint8(1))
+	f.Add([]byte("listen: \"[::1]:1\"\nlimits:\n  idle_timeout: 1s\n"), uint8(2))
+	f.Add([]byte(`[[auth.peers]]`), uint8(0))
+	formats := []string{"toml", "json", "yaml"}
+	f.Fuzz(func(t *testing.T, b []byte, fi uint8) {
+		c, err := Parse(b, formats[int(fi)%len(formats)])
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted config does not validate: %v", err)
+		}
+	})
+}
