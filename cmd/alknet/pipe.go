@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 func (a *app) pipeCmd() *cobra.Command {
 	var o dial.Options
 	var timeout time.Duration
+	var caFile string
 	c := &cobra.Command{
 		Use:   "pipe --alpn ALPN [--peer FP | --trust-on-first-use] HOST:PORT",
 		Short: "Connect stdin/stdout to one stream of a node (OpenSSH ProxyCommand, sftp -D, scripts)",
@@ -58,6 +60,16 @@ presented so the server can recognise it.`,
 				}
 			}
 			o.ClientCert = a.clientCert(d)
+			if caFile != "" {
+				pemBytes, err := os.ReadFile(caFile)
+				if err != nil {
+					return fmt.Errorf("--ca-file: %w", err)
+				}
+				o.RootCAs = x509.NewCertPool()
+				if !o.RootCAs.AppendCertsFromPEM(pemBytes) {
+					return fmt.Errorf("--ca-file %s: no PEM certificate found", caFile)
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			conn, err := dial.Dial(ctx, args[0], o)
 			cancel()
@@ -73,6 +85,7 @@ presented so the server can recognise it.`,
 	f.BoolVar(&o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
 	f.BoolVar(&o.TCP, "tcp", false, "use TCP+TLS instead of QUIC (networks that block UDP)")
 	f.StringVar(&o.ServerName, "server-name", "", "TLS server name (default: alknet for pinned nodes, else the host)")
+	f.StringVar(&caFile, "ca-file", "", "PEM roots to verify a CA-issued node against, instead of the system roots")
 	f.DurationVar(&timeout, "connect-timeout", 15*time.Second, "give up connecting after this long")
 	return c
 }

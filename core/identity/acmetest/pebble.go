@@ -36,6 +36,9 @@ type CA struct {
 	// HTTPClient trusts the directory's TLS certificate; give it to the
 	// ACME client.
 	HTTPClient *http.Client
+	// DirectoryCert is the directory's own TLS certificate (self-signed by
+	// httptest): a separate process trusts it through a CA file.
+	DirectoryCert *x509.Certificate
 	// Roots holds Root only: verify issued chains against it.
 	Roots *x509.CertPool
 	// Root is the root certificate pebble issues under (through an
@@ -115,11 +118,12 @@ func Start(t testing.TB, domain string, tlsPort int) *CA {
 	roots.AddCert(root.Cert)
 
 	return &CA{
-		DirectoryURL: srv.URL + pebblewfe.DirectoryPath,
-		HTTPClient:   srv.Client(),
-		Roots:        roots,
-		Root:         root.Cert,
-		Logs:         logs,
+		DirectoryURL:  srv.URL + pebblewfe.DirectoryPath,
+		HTTPClient:    srv.Client(),
+		DirectoryCert: srv.Certificate(),
+		Roots:         roots,
+		Root:          root.Cert,
+		Logs:          logs,
 	}
 }
 
