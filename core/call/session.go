@@ -1,0 +1,620 @@
+package call
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+
+	"alknet.dev/alknet/core/auth"
+	"alknet.dev/alknet/core/endpoint"
+)
+
+// SessionOptions configure the dispatcher of one connection.
+type SessionOptions struct {
+	// Registry serves the remote side's requests.
+	Registry *Registry
+	// Identity is the remote side's identity from the TLS handshake.
+	Identity *auth.Identity
+	// Policy resolves auth_token in incoming requests (nil: tokens ignored).
+	Policy func() *auth.Policy
+	// RemoteFilter: only remote_safe operations exist for the remote side
+	// (a default-deny CallClient).
+	RemoteFilter bool
+	// AuthToken is sent with every outgoing request.
+	AuthToken string
+	// CallTimeout bounds outgoing queries and mutations (default 30 s).
+	CallTimeout time.Duration
+	Logger      hclog.Logger
+}
+
+// Session is the one dispatcher of an alknet/call connection, shared by
+// the server path (Adapter) and the client path (Client.Connect): it
+// accepts streams and serves requests on them, and it sends this side's
+// requests and routes their answers (spec/call.md §7). Safe for concurrent
+// use.
+type Session struct {
+	o      SessionOptions
+	conn   endpoint.Conn
+	log    hclog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	single bool
+
+	mu      sync.Mutex
+	singleW *streamWriter
+	running map[string]context.CancelFunc
+	pending map[string]*pending
+	closed  bool
+
+	wg sync.WaitGroup // stream readers (and through them, handlers)
+}
+
+// NewSession prepares the dispatcher for conn; call Run to serve.
+func NewSession(conn endpoint.Conn, o SessionOptions) *Session {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultDeadline
+	}
+	if o.Registry == nil {
+		o.Registry = NewRegistry(o.Logger)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{o: o, conn: conn, log: o.Logger, ctx: ctx, cancel: cancel,
+		single:  conn.Transport() != auth.TransportQUIC,
+		running: map[string]context.CancelFunc{}, pending: map[string]*pending{}}
+	go func() {
+		// Owned by the session: ends when the connection or session ends.
+		select {
+		case <-conn.Context().Done():
+		case <-ctx.Done():
+		}
+		s.shutdown()
+	}()
+	return s
+}
+
+// streamWriter serialises frames written to one stream.
+type streamWriter struct {
+	mu sync.Mutex
+	s  endpoint.Stream
+}
+
+func (w *streamWriter) send(typ, id string, payload any) error {
+	b, err := Encode(typ, id, payload)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return WriteFrame(w.s, b)
+}
+
+type pending struct {
+	sub    bool
+	events chan Envelope
+	failed chan struct{}
+	err    *Error
+	once   sync.Once
+}
+
+func (p *pending) fail(e *Error) {
+	p.once.Do(func() { p.err = e; close(p.failed) })
+}
+
+// Run accepts the remote side's streams until drain is done or the
+// connection closes, then waits for the requests in progress.
+func (s *Session) Run(drain context.Context) {
+	for {
+		st, err := s.conn.AcceptStream(drain)
+		if err != nil {
+			break
+		}
+		w := &streamWriter{s: st}
+		if s.single {
+			s.mu.Lock()
+			s.singleW = w
+			s.mu.Unlock()
+		}
+		s.wg.Add(1)
+		go s.readStream(st, w, false)
+	}
+	s.wg.Wait()
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
+
+// Close ends the session and its connection; pending calls fail with
+// INTERNAL "connection closed".
+func (s *Session) Close() error {
+	err := s.conn.CloseWithError(endpoint.CodeNormal, "")
+	s.shutdown()
+	return err
+}
+
+func (s *Session) shutdown() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for _, p := range s.pending {
+		p.fail(ErrConnectionClosed)
+	}
+	s.pending = map[string]*pending{}
+	s.mu.Unlock()
+	s.cancel() // cancels every handler serving a request of this connection
+}
+
+// readStream reads frames until the stream ends; requests are served
+// concurrently and answered on this stream, answers to our own requests
+// are routed by id. A malformed frame ends this stream only.
+func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
+	var handlers sync.WaitGroup
+	malformed := false
+	defer func() {
+		handlers.Wait()
+		if malformed {
+			_ = st.Close()
+		} else if !ours {
+			_ = st.CloseWrite()
+		}
+		s.wg.Done()
+	}()
+	for {
+		body, err := ReadFrame(st)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)) {
+				malformed = true
+				st.CancelRead(0)
+				s.log.Debug("malformed frame; closing the stream", "error", err)
+			}
+			return
+		}
+		env, err := DecodeEnvelope(body)
+		if err != nil {
+			malformed = true
+			st.CancelRead(0)
+			s.log.Debug("malformed envelope; closing the stream", "error", err)
+			return
+		}
+		switch env.Type {
+		case EventRequested:
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				s.serveRequest(env, w)
+			}()
+		case EventAborted:
+			s.abortRunning(env.ID)
+			s.deliver(env)
+		case EventResponded, EventError, EventCompleted:
+			s.deliver(env)
+		default:
+			s.log.Debug("ignoring unknown event type", "type", env.Type)
+		}
+	}
+}
+
+func (s *Session) abortRunning(id string) {
+	s.mu.Lock()
+	cancel, ok := s.running[id]
+	s.mu.Unlock()
+	if ok {
+		cancel()
+	}
+}
+
+func (s *Session) deliver(env Envelope) {
+	s.mu.Lock()
+	p, ok := s.pending[env.ID]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case p.events <- env:
+	case <-p.failed:
+	}
+}
+
+// requestPayload is RequestPayload plus the optional "subscribe" hint this
+// implementation sends so the callee can answer INVALID_OPERATION_TYPE;
+// peers that do not know it ignore it, and requests without it are served
+// by the operation's own type.
+type requestPayload struct {
+	RequestPayload
+	Subscribe *bool `json:"subscribe,omitempty"`
+}
+
+func (s *Session) serveRequest(env Envelope, w *streamWriter) {
+	var p requestPayload
+	if err := json.Unmarshal(env.Payload, &p); err != nil || p.OperationID == "" {
+		_ = w.send(EventError, env.ID, Errorf(CodeInvalidInput, "malformed call.requested payload"))
+		return
+	}
+	id := s.o.Identity
+	if p.AuthToken != "" && s.o.Policy != nil {
+		tid := s.o.Policy().ResolveToken(p.AuthToken, time.Now())
+		logID, result := auth.TokenPrefix(p.AuthToken), "reject"
+		if tid != nil {
+			id, logID, result = tid, tid.ID, "accept"
+		}
+		s.log.Info("auth attempt", "remote_addr", s.conn.RemoteAddr().String(), "method", "token", "id", logID, "result", result)
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	s.mu.Lock()
+	if _, dup := s.running[env.ID]; dup || s.closed {
+		s.mu.Unlock()
+		_ = w.send(EventError, env.ID, Errorf(CodeInternal, "duplicate request id"))
+		return
+	}
+	s.running[env.ID] = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, env.ID)
+		s.mu.Unlock()
+	}()
+
+	name := normalize(p.OperationID)
+	subscribe := false
+	if p.Subscribe != nil {
+		subscribe = *p.Subscribe
+	} else if e, ok := s.o.Registry.lookup(name); ok {
+		subscribe = e.reg.Spec.OpType == Subscription
+	}
+	emit := func(b json.RawMessage) error {
+		return w.send(EventResponded, env.ID, RespondedPayload{Output: b})
+	}
+	out, cerr := s.o.Registry.Invoke(ctx, Invocation{
+		Name: name, Input: p.Input, Identity: id, ForwardedFor: p.ForwardedFor,
+		RemoteFilter: s.o.RemoteFilter, RequestID: env.ID, Subscribe: subscribe, Peer: s,
+	}, emit)
+	switch {
+	case cerr != nil && ctx.Err() != nil && cerr.Code != CodeTimeout:
+		// Aborted by the caller or the connection is gone: nobody waits.
+	case cerr != nil:
+		_ = w.send(EventError, env.ID, cerr)
+	case subscribe:
+		_ = w.send(EventCompleted, env.ID, empty)
+	default:
+		_ = w.send(EventResponded, env.ID, RespondedPayload{Output: out})
+	}
+}
+
+// Request is one call of a batch.
+type Request struct {
+	ID    string
+	Name  string
+	Input any
+}
+
+// Result is the answer to one Request.
+type Result struct {
+	ID     string
+	Output json.RawMessage
+	Err    *Error
+}
+
+// CallOption adjusts one outgoing call.
+type CallOption func(*callOpts)
+
+type callOpts struct {
+	id           string
+	forwardedFor *auth.Identity
+	timeout      time.Duration
+}
+
+// WithID sets the request id (default: a new UUID v4).
+func WithID(id string) CallOption { return func(o *callOpts) { o.id = id } }
+
+// WithForwardedFor records the original caller for audit.
+func WithForwardedFor(id *auth.Identity) CallOption {
+	return func(o *callOpts) { o.forwardedFor = id }
+}
+
+// WithTimeout overrides the session's call timeout for this call.
+func WithTimeout(d time.Duration) CallOption { return func(o *callOpts) { o.timeout = d } }
+
+// start sends a request and registers it as pending.
+func (s *Session) start(ctx context.Context, name string, input any, sub bool, co callOpts) (*pending, string, *Error) {
+	in, err := marshalOutput(input)
+	if err != nil {
+		return nil, "", Errorf(CodeInvalidInput, "encode input: %v", err)
+	}
+	id := co.id
+	if id == "" {
+		id = uuid.NewString()
+	}
+	p := &pending{sub: sub, events: make(chan Envelope, 16), failed: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, id, ErrConnectionClosed
+	}
+	if _, dup := s.pending[id]; dup {
+		s.mu.Unlock()
+		return nil, id, Errorf(CodeInternal, "request id %s is already pending", id)
+	}
+	s.pending[id] = p
+	s.mu.Unlock()
+	subscribe := sub
+	payload := requestPayload{RequestPayload: RequestPayload{OperationID: "/" + normalize(name), Input: in, AuthToken: s.o.AuthToken, ForwardedFor: co.forwardedFor}, Subscribe: &subscribe}
+	if err := s.sendOnNewStream(ctx, EventRequested, id, payload, true); err != nil {
+		s.forget(id)
+		return nil, id, err
+	}
+	return p, id, nil
+}
+
+// sendOnNewStream sends one frame on a fresh stream (QUIC) or on the one
+// stream (TCP). For a request on QUIC it half-closes and reads the answers.
+func (s *Session) sendOnNewStream(ctx context.Context, typ, id string, payload any, request bool) *Error {
+	if s.single {
+		w, err := s.singleWriter(ctx)
+		if err != nil {
+			return err
+		}
+		if err := w.send(typ, id, payload); err != nil {
+			return Errorf(CodeInternal, "cannot send: %v", err)
+		}
+		return nil
+	}
+	st, err := s.conn.OpenStream(ctx)
+	if err != nil {
+		if s.conn.Context().Err() != nil {
+			return ErrConnectionClosed
+		}
+		return Errorf(CodeInternal, "cannot open stream")
+	}
+	w := &streamWriter{s: st}
+	if err := w.send(typ, id, payload); err != nil {
+		st.CancelWrite(0)
+		st.CancelRead(0)
+		return Errorf(CodeInternal, "cannot send: %v", err)
+	}
+	_ = st.CloseWrite()
+	if !request {
+		st.CancelRead(0)
+		return nil
+	}
+	s.wg.Add(1)
+	go s.readStream(st, w, true)
+	return nil
+}
+
+// singleWriter returns the writer of a single-stream connection, opening
+// the stream on the client side.
+func (s *Session) singleWriter(ctx context.Context) (*streamWriter, *Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.singleW != nil {
+		return s.singleW, nil
+	}
+	st, err := s.conn.OpenStream(ctx)
+	if err != nil {
+		return nil, Errorf(CodeInternal, "cannot open stream")
+	}
+	s.singleW = &streamWriter{s: st}
+	s.wg.Add(1)
+	go s.readStream(st, s.singleW, true)
+	return s.singleW, nil
+}
+
+// forget removes a pending call whose consumer has left; a reader still
+// delivering to it is released.
+func (s *Session) forget(id string) {
+	s.mu.Lock()
+	p := s.pending[id]
+	delete(s.pending, id)
+	s.mu.Unlock()
+	if p != nil {
+		p.fail(ErrConnectionClosed)
+	}
+}
+
+// Abort sends call.aborted for id to the remote side.
+func (s *Session) Abort(id string) error {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	if err := s.sendOnNewStream(ctx, EventAborted, id, empty, false); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Call makes a query or mutation and waits for its answer. Cancelling ctx
+// aborts it on the remote side; no answer within the call timeout (or ctx's
+// deadline) is TIMEOUT.
+func (s *Session) Call(ctx context.Context, name string, input any, opts ...CallOption) (json.RawMessage, error) {
+	var co callOpts
+	for _, o := range opts {
+		o(&co)
+	}
+	timeout := s.o.CallTimeout
+	if co.timeout > 0 {
+		timeout = co.timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	p, id, cerr := s.start(ctx, name, input, false, co)
+	if cerr != nil {
+		return nil, cerr
+	}
+	defer s.forget(id)
+	select {
+	case env := <-p.events:
+		switch env.Type {
+		case EventResponded:
+			var r RespondedPayload
+			if err := json.Unmarshal(env.Payload, &r); err != nil {
+				return nil, Errorf(CodeInternal, "malformed response payload")
+			}
+			if r.Output == nil {
+				r.Output = json.RawMessage("null")
+			}
+			return r.Output, nil
+		case EventError:
+			return nil, fromPayload(env.Payload)
+		case EventCompleted:
+			return nil, Errorf(CodeInvalidOperationType, "%s is a subscription; subscribe to it", normalize(name))
+		default:
+			return nil, Errorf(CodeInternal, "request cancelled by the peer")
+		}
+	case <-p.failed:
+		return nil, p.err
+	case <-ctx.Done():
+		_ = s.Abort(id)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
+		}
+		return nil, Errorf(CodeInternal, "request cancelled")
+	}
+}
+
+// Sub is a running subscription. Read Items until it is closed,
+// then Err says how it ended (nil = completed).
+type Sub struct {
+	ID    string
+	Items <-chan json.RawMessage
+	s     *Session
+	stop  context.CancelFunc
+	err   *Error
+	done  chan struct{}
+}
+
+// Err waits for the end and returns nil for a completed subscription.
+func (sub *Sub) Err() error {
+	<-sub.done
+	if sub.err == nil {
+		return nil
+	}
+	return sub.err
+}
+
+// Close drops the subscription: the remote side gets call.aborted.
+func (sub *Sub) Close() { sub.stop(); <-sub.done }
+
+// Subscribe starts a subscription. Cancelling ctx or Close aborts it.
+func (s *Session) Subscribe(ctx context.Context, name string, input any, opts ...CallOption) (*Sub, error) {
+	var co callOpts
+	for _, o := range opts {
+		o(&co)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	p, id, cerr := s.start(ctx, name, input, true, co)
+	if cerr != nil {
+		stop()
+		return nil, cerr
+	}
+	items := make(chan json.RawMessage, 64)
+	sub := &Sub{ID: id, Items: items, s: s, stop: stop, done: make(chan struct{})}
+	go func() {
+		// Owned by the subscription: ends with completion, error, Close,
+		// ctx or the connection.
+		defer close(sub.done)
+		defer close(items)
+		defer s.forget(id)
+		defer stop()
+		for {
+			select {
+			case env := <-p.events:
+				switch env.Type {
+				case EventResponded:
+					var r RespondedPayload
+					_ = json.Unmarshal(env.Payload, &r)
+					if r.Output == nil {
+						r.Output = json.RawMessage("null")
+					}
+					select {
+					case items <- r.Output:
+					case <-ctx.Done():
+						_ = s.Abort(id)
+						sub.err = Errorf(CodeInternal, "request cancelled")
+						return
+					}
+				case EventCompleted:
+					return
+				case EventError:
+					sub.err = fromPayload(env.Payload)
+					return
+				default:
+					sub.err = Errorf(CodeInternal, "request cancelled by the peer")
+					return
+				}
+			case <-p.failed:
+				sub.err = p.err
+				return
+			case <-ctx.Done():
+				_ = s.Abort(id)
+				sub.err = Errorf(CodeInternal, "request cancelled")
+				return
+			}
+		}
+	}()
+	return sub, nil
+}
+
+// Batch sends the requests concurrently and returns their results in
+// request order; there is no atomicity (spec/call.md §6).
+func (s *Session) Batch(ctx context.Context, reqs []Request) []Result {
+	out := make([]Result, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := r.ID
+			if id == "" {
+				id = uuid.NewString()
+			}
+			o, err := s.Call(ctx, r.Name, r.Input, WithID(id))
+			out[i] = Result{ID: id, Output: o}
+			if err != nil {
+				out[i].Err = AsError(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// ServicesList calls services/list.
+func (s *Session) ServicesList(ctx context.Context) ([]Spec, error) {
+	raw, err := s.Call(ctx, "services/list", nil)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Operations []Spec `json:"operations"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, Errorf(CodeInternal, "malformed services/list answer")
+	}
+	return r.Operations, nil
+}
+
+// ServicesSchema calls services/schema for name.
+func (s *Session) ServicesSchema(ctx context.Context, name string) (Spec, error) {
+	raw, err := s.Call(ctx, "services/schema", map[string]string{"name": name})
+	if err != nil {
+		return Spec{}, err
+	}
+	var sp Spec
+	if err := json.Unmarshal(raw, &sp); err != nil {
+		return Spec{}, Errorf(CodeInternal, "malformed services/schema answer")
+	}
+	return sp, nil
+}
