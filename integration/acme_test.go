@@ -50,7 +50,7 @@ func TestServeACMEWithPebble(t *testing.T) {
 	if srv.FP != "acme:"+domain {
 		t.Fatalf("dial string identity %q", srv.FP)
 	}
-	srv.waitLog("acme certificate ready: domain="+domain)
+	srv.waitLog("acme certificate ready: domain=" + domain)
 	client := newCLI(t, nil)
 	for _, transport := range [][]string{nil, {"--tcp"}} {
 		args := append([]string{"--alpn", "alknet/echo", "--ca-file", rootPEM, "--server-name", domain}, transport...)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -10,6 +11,10 @@ import (
 func main() {
 	app := newApp(os.Stdin, os.Stdout, os.Stderr)
 	if err := app.root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code) // the error was printed already (as JSON)
+		}
 		fmt.Fprintf(os.Stderr, "alknet: %v\n", err)
 		os.Exit(1)
 	}

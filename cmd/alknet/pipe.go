@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,9 +22,8 @@ import (
 )
 
 func (a *app) pipeCmd() *cobra.Command {
-	var o dial.Options
-	var timeout time.Duration
-	var caFile string
+	var f dialFlags
+	var alpn string
 	c := &cobra.Command{
 		Use:   "pipe --alpn ALPN [--peer FP | --trust-on-first-use] HOST:PORT",
 		Short: "Connect stdin/stdout to one stream of a node (OpenSSH ProxyCommand, sftp -D, scripts)",
@@ -43,34 +41,14 @@ presented so the server can recognise it.`,
   ssh -o ProxyCommand='alknet pipe --alpn alknet/ssh --peer ed25519:… %h:4433' user@node`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			if o.ALPN == "" {
+			if alpn == "" {
 				return errors.New("--alpn is required (e.g. --alpn alknet/ssh)")
 			}
-			d, err := a.dataDir()
+			o, err := a.dialOptions(&f, alpn)
 			if err != nil {
 				return err
 			}
-			o.KnownPeers = dial.OpenKnownPeers(d.KnownPeersPath())
-			if o.TrustOnFirstUse {
-				if err := d.Ensure(); err != nil {
-					return err
-				}
-				o.OnRecord = func(addr, fp string) {
-					a.log.Warn("recorded new peer in known_peers (trust on first use)", "addr", addr, "fingerprint", fp, "file", d.KnownPeersPath())
-				}
-			}
-			o.ClientCert = a.clientCert(d)
-			if caFile != "" {
-				pemBytes, err := os.ReadFile(caFile)
-				if err != nil {
-					return fmt.Errorf("--ca-file: %w", err)
-				}
-				o.RootCAs = x509.NewCertPool()
-				if !o.RootCAs.AppendCertsFromPEM(pemBytes) {
-					return fmt.Errorf("--ca-file %s: no PEM certificate found", caFile)
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 			conn, err := dial.Dial(ctx, args[0], o)
 			cancel()
 			if err != nil {
@@ -79,14 +57,8 @@ presented so the server can recognise it.`,
 			return pipe(conn, a.in, a.out)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.ALPN, "alpn", "", "protocol to open (alknet/ssh, alknet/echo, …)")
-	f.StringVar(&o.Peer, "peer", "", "expected node fingerprint (ed25519:… or SHA256:…)")
-	f.BoolVar(&o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
-	f.BoolVar(&o.TCP, "tcp", false, "use TCP+TLS instead of QUIC (networks that block UDP)")
-	f.StringVar(&o.ServerName, "server-name", "", "TLS server name (default: alknet for pinned nodes, else the host)")
-	f.StringVar(&caFile, "ca-file", "", "PEM roots to verify a CA-issued node against, instead of the system roots")
-	f.DurationVar(&timeout, "connect-timeout", 15*time.Second, "give up connecting after this long")
+	c.Flags().StringVar(&alpn, "alpn", "", "protocol to open (alknet/ssh, alknet/echo, …)")
+	f.add(c)
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"net"
@@ -27,8 +28,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"alknet.dev/alknet/core/auth"
+	"alknet.dev/alknet/core/call"
 	"alknet.dev/alknet/core/config"
 	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/diag"
 	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/core/identity"
 	"alknet.dev/alknet/core/vault"
@@ -65,12 +68,14 @@ to drain_timeout, then close the rest with "shutdown" and exit 0.`,
 	f.String("acme-directory", "", "acme mode: ACME directory URL")
 	f.String("acme-email", "", "acme mode: contact email")
 	f.String("acme-ca-file", "", "acme mode: extra PEM root trusted for the directory's HTTPS")
+	f.Duration("call-deadline", 0, "default deadline of queries and mutations this node serves (default 30s)")
 	f.Int("max-connections-per-ip", 0, "concurrent connections per remote IP (0 = unlimited; default 100)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "enable-echo": "enable_echo", "drain-timeout": "drain_timeout",
 		"tls-mode": "tls.mode", "tls-cert-file": "tls.cert_file", "tls-key-file": "tls.key_file",
 		"acme-domain": "tls.acme.domains", "acme-directory": "tls.acme.directory", "acme-email": "tls.acme.email",
 		"acme-ca-file": "tls.acme.ca_file", "max-connections-per-ip": "limits.max_connections_per_ip",
+		"call-deadline": "call.deadline",
 	} {
 		_ = a.v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -126,10 +131,21 @@ func (a *app) serve(ctx context.Context) error {
 		DrainTimeout: cfg.DrainTimeout,
 		Logger:       a.log.Named("endpoint"),
 	})
+	reg := call.NewRegistry(a.log.Named("call"))
+	reg.SetDeadline(cfg.Call.Deadline)
+	if err := reg.Register(n.nodeInfo(reg)); err != nil {
+		return err
+	}
 	if cfg.EnableEcho {
 		if err := n.ep.Register(endpoint.EchoALPN, "core (enable_echo)", endpoint.Echo()); err != nil {
 			return err
 		}
+		if _, err := diag.Register(reg); err != nil {
+			return err
+		}
+	}
+	if err := n.ep.Register(call.ALPN, "core", &call.Adapter{Registry: reg, Policy: n.auth.Policy, CallTimeout: cfg.Call.Deadline, Logger: a.log.Named("call")}); err != nil {
+		return err
 	}
 	if err := n.ep.Start(); err != nil {
 		return err
@@ -215,6 +231,20 @@ func (n *node) doReload() {
 	n.cfg.Store(cfg)
 	n.auth.Swap(pol)
 	n.log.Info("configuration reloaded", "peers", len(cfg.Auth.Peers), "api_keys", len(cfg.Auth.APIKeys))
+}
+
+// version is the node's version, set at build time with
+// -ldflags "-X main.version=…".
+var version = "0.1.0-dev"
+
+// nodeInfo is the built-in node/info operation.
+func (n *node) nodeInfo(*call.Registry) call.Registration {
+	return call.Registration{
+		Spec: call.Spec{Name: "node/info", OpType: call.Query, RemoteSafe: true, Description: "node id, version, ALPNs and plugins"},
+		Call: func(context.Context, json.RawMessage) (any, error) {
+			return map[string]any{"id": n.fp, "version": version, "alpns": n.ep.ALPNs(), "plugins": []any{}}, nil
+		},
+	}
 }
 
 // identity builds the TLS identity of the configured mode. It returns the

@@ -553,7 +553,7 @@ func TestDroppingSubscriptionSendsAbort(t *testing.T) {
 
 func TestDeadlineYieldsTimeoutAndCancels(t *testing.T) {
 	reg := call.NewRegistry(nil)
-	reg.Deadline = 300 * time.Millisecond
+	reg.SetDeadline(300 * time.Millisecond)
 	var sawCancel atomic.Int32
 	_ = reg.Register(query("slow/op", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		select {
@@ -572,7 +572,7 @@ func TestDeadlineYieldsTimeoutAndCancels(t *testing.T) {
 	}
 	waitFor(t, "handler context cancelled", func() bool { return sawCancel.Load() == 1 })
 	// Client-side timeout of a pending call.
-	reg.Deadline = time.Minute
+	reg.SetDeadline(time.Minute)
 	_, err = conn.Call(ctx5(t), "slow/op", nil, call.WithTimeout(200*time.Millisecond))
 	if code(err) != call.CodeTimeout {
 		t.Fatalf("client timeout: %v", err)

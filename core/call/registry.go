@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -104,8 +105,11 @@ type Registry struct {
 	mu       sync.RWMutex
 	ops      map[string]*entry
 	log      hclog.Logger
-	Deadline time.Duration
+	deadline atomic.Int64 // time.Duration
 }
+
+// SetDeadline sets the default deadline of queries and mutations.
+func (r *Registry) SetDeadline(d time.Duration) { r.deadline.Store(int64(d)) }
 
 // NewRegistry returns a registry with the built-in discovery operations
 // (services/list, services/schema).
@@ -113,7 +117,8 @@ func NewRegistry(log hclog.Logger) *Registry {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	r := &Registry{ops: map[string]*entry{}, log: log, Deadline: DefaultDeadline}
+	r := &Registry{ops: map[string]*entry{}, log: log}
+	r.SetDeadline(DefaultDeadline)
 	r.registerBuiltins()
 	return r
 }
@@ -351,9 +356,10 @@ func (r *Registry) Invoke(ctx context.Context, inv Invocation, emit func(json.Ra
 	info.env = &envCaller{r: r, reg: e.reg, parent: info}
 	hctx := context.WithValue(context.WithValue(ctx, infoKey{}, info), remoteFilterKey{}, inv.RemoteFilter)
 	if spec.OpType != Subscription {
-		if _, has := hctx.Deadline(); !has && r.Deadline > 0 {
+		if d := time.Duration(r.deadline.Load()); d > 0 {
+			// The node's deadline, unless the caller's is earlier.
 			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(hctx, r.Deadline)
+			hctx, cancel = context.WithTimeout(hctx, d)
 			defer cancel()
 		}
 	}

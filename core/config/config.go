@@ -51,6 +51,12 @@ type Config struct {
 	Listeners    Listeners     `mapstructure:"listeners"`
 	Limits       Limits        `mapstructure:"limits"`
 	Auth         Auth          `mapstructure:"auth"`
+	Call         Call          `mapstructure:"call"`
+}
+
+// Call configures the alknet/call protocol.
+type Call struct {
+	Deadline time.Duration `mapstructure:"deadline" doc:"default deadline of queries and mutations served by this node (TIMEOUT after it)"`
 }
 
 // TLS selects the node's TLS identity.
@@ -117,6 +123,7 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("limits.handshake_timeout", 5*time.Second)
 	v.SetDefault("limits.idle_timeout", 30*time.Second)
 	v.SetDefault("limits.max_streams_per_connection", 100)
+	v.SetDefault("call.deadline", 30*time.Second)
 }
 
 // NewViper returns a viper with defaults and the ALKNET_ environment
@@ -302,6 +309,9 @@ func (c *Config) Validate() error {
 	case l.MaxStreamsPerConnection < 1:
 		return fmt.Errorf("limits.max_streams_per_connection: %d, want >= 1", l.MaxStreamsPerConnection)
 	}
+	if c.Call.Deadline <= 0 {
+		return fmt.Errorf("call.deadline: %v, want > 0", c.Call.Deadline)
+	}
 	if _, err := c.Policy(); err != nil {
 		return err
 	}
@@ -347,6 +357,9 @@ func StaticChanges(old, new *Config) []string {
 	}
 	if !reflect.DeepEqual(old.Listeners, new.Listeners) {
 		out = append(out, "listeners")
+	}
+	if old.Call != new.Call {
+		out = append(out, "call")
 	}
 	return out
 }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"alknet.dev/alknet/core/dial"
+)
+
+// dialFlags are the flags every command that connects to a node shares:
+// whom to trust and how to reach it.
+type dialFlags struct {
+	o       dial.Options
+	caFile  string
+	timeout time.Duration
+}
+
+func (f *dialFlags) add(c *cobra.Command) {
+	fl := c.Flags()
+	fl.StringVar(&f.o.Peer, "peer", "", "expected node fingerprint (ed25519:… or SHA256:…, from 'alknet id')")
+	fl.BoolVar(&f.o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
+	fl.BoolVar(&f.o.TCP, "tcp", false, "use TCP+TLS instead of QUIC (networks that block UDP)")
+	fl.StringVar(&f.o.ServerName, "server-name", "", "TLS server name (default: alknet for pinned nodes, else the host)")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM roots to verify a CA-issued node against, instead of the system roots")
+	fl.DurationVar(&f.timeout, "connect-timeout", 15*time.Second, "give up connecting after this long")
+}
+
+// options completes the dial options from the data directory: known_peers,
+// trust on first use, the client certificate and extra roots.
+func (a *app) dialOptions(f *dialFlags, alpn string) (dial.Options, error) {
+	o := f.o
+	o.ALPN = alpn
+	d, err := a.dataDir()
+	if err != nil {
+		return o, err
+	}
+	o.KnownPeers = dial.OpenKnownPeers(d.KnownPeersPath())
+	if o.TrustOnFirstUse {
+		if err := d.Ensure(); err != nil {
+			return o, err
+		}
+		o.OnRecord = func(addr, fp string) {
+			a.log.Warn("recorded new peer in known_peers (trust on first use)", "addr", addr, "fingerprint", fp, "file", d.KnownPeersPath())
+		}
+	}
+	o.ClientCert = a.clientCert(d)
+	if f.caFile != "" {
+		pemBytes, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return o, fmt.Errorf("--ca-file: %w", err)
+		}
+		o.RootCAs = x509.NewCertPool()
+		if !o.RootCAs.AppendCertsFromPEM(pemBytes) {
+			return o, fmt.Errorf("--ca-file %s: no PEM certificate found", f.caFile)
+		}
+	}
+	return o, nil
+}
