@@ -15,7 +15,7 @@ all: build
 ## build: every binary (alknet, plugins, helpers) into ./bin
 build:
 	@mkdir -p $(BIN)
-	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/... $(wildcard ./plugins/*/cmd/...)
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/... ./plugins/...
 
 ## test: lint, unit tests, fuzz seed corpora and integration tests (CI)
 test: lint

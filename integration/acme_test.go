@@ -44,7 +44,7 @@ func TestServeACMEWithPebble(t *testing.T) {
 	rootPEM := writeFile(t, filepath.Join(dir, "pebble-root.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw})), 0o600)
 
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--enable-echo",
+	srv := startServe(t, node, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--tls-mode", "acme", "--acme-domain", domain, "--acme-directory", ca.DirectoryURL,
 		"--acme-email", "ops@alknet.test", "--acme-ca-file", dirCA)
 	if srv.FP != "acme:"+domain {

@@ -41,7 +41,7 @@ func tctx(t *testing.T, d time.Duration) context.Context {
 // TestCallBetweenProcesses: node B is `alknet serve`, node A is this test
 // binary as a CallClient with its own registry, over real QUIC.
 func TestCallBetweenProcesses(t *testing.T) {
-	srv := startServe(t, newCLI(t, nil), "--enable-echo", "--call-deadline", "1s")
+	srv := startServe(t, newCLI(t, nil), "--enable-diag", "--call-deadline", "1s")
 	aReg := call.NewRegistry(nil)
 	_ = aReg.Register(call.Registration{Spec: call.Spec{Name: "a/hello", OpType: call.Query, RemoteSafe: true},
 		Call: func(_ context.Context, in json.RawMessage) (any, error) { return "A says hi to " + string(in), nil }})
@@ -53,14 +53,14 @@ func TestCallBetweenProcesses(t *testing.T) {
 		t.Fatalf("node/info: %s %v", info, err)
 	}
 	// B calls A back on the same connection.
-	out, err := conn.Call(tctx(t, 10*time.Second), "/echo/callback", map[string]any{"name": "a/hello", "input": "B"})
+	out, err := conn.Call(tctx(t, 10*time.Second), "/diag/callback", map[string]any{"name": "a/hello", "input": "B"})
 	if err != nil || string(out) != `"A says hi to \"B\""` {
 		t.Fatalf("callback: %s %v", out, err)
 	}
 	// A batch of 100 correlated requests.
 	reqs := make([]call.Request, 100)
 	for i := range reqs {
-		reqs[i] = call.Request{Name: "echo/say", Input: map[string]int{"i": i}}
+		reqs[i] = call.Request{Name: "diag/say", Input: map[string]int{"i": i}}
 	}
 	for i, r := range conn.Batch(tctx(t, 20*time.Second), reqs) {
 		if r.Err != nil || string(r.Output) != fmt.Sprintf(`{"i":%d}`, i) {
@@ -68,7 +68,7 @@ func TestCallBetweenProcesses(t *testing.T) {
 		}
 	}
 	// A subscription of 1000 items, then completed.
-	sub, err := conn.Subscribe(tctx(t, 20*time.Second), "echo/ticks", map[string]int{"count": 1000})
+	sub, err := conn.Subscribe(tctx(t, 20*time.Second), "diag/ticks", map[string]int{"count": 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestCallBetweenProcesses(t *testing.T) {
 	// Abort of a long handler: the handler sees its context cancelled.
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { _, err := conn.Call(ctx, "echo/sleep", map[string]int{"ms": 60000}); errc <- err }()
+	go func() { _, err := conn.Call(ctx, "diag/sleep", map[string]int{"ms": 60000}); errc <- err }()
 	waitStats(t, conn, `"running":1`)
 	cancel()
 	if err := <-errc; err == nil {
@@ -93,7 +93,7 @@ func TestCallBetweenProcesses(t *testing.T) {
 	}
 	waitStats(t, conn, `"cancelled":1`)
 	// A handler sleeping past the node's deadline (1s) yields TIMEOUT.
-	_, err = conn.Call(tctx(t, 10*time.Second), "echo/sleep", map[string]int{"ms": 5000})
+	_, err = conn.Call(tctx(t, 10*time.Second), "diag/sleep", map[string]int{"ms": 5000})
 	var ce *call.Error
 	if !asCallError(err, &ce) || ce.Code != call.CodeTimeout || !ce.Retryable {
 		t.Fatalf("past deadline: %v", err)
@@ -111,12 +111,12 @@ func waitStats(t *testing.T, conn *call.Connection, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := conn.Call(tctx(t, 5*time.Second), "echo/stats", nil)
+		out, err := conn.Call(tctx(t, 5*time.Second), "diag/stats", nil)
 		if err == nil && strings.Contains(string(out), want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("echo/stats never showed %s: %s %v", want, out, err)
+			t.Fatalf("diag/stats never showed %s: %s %v", want, out, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -126,7 +126,7 @@ func waitStats(t *testing.T, conn *call.Connection, want string) {
 // oversized frames, each on its own stream of one connection, while a
 // well-formed call runs on another stream; the node keeps serving.
 func TestMalformedFramesCloseOnlyTheirStream(t *testing.T) {
-	srv := startServe(t, newCLI(t, nil), "--enable-echo")
+	srv := startServe(t, newCLI(t, nil), "--enable-diag")
 	raw, err := dial.Dial(tctx(t, 10*time.Second), srv.Addr, dial.Options{ALPN: call.ALPN, Peer: srv.FP})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestMalformedFramesCloseOnlyTheirStream(t *testing.T) {
 	defer good.Close()
 
 	// The well-formed call: a subscription that spans the whole attack.
-	sub, err := good.Subscribe(tctx(t, 60*time.Second), "echo/ticks", map[string]int{"count": 200, "interval_ms": 10})
+	sub, err := good.Subscribe(tctx(t, 60*time.Second), "diag/ticks", map[string]int{"count": 200, "interval_ms": 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestMalformedFramesCloseOnlyTheirStream(t *testing.T) {
 	if sub.Err() != nil || n != 200 {
 		t.Fatalf("well-formed subscription beside the garbage: %d items, %v", n, sub.Err())
 	}
-	if out, err := good.Call(tctx(t, 10*time.Second), "echo/say", "still here"); err != nil || string(out) != `"still here"` {
+	if out, err := good.Call(tctx(t, 10*time.Second), "diag/say", "still here"); err != nil || string(out) != `"still here"` {
 		t.Fatalf("after the garbage: %s %v", out, err)
 	}
 	// A fresh connection works too: the process is alive.
@@ -200,16 +200,16 @@ func TestMalformedFramesCloseOnlyTheirStream(t *testing.T) {
 
 func TestCallCLI(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo")
+	srv := startServe(t, node, "--enable-diag")
 	client := newCLI(t, nil)
-	out := client.ok("", "call", "--peer", srv.FP, srv.Addr, "/echo/say", `{"x":[1,2]}`)
+	out := client.ok("", "call", "--peer", srv.FP, srv.Addr, "/diag/say", `{"x":[1,2]}`)
 	if out != "{\n  \"x\": [\n    1,\n    2\n  ]\n}\n" {
 		t.Fatalf("call output %q", out)
 	}
-	if out := client.ok(`"from stdin"`, "call", "--peer", srv.FP, srv.Addr, "/echo/say", "-"); out != "\"from stdin\"\n" {
+	if out := client.ok(`"from stdin"`, "call", "--peer", srv.FP, srv.Addr, "/diag/say", "-"); out != "\"from stdin\"\n" {
 		t.Fatalf("stdin input %q", out)
 	}
-	out = client.ok("", "call", "--peer", srv.FP, "--subscribe", srv.Addr, "/echo/ticks", `{"count":3}`)
+	out = client.ok("", "call", "--peer", srv.FP, "--subscribe", srv.Addr, "/diag/ticks", `{"count":3}`)
 	if out != "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n" {
 		t.Fatalf("subscribe output %q", out)
 	}
@@ -218,15 +218,15 @@ func TestCallCLI(t *testing.T) {
 	if r.code != 1 || json.Unmarshal([]byte(strings.TrimSpace(r.stderr)), &ce) != nil || ce.Code != "NOT_FOUND" || r.stdout != "" {
 		t.Fatalf("call.error: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	r = client.run("", "call", "--peer", srv.FP, srv.Addr, "/echo/sleep", `{"ms":"soon"}`)
+	r = client.run("", "call", "--peer", srv.FP, srv.Addr, "/diag/sleep", `{"ms":"soon"}`)
 	if r.code != 1 || !strings.Contains(r.stderr, `"code":"INVALID_INPUT"`) {
 		t.Fatalf("invalid input: %+v", r)
 	}
-	if msg := client.fail("", "call", "--peer", srv.FP, srv.Addr, "/echo/say", `not json`); !strings.Contains(msg, "not JSON") {
+	if msg := client.fail("", "call", "--peer", srv.FP, srv.Addr, "/diag/say", `not json`); !strings.Contains(msg, "not JSON") {
 		t.Fatalf("bad JSON argument: %s", msg)
 	}
 	list := client.ok("", "services", "--peer", srv.FP, srv.Addr)
-	for _, want := range []string{"OPERATION", "/echo/ticks", "subscription", "/node/info", "/services/schema"} {
+	for _, want := range []string{"OPERATION", "/diag/ticks", "subscription", "/node/info", "/services/schema"} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("services lacks %q:\n%s", want, list)
 		}
@@ -235,7 +235,7 @@ func TestCallCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(client.ok("", "services", "--json", "--peer", srv.FP, srv.Addr)), &ops); err != nil || len(ops) < 5 {
 		t.Fatalf("services --json: %v %d", err, len(ops))
 	}
-	sch := client.ok("", "schema", "--peer", srv.FP, srv.Addr, "echo/ticks")
+	sch := client.ok("", "schema", "--peer", srv.FP, srv.Addr, "diag/ticks")
 	if !strings.Contains(sch, `"op_type": "subscription"`) || !strings.Contains(sch, `"input_schema"`) {
 		t.Fatalf("schema:\n%s", sch)
 	}
@@ -243,7 +243,7 @@ func TestCallCLI(t *testing.T) {
 	token := strings.TrimSpace(node.ok("", "apikey", "create", "--scope", "call:invoke"))
 	srv.waitLog("configuration reloaded")
 	tokFile := writeFile(t, t.TempDir()+"/tok", token+"\n", 0o600)
-	client.ok("", "call", "--peer", srv.FP, "--token-file", tokFile, srv.Addr, "/echo/say", "1")
+	client.ok("", "call", "--peer", srv.FP, "--token-file", tokFile, srv.Addr, "/diag/say", "1")
 	srv.waitLog("method=token id=" + token[:8] + " result=accept")
 	if strings.Contains(srv.logs.String(), token) {
 		t.Fatal("token logged")

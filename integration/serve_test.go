@@ -164,7 +164,7 @@ func random(t *testing.T, n int) []byte {
 
 func TestServeAndPipeEcho16MiB(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo")
+	srv := startServe(t, node)
 	if !fingerprintRe.MatchString(srv.FP) {
 		t.Fatalf("dial string fingerprint %q", srv.FP)
 	}
@@ -189,7 +189,7 @@ func TestServeAndPipeEcho16MiB(t *testing.T) {
 
 func TestUnknownALPNRejectedOthersUnaffected(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo")
+	srv := startServe(t, node)
 	client := newCLI(t, nil)
 	// A long-lived echo stream runs across the failed handshake.
 	long := pipeCmd(t, client, "--alpn", "alknet/echo", "--peer", srv.FP, srv.Addr)
@@ -224,7 +224,7 @@ func TestUnknownALPNRejectedOthersUnaffected(t *testing.T) {
 
 func TestPinningAndTrustOnFirstUse(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo")
+	srv := startServe(t, node)
 	client := newCLI(t, nil)
 	msg := []byte("pinned")
 
@@ -257,7 +257,7 @@ func TestPinningAndTrustOnFirstUse(t *testing.T) {
 		t.Fatalf("serve exit %d", c)
 	}
 	other := newCLI(t, nil)
-	srv2 := startServeAt(t, other, srv.Addr, "--enable-echo")
+	srv2 := startServeAt(t, other, srv.Addr)
 	_, stderr, code = runPipe(t, client, msg, "--alpn", "alknet/echo", "--trust-on-first-use", srv2.Addr)
 	if code != 1 || !strings.Contains(stderr, "HAS CHANGED") || !strings.Contains(stderr, srv.FP) || !strings.Contains(stderr, srv2.FP) {
 		t.Fatalf("identity change must be refused naming both: %d %s", code, stderr)
@@ -291,7 +291,7 @@ func startServeAt(t *testing.T, c *cli, addr string, args ...string) *server {
 
 func TestShutdownDrainsAndClosesStuckStreams(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo", "--drain-timeout", "2s")
+	srv := startServe(t, node, "--drain-timeout", "2s")
 	client := newCLI(t, nil)
 
 	open := func() (*exec.Cmd, io.WriteCloser, io.Reader, *bytes.Buffer) {
@@ -342,7 +342,7 @@ func TestShutdownDrainsAndClosesStuckStreams(t *testing.T) {
 
 func TestReloadAddsAndRemovesPeerAccess(t *testing.T) {
 	node := newCLI(t, nil)
-	srv := startServe(t, node, "--enable-echo")
+	srv := startServe(t, node)
 	client := newCLI(t, nil)
 	client.ok("", "init", "--show-mnemonic-once")
 	clientFP := strings.TrimSpace(client.ok("", "id"))
@@ -383,10 +383,10 @@ func TestReloadAddsAndRemovesPeerAccess(t *testing.T) {
 func TestReloadRejectsBadConfigKeepsOld(t *testing.T) {
 	node := newCLI(t, nil)
 	cfgPath := filepath.Join(t.TempDir(), "alknet.toml")
-	writeFile(t, cfgPath, "enable_echo = true\n[limits]\nmax_connections_per_ip = 10\n", 0o600)
+	writeFile(t, cfgPath, "[limits]\nmax_connections_per_ip = 10\n", 0o600)
 	srv := startServe(t, node, "--config", cfgPath)
 	client := newCLI(t, nil)
-	writeFile(t, cfgPath, "enable_echo = true\n[limits]\nmax_conections_per_ip = 1\n", 0o600)
+	writeFile(t, cfgPath, "[limits]\nmax_conections_per_ip = 1\n", 0o600)
 	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
 	srv.waitLog("reload rejected; keeping the running configuration", "limits.max_conections_per_ip")
 	if out, stderr, code := runPipe(t, client, []byte("still"), "--alpn", "alknet/echo", "--peer", srv.FP, srv.Addr); code != 0 || string(out) != "still" {
@@ -396,7 +396,7 @@ func TestReloadRejectsBadConfigKeepsOld(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "limits.max_conections_per_ip") {
 		t.Fatalf("config check bad file: %+v", r)
 	}
-	writeFile(t, cfgPath, "enable_echo = true\n[limits]\nmax_connections_per_ip = 1\n", 0o600)
+	writeFile(t, cfgPath, "[limits]\nmax_connections_per_ip = 1\n", 0o600)
 	if out := node.ok("", "config", "check", cfgPath); !strings.Contains(out, "ok") {
 		t.Fatalf("config check good file: %s", out)
 	}
@@ -438,7 +438,7 @@ func TestLogsNeverHoldSecrets(t *testing.T) {
 	if !strings.Contains(list, token[:8]) || strings.Contains(list, token) {
 		t.Fatalf("apikey list:\n%s", list)
 	}
-	srv := startServe(t, node, "--enable-echo", "--log-level", "trace")
+	srv := startServe(t, node, "--log-level", "trace")
 	client := newCLI(t, tr)
 	client.ok("", "init", "--show-mnemonic-once")
 	runPipe(t, client, []byte("x"), "--alpn", "alknet/echo", "--peer", srv.FP, srv.Addr)

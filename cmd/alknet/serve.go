@@ -34,6 +34,7 @@ import (
 	"alknet.dev/alknet/core/diag"
 	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/core/identity"
+	"alknet.dev/alknet/core/pluginhost"
 	"alknet.dev/alknet/core/vault"
 )
 
@@ -53,13 +54,13 @@ Signals: SIGHUP reloads the dynamic configuration (auth peers and API keys,
 limits) from the config file and <data-dir>/auth.json — a bad file is rejected
 whole and the old configuration stays; SIGINT/SIGTERM drain connections for up
 to drain_timeout, then close the rest with "shutdown" and exit 0.`,
-		Example: "  alknet serve\n  alknet serve --listen 127.0.0.1:0 --data-dir /tmp/node --enable-echo\n  alknet serve --config /etc/alknet/alknet.toml",
+		Example: "  alknet serve\n  alknet serve --listen 127.0.0.1:0 --data-dir /tmp/node\n  alknet serve --config /etc/alknet/alknet.toml",
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context()) },
 	}
 	f := c.Flags()
 	f.String("listen", "", "UDP+TCP listen address (default 0.0.0.0:4433; port 0 picks one)")
-	f.Bool("enable-echo", false, "serve the built-in alknet/echo ALPN (tests, benchmarks)")
+	f.Bool("enable-diag", false, "serve the diag/* test operations on alknet/call (tests, benchmarks)")
 	f.Duration("drain-timeout", 0, "how long connections may finish on shutdown (default 2s)")
 	f.String("tls-mode", "", "TLS identity: raw_key (default), x509, acme, self_signed")
 	f.String("tls-cert-file", "", "x509 mode: PEM certificate chain")
@@ -71,7 +72,7 @@ to drain_timeout, then close the rest with "shutdown" and exit 0.`,
 	f.Duration("call-deadline", 0, "default deadline of queries and mutations this node serves (default 30s)")
 	f.Int("max-connections-per-ip", 0, "concurrent connections per remote IP (0 = unlimited; default 100)")
 	for flag, key := range map[string]string{
-		"listen": "listen", "enable-echo": "enable_echo", "drain-timeout": "drain_timeout",
+		"listen": "listen", "enable-diag": "enable_diag", "drain-timeout": "drain_timeout",
 		"tls-mode": "tls.mode", "tls-cert-file": "tls.cert_file", "tls-key-file": "tls.key_file",
 		"acme-domain": "tls.acme.domains", "acme-directory": "tls.acme.directory", "acme-email": "tls.acme.email",
 		"acme-ca-file": "tls.acme.ca_file", "max-connections-per-ip": "limits.max_connections_per_ip",
@@ -84,14 +85,16 @@ to drain_timeout, then close the rest with "shutdown" and exit 0.`,
 
 // node is one running core process.
 type node struct {
-	a      *app
-	log    hclog.Logger
-	dir    datadir.Dir
-	cfg    atomic.Pointer[config.Config]
-	auth   *auth.Provider
-	ep     *endpoint.Endpoint
-	fp     string
-	reload sync.Mutex
+	a       *app
+	log     hclog.Logger
+	dir     datadir.Dir
+	cfg     atomic.Pointer[config.Config]
+	auth    *auth.Provider
+	ep      *endpoint.Endpoint
+	plugins *pluginhost.Host
+	vault   *vault.Vault
+	fp      string
+	reload  sync.Mutex
 }
 
 func (a *app) serve(ctx context.Context) error {
@@ -116,6 +119,9 @@ func (a *app) serve(ctx context.Context) error {
 		return err
 	}
 	n.auth = auth.NewProvider(pol)
+	if err := n.ensureVault(); err != nil {
+		return err
+	}
 
 	certs, fp, runACME, err := n.identity(cfg)
 	if err != nil {
@@ -136,10 +142,7 @@ func (a *app) serve(ctx context.Context) error {
 	if err := reg.Register(n.nodeInfo(reg)); err != nil {
 		return err
 	}
-	if cfg.EnableEcho {
-		if err := n.ep.Register(endpoint.EchoALPN, "core (enable_echo)", endpoint.Echo()); err != nil {
-			return err
-		}
+	if cfg.EnableDiag {
 		if _, err := diag.Register(reg); err != nil {
 			return err
 		}
@@ -148,6 +151,10 @@ func (a *app) serve(ctx context.Context) error {
 		return err
 	}
 	if err := n.ep.Start(); err != nil {
+		return err
+	}
+	if err := n.startPlugins(ctx, reg); err != nil {
+		n.ep.Shutdown()
 		return err
 	}
 	bg, stopBG := context.WithCancel(ctx)
@@ -195,8 +202,12 @@ func (a *app) serve(ctx context.Context) error {
 
 func (n *node) shutdown(stopBG context.CancelFunc, wg *sync.WaitGroup) {
 	n.ep.Shutdown()
+	n.plugins.Shutdown() // plugins stop after their connections
 	stopBG()
 	wg.Wait()
+	if n.vault != nil {
+		n.vault.Lock()
+	}
 }
 
 // doReload re-reads the config file and auth.json; on any error the old
@@ -230,6 +241,7 @@ func (n *node) doReload() {
 	}
 	n.cfg.Store(cfg)
 	n.auth.Swap(pol)
+	n.plugins.Reload()
 	n.log.Info("configuration reloaded", "peers", len(cfg.Auth.Peers), "api_keys", len(cfg.Auth.APIKeys))
 }
 
@@ -242,7 +254,7 @@ func (n *node) nodeInfo(*call.Registry) call.Registration {
 	return call.Registration{
 		Spec: call.Spec{Name: "node/info", OpType: call.Query, RemoteSafe: true, Description: "node id, version, ALPNs and plugins"},
 		Call: func(context.Context, json.RawMessage) (any, error) {
-			return map[string]any{"id": n.fp, "version": version, "alpns": n.ep.ALPNs(), "plugins": []any{}}, nil
+			return map[string]any{"id": n.fp, "version": version, "alpns": n.ep.ALPNs(), "plugins": n.plugins.Statuses()}, nil
 		},
 	}
 }
@@ -308,7 +320,7 @@ func (n *node) identity(cfg *config.Config) (endpoint.CertSource, string, func(c
 }
 
 // rawKey is the node key: from tls.key_file (a 32-byte seed, raw or hex,
-// mode 0600) or from the vault, which is created on first run (D11).
+// mode 0600) or from the vault.
 func (n *node) rawKey(cfg *config.Config) (vault.PrivateKey, error) {
 	if cfg.TLS.KeyFile != "" {
 		s, err := vault.ReadPassphraseFile(cfg.TLS.KeyFile)
@@ -328,28 +340,35 @@ func (n *node) rawKey(cfg *config.Config) (vault.PrivateKey, error) {
 		}
 		return k, nil
 	}
+	return n.vault.NodeKey()
+}
+
+// ensureVault opens the node's vault, creating it on first run (D11). It
+// stays unlocked while the node runs: capabilities are resolved from it at
+// every connection and call (plugins.md §5).
+func (n *node) ensureVault() error {
 	created := false
 	if !n.dir.HasVault() {
 		m, err := vault.NewMnemonic()
 		if err != nil {
-			return vault.PrivateKey{}, err
+			return err
 		}
 		defer m.Wipe()
 		if _, err := n.a.writeVault(n.dir, m, "", false, false); err != nil {
-			return vault.PrivateKey{}, err
+			return err
 		}
 		n.log.Warn("created a new vault for this node; its recovery words were not shown. To have recovery words, stop now, remove the vault and run `alknet init`", "path", n.dir.VaultPath())
 		created = true
 	}
 	v, info, err := n.a.openVault(n.dir)
 	if err != nil {
-		return vault.PrivateKey{}, err
+		return err
 	}
-	defer v.Lock()
+	n.vault = v
 	if info.Mode == vault.ModePlain && !created {
 		n.a.warnPlain(n.dir)
 	}
-	return v.NodeKey()
+	return nil
 }
 
 type staticCert struct{ c tls.Certificate }

@@ -44,7 +44,7 @@ type Config struct {
 	Listen       string        `mapstructure:"listen" doc:"UDP (QUIC) and TCP (TLS) listen address, same port for both"`
 	DataDir      string        `mapstructure:"data_dir" doc:"data directory (vault, credentials, plugins, known_peers)"`
 	DrainTimeout time.Duration `mapstructure:"drain_timeout" doc:"how long connections may finish on SIGINT/SIGTERM before they are closed"`
-	EnableEcho   bool          `mapstructure:"enable_echo" doc:"serve the built-in alknet/echo ALPN (testing and benchmarks)"`
+	EnableDiag   bool          `mapstructure:"enable_diag" doc:"serve the diag/* test operations on alknet/call (testing and benchmarks)"`
 	LogLevel     string        `mapstructure:"log_level" doc:"trace, debug, info, warn or error"`
 	LogJSON      bool          `mapstructure:"log_json" doc:"write logs as JSON lines"`
 	TLS          TLS           `mapstructure:"tls"`
@@ -52,6 +52,58 @@ type Config struct {
 	Limits       Limits        `mapstructure:"limits"`
 	Auth         Auth          `mapstructure:"auth"`
 	Call         Call          `mapstructure:"call"`
+	Plugins      Plugins       `mapstructure:"plugins"`
+}
+
+// Plugins configures the plugin host. Besides mtls and drain_timeout,
+// every table [plugins.<name>] configures one plugin.
+type Plugins struct {
+	MTLS         bool          `mapstructure:"mtls" doc:"go-plugin AutoMTLS on the plugin sockets (default true)"`
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" doc:"how long a replaced plugin version may finish its connections"`
+	// Entries holds [plugins.<name>] tables: version, settings, capabilities, disabled.
+	Entries map[string]any `mapstructure:",remain"`
+	parsed  map[string]Plugin
+}
+
+// Plugin configures one plugin ([plugins.<name>]).
+type Plugin struct {
+	Version      string            `mapstructure:"version"`
+	Settings     map[string]any    `mapstructure:"settings"`
+	Capabilities map[string]string `mapstructure:"capabilities"`
+	Disabled     bool              `mapstructure:"disabled"`
+}
+
+// Plugin returns the settings of plugin name (zero value if none).
+func (p Plugins) Plugin(name string) Plugin { return p.parsed[name] }
+
+func (p *Plugins) parse() error {
+	p.parsed = map[string]Plugin{}
+	for name, raw := range p.Entries {
+		var pl Plugin
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{ErrorUnused: true, Result: &pl, WeaklyTypedInput: true})
+		if err != nil {
+			return err
+		}
+		if err := dec.Decode(raw); err != nil {
+			return fmt.Errorf("plugins.%s: %w", name, err)
+		}
+		for capName, grant := range pl.Capabilities {
+			if !validGrant(grant) {
+				return fmt.Errorf("plugins.%s.capabilities.%s: %q is not vault:ed25519:<path>, credential:<name> or file:<path>", name, capName, grant)
+			}
+		}
+		p.parsed[name] = pl
+	}
+	return nil
+}
+
+func validGrant(g string) bool {
+	for _, prefix := range []string{"vault:ed25519:m/", "credential:", "file:/"} {
+		if strings.HasPrefix(g, prefix) && len(g) > len(prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Call configures the alknet/call protocol.
@@ -107,7 +159,6 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("listen", fmt.Sprintf("0.0.0.0:%d", DefaultPort))
 	v.SetDefault("data_dir", "")
 	v.SetDefault("drain_timeout", 2*time.Second)
-	v.SetDefault("enable_echo", false)
 	v.SetDefault("log_level", "info")
 	v.SetDefault("log_json", false)
 	v.SetDefault("tls.mode", TLSRawKey)
@@ -124,6 +175,9 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("limits.idle_timeout", 30*time.Second)
 	v.SetDefault("limits.max_streams_per_connection", 100)
 	v.SetDefault("call.deadline", 30*time.Second)
+	v.SetDefault("plugins.mtls", true)
+	v.SetDefault("plugins.drain_timeout", 10*time.Second)
+	v.SetDefault("enable_diag", false)
 }
 
 // NewViper returns a viper with defaults and the ALKNET_ environment
@@ -145,7 +199,7 @@ var flagOnlyKeys = []string{"config"}
 func FromViper(v *viper.Viper) (*Config, error) {
 	known := knownKeys()
 	for _, k := range v.AllKeys() {
-		if !known[k] && !slices.Contains(flagOnlyKeys, k) && !underTable(k, known) {
+		if !known[k] && !slices.Contains(flagOnlyKeys, k) && !underTable(k, known) && !strings.HasPrefix(k, "plugins.") {
 			return nil, fmt.Errorf("%s: unknown setting (see `alknet config docs`)", k)
 		}
 	}
@@ -208,6 +262,9 @@ func knownKeys() map[string]bool {
 			f := t.Field(i)
 			name := f.Tag.Get("mapstructure")
 			if name == "" {
+				continue
+			}
+			if strings.HasPrefix(name, ",") {
 				continue
 			}
 			key := prefix + name
@@ -309,6 +366,9 @@ func (c *Config) Validate() error {
 	case l.MaxStreamsPerConnection < 1:
 		return fmt.Errorf("limits.max_streams_per_connection: %d, want >= 1", l.MaxStreamsPerConnection)
 	}
+	if err := c.Plugins.parse(); err != nil {
+		return err
+	}
 	if c.Call.Deadline <= 0 {
 		return fmt.Errorf("call.deadline: %v, want > 0", c.Call.Deadline)
 	}
@@ -349,8 +409,8 @@ func StaticChanges(old, new *Config) []string {
 	if old.DrainTimeout != new.DrainTimeout {
 		out = append(out, "drain_timeout")
 	}
-	if old.EnableEcho != new.EnableEcho {
-		out = append(out, "enable_echo")
+	if old.EnableDiag != new.EnableDiag {
+		out = append(out, "enable_diag")
 	}
 	if !reflect.DeepEqual(old.TLS, new.TLS) {
 		out = append(out, "tls")
@@ -375,6 +435,9 @@ func Docs() []KeyDoc {
 			if name == "" {
 				continue
 			}
+			if strings.HasPrefix(name, ",") {
+				continue
+			}
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
 				walk(f.Type, prefix+name+".")
 				continue
@@ -383,6 +446,12 @@ func Docs() []KeyDoc {
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
+	out = append(out,
+		KeyDoc{Key: "plugins.<name>.version", Doc: "pin this plugin's version (else `alknet plugin use`, else the highest installed)"},
+		KeyDoc{Key: "plugins.<name>.settings", Doc: "the plugin's own settings (a table; see the plugin's README)"},
+		KeyDoc{Key: "plugins.<name>.capabilities", Doc: "grants: name = \"vault:ed25519:<path>\" | \"credential:<name>\" | \"file:<path>\""},
+		KeyDoc{Key: "plugins.<name>.disabled", Doc: "do not run this plugin"},
+	)
 	return out
 }
 
@@ -391,5 +460,5 @@ type KeyDoc struct{ Key, Doc string }
 
 // Dynamic reports whether key is applied on reload.
 func Dynamic(key string) bool {
-	return strings.HasPrefix(key, "auth.") || strings.HasPrefix(key, "limits.")
+	return strings.HasPrefix(key, "auth.") || strings.HasPrefix(key, "limits.") || strings.HasPrefix(key, "plugins.")
 }

@@ -1,6 +1,6 @@
-// Package diag registers the built-in echo operations a node serves with
-// enable_echo: the call-protocol counterpart of the alknet/echo ALPN, for
-// tests, benchmarks and checking a deployment end to end. Off by default.
+// Package diag registers the diag/* operations a node serves on alknet/call
+// with enable_diag: for tests, benchmarks and checking a deployment end to
+// end. Off by default.
 package diag
 
 import (
@@ -15,22 +15,22 @@ import (
 
 // Stats counts what the diagnostic handlers saw.
 type Stats struct {
-	Cancelled atomic.Int64 // echo/sleep handlers whose context was cancelled
+	Cancelled atomic.Int64 // diag/sleep handlers whose context was cancelled
 	TimedOut  atomic.Int64 // … whose deadline passed
-	Running   atomic.Int64 // echo/sleep handlers running now
+	Running   atomic.Int64 // diag/sleep handlers running now
 }
 
-// Register adds echo/say, echo/ticks, echo/sleep, echo/stats and
-// echo/callback to reg.
+// Register adds diag/say, diag/ticks, diag/sleep, diag/stats and
+// diag/callback to reg.
 func Register(reg *call.Registry) (*Stats, error) {
 	st := &Stats{}
 	regs := []call.Registration{
 		{
-			Spec: call.Spec{Name: "echo/say", OpType: call.Query, RemoteSafe: true, Description: "returns its input"},
+			Spec: call.Spec{Name: "diag/say", OpType: call.Query, RemoteSafe: true, Description: "returns its input"},
 			Call: func(_ context.Context, in json.RawMessage) (any, error) { return in, nil },
 		},
 		{
-			Spec: call.Spec{Name: "echo/ticks", OpType: call.Subscription, RemoteSafe: true, Description: "streams {\"n\": i} for i < count",
+			Spec: call.Spec{Name: "diag/ticks", OpType: call.Subscription, RemoteSafe: true, Description: "streams {\"n\": i} for i < count",
 				InputSchema: json.RawMessage(`{"type":"object","required":["count"],"properties":{"count":{"type":"integer","minimum":0,"maximum":1000000},"interval_ms":{"type":"integer","minimum":0}}}`)},
 			Stream: func(ctx context.Context, in json.RawMessage, emit func(any) error) error {
 				var q struct {
@@ -56,7 +56,7 @@ func Register(reg *call.Registry) (*Stats, error) {
 			},
 		},
 		{
-			Spec: call.Spec{Name: "echo/sleep", OpType: call.Query, RemoteSafe: true, Description: "sleeps ms milliseconds unless cancelled",
+			Spec: call.Spec{Name: "diag/sleep", OpType: call.Query, RemoteSafe: true, Description: "sleeps ms milliseconds unless cancelled",
 				InputSchema: json.RawMessage(`{"type":"object","required":["ms"],"properties":{"ms":{"type":"integer","minimum":0}}}`)},
 			Call: func(ctx context.Context, in json.RawMessage) (any, error) {
 				var q struct {
@@ -79,13 +79,13 @@ func Register(reg *call.Registry) (*Stats, error) {
 			},
 		},
 		{
-			Spec: call.Spec{Name: "echo/stats", OpType: call.Query, RemoteSafe: true, Description: "what echo/sleep handlers saw"},
+			Spec: call.Spec{Name: "diag/stats", OpType: call.Query, RemoteSafe: true, Description: "what diag/sleep handlers saw"},
 			Call: func(context.Context, json.RawMessage) (any, error) {
 				return map[string]int64{"cancelled": st.Cancelled.Load(), "timed_out": st.TimedOut.Load(), "running": st.Running.Load()}, nil
 			},
 		},
 		{
-			Spec: call.Spec{Name: "echo/callback", OpType: call.Query, RemoteSafe: true, Description: "calls {name, input} back on the caller's own connection",
+			Spec: call.Spec{Name: "diag/callback", OpType: call.Query, RemoteSafe: true, Description: "calls {name, input} back on the caller's own connection",
 				InputSchema: json.RawMessage(`{"type":"object","required":["name"],"properties":{"name":{"type":"string"}}}`)},
 			Call: func(ctx context.Context, in json.RawMessage) (any, error) {
 				var q struct {

@@ -168,6 +168,24 @@ func (e *Endpoint) ALPNs() []string {
 	return out
 }
 
+// ServeInternal routes an in-process connection (see Pipe) to the handler
+// of its ALPN, as if it had arrived from the network, and returns when the
+// handler is done. It fails if no handler is registered for the ALPN.
+func (e *Endpoint) ServeInternal(c Conn, id *auth.Identity) error {
+	h, ok := e.handlerFor(c.ALPN())
+	if !ok {
+		return fmt.Errorf("no handler for ALPN %q in this node", c.ALPN())
+	}
+	ac := auth.AuthContext{Identity: id, ALPN: c.ALPN(), RemoteAddr: c.RemoteAddr(), Transport: c.Transport()}
+	e.handler.Add(1)
+	go func() {
+		defer e.handler.Done()
+		code, reason := e.run(h, c, ac)
+		_ = c.CloseWithError(code, reason)
+	}()
+	return nil
+}
+
 func (e *Endpoint) handlerFor(alpn string) (Handler, bool) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()

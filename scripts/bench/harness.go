@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,34 @@ type benchmark struct {
 	// reported.
 	Rounds, ShortRounds int
 	Subject, Anchor     variant
+	// Also are further rows figured from the same rounds (e.g. the p99 of
+	// the run whose p50 is this row): each instance's Also returns their
+	// figures after every Measure. They are printed right after this row.
+	Also []companion
+}
+
+// companion is a row measured by another row's rounds (benchmark.Also).
+// Its fields mean what the benchmark's fields of the same names mean.
+type companion struct {
+	Name, Description, Unit string
+	HigherIsBetter          bool
+	Goal                    float64
+	Informational           bool
+}
+
+// names are the rows this benchmark prints, its own first.
+func (b *benchmark) names() []string {
+	names := []string{b.Name}
+	for _, c := range b.Also {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// rows are the benchmark's own row and its companions.
+func (b *benchmark) rows() []companion {
+	rows := []companion{{b.Name, b.Description, b.Unit, b.HigherIsBetter, b.Goal, b.Informational}}
+	return append(rows, b.Also...)
 }
 
 // variant is one side of a row.
@@ -48,6 +77,9 @@ type instance struct {
 	Warmup func(ctx context.Context) error
 	// Measure runs one round and returns the figure in the row's unit.
 	Measure func(ctx context.Context) (float64, error)
+	// Also returns the figures of the benchmark's Also rows, in order,
+	// from the round Measure has just run (required when there are any).
+	Also func() []float64
 	// Stop tears everything down and waits for it.
 	Stop func()
 }
@@ -107,21 +139,30 @@ type result struct {
 
 // run measures one benchmark: both variants are started side by side,
 // warmed up, then measured in alternating order (subject first on even
-// rounds, anchor first on odd ones) so that drift affects both alike.
-func (b *benchmark) run(ctx context.Context, e *env) (res result) {
+// rounds, anchor first on odd ones) so that drift affects both alike. It
+// returns the benchmark's row followed by its companions (Also).
+func (b *benchmark) run(ctx context.Context, e *env) []result {
 	start := time.Now()
 	rounds := b.Rounds
 	if e.short {
 		rounds = b.ShortRounds
 	}
-	res = result{
-		Name: b.Name, Milestone: b.Milestone, Description: b.Description, Unit: b.Unit,
-		HigherIsBetter: b.HigherIsBetter, Goal: b.Goal, Informational: b.Informational, Rounds: rounds,
-		Subject: series{Label: b.Subject.Label}, Anchor: series{Label: b.Anchor.Label},
+	rows := b.rows()
+	res := make([]result, len(rows))
+	for i, r := range rows {
+		res[i] = result{
+			Name: r.Name, Milestone: b.Milestone, Description: r.Description, Unit: r.Unit,
+			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, Informational: r.Informational, Rounds: rounds,
+			Subject: series{Label: b.Subject.Label}, Anchor: series{Label: b.Anchor.Label},
+		}
 	}
-	defer func() { res.DurationSeconds = time.Since(start).Seconds() }()
-	fail := func(err error) result {
-		res.Status, res.Error = "failed", err.Error()
+	finish := func(err error) []result {
+		for i := range res {
+			res[i].DurationSeconds = time.Since(start).Seconds()
+			if err != nil {
+				res[i].Status, res[i].Error = "failed", err.Error()
+			}
+		}
 		return res
 	}
 
@@ -136,49 +177,56 @@ func (b *benchmark) run(ctx context.Context, e *env) (res result) {
 		}
 	}
 	var err error
-	if subj, err = b.Subject.Start(ctx, e); err != nil {
-		return fail(fmt.Errorf("start %s: %w", b.Subject.Label, err))
+	if subj, err = b.start(ctx, e, subjectSide); err != nil {
+		return finish(fmt.Errorf("start %s: %w", b.Subject.Label, err))
 	}
-	if anch, err = b.Anchor.Start(ctx, e); err != nil {
+	if anch, err = b.start(ctx, e, anchorSide); err != nil {
 		stop()
-		return fail(fmt.Errorf("start %s: %w", b.Anchor.Label, err))
+		return finish(fmt.Errorf("start %s: %w", b.Anchor.Label, err))
 	}
 	subjSamples, anchSamples, err := measure(ctx, b, subj, anch, rounds, e)
 	stop()
 	if lerr := waitGoroutines(baseline, 3*time.Second); lerr != nil {
 		err = errors.Join(err, lerr)
 	}
-	res.Subject = newSeries(b.Subject.Label, subjSamples)
-	res.Anchor = newSeries(b.Anchor.Label, anchSamples)
-	if err != nil {
-		return fail(err)
+	for i, r := range rows {
+		res[i].Subject = newSeries(b.Subject.Label, subjSamples[i])
+		res[i].Anchor = newSeries(b.Anchor.Label, anchSamples[i])
+		if err != nil {
+			continue
+		}
+		var ratio float64
+		if r.HigherIsBetter {
+			ratio = res[i].Subject.Median / res[i].Anchor.Median
+		} else {
+			ratio = res[i].Anchor.Median / res[i].Subject.Median
+		}
+		res[i].Ratio = &ratio
+		res[i].Status = "below"
+		if ratio >= r.Goal {
+			res[i].Status = "ok"
+		}
 	}
-	var ratio float64
-	if b.HigherIsBetter {
-		ratio = res.Subject.Median / res.Anchor.Median
-	} else {
-		ratio = res.Anchor.Median / res.Subject.Median
-	}
-	res.Ratio = &ratio
-	res.Status = "below"
-	if ratio >= b.Goal {
-		res.Status = "ok"
-	}
-	return res
+	return finish(err)
 }
 
-func measure(ctx context.Context, b *benchmark, subj, anch *instance, rounds int, e *env) (s, a []float64, err error) {
+// measure runs the rounds; s[i] and a[i] are the samples of row i
+// (b.rows()) for the subject and the anchor.
+func measure(ctx context.Context, b *benchmark, subj, anch *instance, rounds int, e *env) (s, a [][]float64, err error) {
+	rows := b.rows()
+	s, a = make([][]float64, len(rows)), make([][]float64, len(rows))
 	type side struct {
+		side  string
 		label string
 		in    *instance
-		out   *[]float64
+		out   [][]float64
 	}
-	sides := [2]side{{b.Subject.Label, subj, &s}, {b.Anchor.Label, anch, &a}}
+	sides := [2]side{{subjectSide, b.Subject.Label, subj, s}, {anchorSide, b.Anchor.Label, anch, a}}
 	for _, sd := range sides {
 		if sd.in.Warmup == nil {
 			continue
 		}
-		if err := sd.in.Warmup(ctx); err != nil {
+		if err := labelled(ctx, b, sd.side, sd.in.Warmup); err != nil {
 			return s, a, fmt.Errorf("%s: warm-up: %w", sd.label, err)
 		}
 	}
@@ -192,15 +240,56 @@ func measure(ctx context.Context, b *benchmark, subj, anch *instance, rounds int
 				return s, a, err
 			}
 			runtime.GC() // start each round from a clean heap
-			v, err := sd.in.Measure(ctx)
+			var v float64
+			err := labelled(ctx, b, sd.side, func(ctx context.Context) (err error) {
+				v, err = sd.in.Measure(ctx)
+				return err
+			})
 			if err != nil {
 				return s, a, fmt.Errorf("%s: round %d: %w", sd.label, r+1, err)
 			}
-			*sd.out = append(*sd.out, v)
-			e.progress("  %-18s round %d/%d  %-44s %10.1f %s", b.Name, r+1, rounds, sd.label, v, b.Unit)
+			figures := []float64{v}
+			if len(b.Also) > 0 && sd.in.Also != nil {
+				figures = append(figures, sd.in.Also()...)
+			}
+			if len(figures) != len(rows) {
+				return s, a, fmt.Errorf("%s: round %d: %d figure(s) for %d row(s)", sd.label, r+1, len(figures), len(rows))
+			}
+			for i, f := range figures {
+				sd.out[i] = append(sd.out[i], f)
+				e.progress("  %-18s round %d/%d  %-44s %10.1f %s", rows[i].Name, r+1, rounds, sd.label, f, rows[i].Unit)
+			}
 		}
 	}
 	return s, a, nil
+}
+
+// The values of the "side" profiler label.
+const (
+	subjectSide = "alknet"
+	anchorSide  = "anchor"
+)
+
+// start starts one variant with the profiler labels row=NAME and
+// side=alknet|anchor, which the goroutines it starts (servers, connections)
+// inherit: `go tool pprof -tagfocus side=alknet` then keeps one side of a
+// -cpuprofile.
+func (b *benchmark) start(ctx context.Context, e *env, side string) (in *instance, err error) {
+	v := b.Subject
+	if side == anchorSide {
+		v = b.Anchor
+	}
+	err = labelled(ctx, b, side, func(ctx context.Context) (err error) {
+		in, err = v.Start(ctx, e)
+		return err
+	})
+	return in, err
+}
+
+// labelled runs f with the profiler labels of one side of b (see start).
+func labelled(ctx context.Context, b *benchmark, side string, f func(context.Context) error) (err error) {
+	pprof.Do(ctx, pprof.Labels("row", b.Name, "side", side), func(ctx context.Context) { err = f(ctx) })
+	return err
 }
 
 // waitGoroutines waits until no more goroutines run than before the

@@ -26,7 +26,9 @@
 //
 // To add a row, append a benchmark to the suite (see m2.go): a name, unit,
 // goal, direction, round counts, and a Start func for the subject and for
-// the anchor that returns how to measure one round and how to stop.
+// the anchor that returns how to measure one round and how to stop. Rows
+// figured from the same rounds (a p50 and a p99) are one benchmark with
+// companions (benchmark.Also; see m3.go).
 package main
 
 import (
@@ -44,6 +46,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -56,6 +59,7 @@ import (
 func suite() []benchmark {
 	var all []benchmark
 	all = append(all, m2...)
+	all = append(all, m3...)
 	return all
 }
 
@@ -107,7 +111,7 @@ func run() int {
 	asJSON := flag.Bool("json", false, "print the results as JSON to stdout instead of the table")
 	out := flag.String("out", "", "write the JSON results here (default bench/results.json at the module root; \"-\" to skip)")
 	list := flag.Bool("list", false, "list the rows and exit")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (to see where a low ratio comes from)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (to see where a low ratio comes from); samples carry the labels row=NAME and side=alknet|anchor (go tool pprof -tagfocus side=alknet)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -117,7 +121,9 @@ func run() int {
 	all := suite()
 	if *list {
 		for _, b := range all {
-			fmt.Printf("%-20s %-3s %-7s goal ≥ %.2f  %s\n", b.Name, b.Milestone, b.Unit, b.Goal, b.Description)
+			for _, r := range b.rows() {
+				fmt.Printf("%-20s %-3s %-7s goal ≥ %.2f  %s\n", r.Name, b.Milestone, r.Unit, r.Goal, r.Description)
+			}
 		}
 		return 0
 	}
@@ -164,12 +170,13 @@ func run() int {
 	for i := range selected {
 		b := &selected[i]
 		e.progress("[%d/%d] %s: %s", i+1, len(selected), b.Name, b.Description)
-		r := b.run(ctx, e)
-		if r.Status == "failed" {
-			rep.Failed++
-			fmt.Fprintf(os.Stderr, "bench: %s FAILED: %s\n", b.Name, r.Error)
+		for _, r := range b.run(ctx, e) {
+			if r.Status == "failed" {
+				rep.Failed++
+				fmt.Fprintf(os.Stderr, "bench: %s FAILED: %s\n", r.Name, r.Error)
+			}
+			rep.Results = append(rep.Results, r)
 		}
-		rep.Results = append(rep.Results, r)
 		if ctx.Err() != nil {
 			fmt.Fprintln(os.Stderr, "bench: interrupted")
 			break
@@ -208,14 +215,15 @@ func run() int {
 	return 0
 }
 
-// filter keeps the rows named by -only, in suite order.
+// filter keeps the rows named by -only, in suite order. Naming one row of
+// a benchmark runs it whole (with its companions, benchmark.Also).
 func filter(all []benchmark, only string) ([]benchmark, error) {
 	if strings.TrimSpace(only) == "" {
 		return all, nil
 	}
 	var names []string
 	for _, b := range all {
-		names = append(names, b.Name)
+		names = append(names, b.names()...)
 	}
 	keep := map[string]bool{}
 	for _, pat := range strings.Split(only, ",") {
@@ -237,7 +245,7 @@ func filter(all []benchmark, only string) ([]benchmark, error) {
 	}
 	var out []benchmark
 	for _, b := range all {
-		if keep[b.Name] {
+		if slices.ContainsFunc(b.names(), func(n string) bool { return keep[n] }) {
 			out = append(out, b)
 		}
 	}
@@ -252,7 +260,7 @@ func printTable(w io.Writer, rep report) {
 	fmt.Fprintf(w, "Alknet benchmarks — %s, %s, %.0f s\n", rep.Started.Format("2006-01-02 15:04"), mode, rep.DurationSeconds)
 	fmt.Fprintf(w, "%s\n", rep.Machine.summary())
 	fmt.Fprintf(w, "Median of alternating rounds in one process over 127.0.0.1 (± is half the min–max spread).\n")
-	fmt.Fprintf(w, "Ratio = Alknet / anchor (1.00 = parity, higher is better).\n\n")
+	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tROUNDS\tALKNET\tANCHOR\tRATIO\tGOAL\t")
 	for _, r := range rep.Results {

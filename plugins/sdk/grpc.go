@@ -1,0 +1,177 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"alknet.dev/alknet/proto/pluginpb"
+)
+
+// GRPCPlugin is the go-plugin glue. Plugins do not use it directly; the
+// core uses its client half.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl Handler
+}
+
+// GRPCServer registers the plugin side.
+func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
+	pluginpb.RegisterPluginServer(s, &server{h: p.Impl, broker: broker})
+	return nil
+}
+
+// Client is what the core gets when it dispenses the plugin.
+type Client struct {
+	pluginpb.PluginClient
+	Broker *plugin.GRPCBroker
+}
+
+// GRPCClient returns the core side.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &Client{PluginClient: pluginpb.NewPluginClient(c), Broker: broker}, nil
+}
+
+type server struct {
+	pluginpb.UnimplementedPluginServer
+	h      Handler
+	broker *plugin.GRPCBroker
+
+	mu    sync.Mutex
+	host  *Host
+	conns map[uint64]*Conn
+}
+
+func (s *server) Describe(context.Context, *pluginpb.Empty) (*pluginpb.Manifest, error) {
+	b, err := json.Marshal(s.h.Manifest())
+	return &pluginpb.Manifest{Json: b}, err
+}
+
+func (s *server) Configure(ctx context.Context, r *pluginpb.ConfigureRequest) (*pluginpb.Empty, error) {
+	cc, err := s.broker.Dial(r.GetHostBrokerId())
+	if err != nil {
+		return nil, err
+	}
+	host := &Host{c: pluginpb.NewHostClient(cc)}
+	s.mu.Lock()
+	s.host = host
+	s.conns = map[uint64]*Conn{}
+	s.mu.Unlock()
+	settings := json.RawMessage(r.GetSettings())
+	if len(settings) == 0 {
+		settings = json.RawMessage("{}")
+	}
+	if err := s.h.Configure(ctx, settings, host); err != nil {
+		return nil, err
+	}
+	return &pluginpb.Empty{}, nil
+}
+
+func (s *server) OpenConnection(_ context.Context, r *pluginpb.OpenConnectionRequest) (*pluginpb.Empty, error) {
+	s.mu.Lock()
+	host := s.host
+	s.mu.Unlock()
+	if host == nil {
+		return nil, errors.New("not configured")
+	}
+	a := r.GetAuth()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{id: r.GetConnId(), host: host.c, ctx: ctx, cancel: cancel, caps: capsFromProto(r.GetCapabilities()),
+		auth: Auth{Identity: identityFrom(a.GetIdentity()), Fingerprint: a.GetFingerprint(), ALPN: a.GetAlpn(), RemoteAddr: a.GetRemoteAddr(), Transport: a.GetTransport()}}
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	go func() {
+		// Owned by the connection: ends when the handler returns.
+		var code uint64
+		reason := ""
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					code, reason = 4, "internal"
+				}
+			}()
+			if err := s.h.ServeConn(ctx, c); err != nil {
+				code, reason = 4, "internal"
+			}
+		}()
+		s.mu.Lock()
+		delete(s.conns, c.id)
+		s.mu.Unlock()
+		_ = c.Close(code, reason)
+	}()
+	return &pluginpb.Empty{}, nil
+}
+
+func (s *server) CloseConnection(_ context.Context, r *pluginpb.CloseConnectionRequest) (*pluginpb.Empty, error) {
+	s.mu.Lock()
+	c := s.conns[r.GetConnId()]
+	s.mu.Unlock()
+	if c != nil {
+		c.cancel()
+	}
+	return &pluginpb.Empty{}, nil
+}
+
+func (s *server) Invoke(r *pluginpb.InvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
+	s.mu.Lock()
+	host := s.host
+	s.mu.Unlock()
+	call := &Call{Operation: r.GetOperation(), Input: r.GetInput(), RequestID: r.GetRequestId(), ParentID: r.GetParentId(),
+		Identity: identityFrom(r.GetIdentity()), ForwardedFor: identityFrom(r.GetForwardedFor()), Internal: r.GetInternal(),
+		Capabilities: capsFromProto(r.GetCapabilities()), Host: host}
+	if len(call.Input) == 0 {
+		call.Input = json.RawMessage("null")
+	}
+	var mu sync.Mutex
+	if r.GetSubscribe() {
+		call.Emit = func(item any) error {
+			b, err := json.Marshal(item)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
+		}
+	}
+	out, err := invokeSafely(st.Context(), s.h, call)
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		var ce *CallError
+		if !errors.As(err, &ce) {
+			ce = &CallError{Code: "INTERNAL", Message: "internal error"}
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				ce.Message = "request cancelled"
+			}
+		}
+		b, _ := json.Marshal(ce)
+		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: b})
+	}
+	if r.GetSubscribe() {
+		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED})
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
+}
+
+func invokeSafely(ctx context.Context, h Handler, c *Call) (out any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = nil, &CallError{Code: "INTERNAL", Message: "internal error"}
+		}
+	}()
+	return h.Invoke(ctx, c)
+}
+
+func (s *server) Health(context.Context, *pluginpb.Empty) (*pluginpb.HealthResponse, error) {
+	return &pluginpb.HealthResponse{Status: "ok"}, nil
+}
