@@ -417,25 +417,31 @@ func selfSigned() (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, nil
 }
 
-// signalNode asks a running node (pid file in d) to reload. It reports
-// whether a node was signalled.
-func signalNode(d datadir.Dir) (int, bool) {
+// runningNode returns the pid of the node serving data dir d, if any.
+func runningNode(d datadir.Dir) (*os.Process, bool) {
 	b, err := os.ReadFile(filepath.Join(d.Path, pidFileName))
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	pid, err := strconv.Atoi(string(trimNL(b)))
 	if err != nil || pid <= 0 {
-		return 0, false
+		return nil, false
 	}
 	p, err := os.FindProcess(pid)
-	if err != nil {
+	if err != nil || p.Signal(syscall.Signal(0)) != nil {
+		return nil, false
+	}
+	return p, true
+}
+
+// signalNode asks a running node (pid file in d) to reload. It reports
+// whether a node was signalled.
+func signalNode(d datadir.Dir) (int, bool) {
+	p, ok := runningNode(d)
+	if !ok || p.Signal(syscall.SIGHUP) != nil {
 		return 0, false
 	}
-	if err := p.Signal(syscall.SIGHUP); err != nil {
-		return pid, false
-	}
-	return pid, true
+	return p.Pid, true
 }
 
 func trimNL(b []byte) []byte {

@@ -20,8 +20,8 @@ type Stats struct {
 	Running   atomic.Int64 // diag/sleep handlers running now
 }
 
-// Register adds diag/say, diag/ticks, diag/sleep, diag/stats and
-// diag/callback to reg.
+// Register adds diag/say, diag/ticks, diag/sleep, diag/stats,
+// diag/callback and (admin only) diag/invoke to reg.
 func Register(reg *call.Registry) (*Stats, error) {
 	st := &Stats{}
 	regs := []call.Registration{
@@ -101,6 +101,24 @@ func Register(reg *call.Registry) (*Stats, error) {
 			},
 		},
 	}
+	regs = append(regs, call.Registration{
+		Spec: call.Spec{Name: "diag/invoke", OpType: call.Query, Description: "admin only: calls any operation, internal ones included, as the caller",
+			AccessControl: call.AccessControl{RequiredScopes: []string{"admin"}},
+			InputSchema:   json.RawMessage(`{"type":"object","required":["name"],"properties":{"name":{"type":"string"}}}`)},
+		Call: func(ctx context.Context, in json.RawMessage) (any, error) {
+			var q struct {
+				Name  string          `json:"name"`
+				Input json.RawMessage `json:"input"`
+			}
+			_ = json.Unmarshal(in, &q)
+			info, _ := call.FromContext(ctx)
+			out, cerr := reg.Invoke(ctx, call.Invocation{Name: q.Name, Input: q.Input, Identity: info.Identity, Internal: true, RequestID: info.RequestID + "/diag"}, nil)
+			if cerr != nil {
+				return nil, cerr
+			}
+			return out, nil
+		},
+	})
 	for _, r := range regs {
 		if err := reg.Register(r); err != nil {
 			return nil, err

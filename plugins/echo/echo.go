@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,11 +18,18 @@ import (
 	"alknet.dev/alknet/plugins/sdk"
 )
 
-// Version is set at build time (-ldflags "-X alknet.dev/alknet/plugins/echo.Version=…").
-var Version = "0.1.0"
+// Build-time knobs (-ldflags "-X alknet.dev/alknet/plugins/echo.Version=…"):
+// the version, and — for tests that need a second, independent plugin or a
+// plugin of another protocol — the name (which also names the ALPN
+// alknet/<name> and the operations <name>/…) and the protocol version.
+var (
+	Version  = "0.1.0"
+	Name     = "echo"
+	Protocol = "1"
+)
 
 // ALPN served by the plugin.
-const ALPN = "alknet/echo"
+func ALPN() string { return "alknet/" + Name }
 
 // Handler implements sdk.Handler.
 type Handler struct {
@@ -32,21 +40,24 @@ var _ sdk.Handler = (*Handler)(nil)
 
 // Manifest describes the echo plugin.
 func (h *Handler) Manifest() sdk.Manifest {
+	proto, _ := strconv.Atoi(Protocol)
+	op := func(o string) string { return Name + "/" + o }
 	return sdk.Manifest{
-		Name: "echo", Version: Version, ProtocolVersions: []int{1},
-		ALPNs:       []string{ALPN},
+		Name: Name, Version: Version, ProtocolVersions: []int{proto},
+		ALPNs:       []string{ALPN()},
 		Description: "echoes streams; example and test operations",
 		Capabilities: []sdk.CapabilitySpec{
 			{Name: "echo_secret", Description: "any secret, to show how capabilities arrive (optional)"},
 		},
 		Operations: []sdk.Operation{
-			{Name: "echo/say", OpType: sdk.Query, RemoteSafe: true, Description: "returns its input"},
-			{Name: "echo/ticks", OpType: sdk.Subscription, RemoteSafe: true, Description: "streams {\"n\": i} for i < count",
+			{Name: op("say"), OpType: sdk.Query, RemoteSafe: true, Description: "returns its input"},
+			{Name: op("ticks"), OpType: sdk.Subscription, RemoteSafe: true, Description: "streams {\"n\": i} for i < count",
 				InputSchema: json.RawMessage(`{"type":"object","required":["count"],"properties":{"count":{"type":"integer","minimum":0,"maximum":1000000},"interval_ms":{"type":"integer","minimum":0}}}`)},
-			{Name: "echo/caps", OpType: sdk.Query, Description: "names (never values) of the capabilities this call received, and how many calls reached the plugin"},
-			{Name: "echo/env", OpType: sdk.Query, Visibility: "internal", Description: "names of the plugin process's environment variables (isolation test)"},
-			{Name: "echo/crash", OpType: sdk.Mutation, Visibility: "internal", Description: "exits the plugin process (crash test)"},
-			{Name: "echo/stats", OpType: sdk.Query, RemoteSafe: true, Description: "how many operation calls reached the plugin"},
+			{Name: op("caps"), OpType: sdk.Query, Description: "names (never values) of the capabilities this call received, and how many calls reached the plugin",
+				AccessControl: sdk.AccessControl{RequiredScopes: []string{"echo:caps"}}},
+			{Name: op("env"), OpType: sdk.Query, Visibility: "internal", Description: "names of the plugin process's environment variables (isolation test)"},
+			{Name: op("crash"), OpType: sdk.Mutation, Visibility: "internal", Description: "exits the plugin process (crash test)"},
+			{Name: op("stats"), OpType: sdk.Query, RemoteSafe: true, Description: "how many operation calls reached the plugin"},
 		},
 	}
 }
@@ -79,27 +90,28 @@ func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
 // Invoke answers the echo operations.
 func (h *Handler) Invoke(ctx context.Context, call *sdk.Call) (any, error) {
 	h.calls.Add(1)
+	op := func(o string) string { return Name + "/" + o }
 	switch call.Operation {
-	case "echo/say":
+	case op("say"):
 		return call.Input, nil
-	case "echo/caps":
+	case op("caps"):
 		return map[string]any{"capabilities": call.Capabilities.Names(), "calls": h.calls.Load()}, nil
-	case "echo/stats":
+	case op("stats"):
 		return map[string]any{"calls": h.calls.Load()}, nil
-	case "echo/env":
+	case op("env"):
 		var names []string
 		for _, kv := range os.Environ() {
 			names = append(names, strings.SplitN(kv, "=", 2)[0])
 		}
 		sort.Strings(names)
 		return names, nil
-	case "echo/crash":
+	case op("crash"):
 		go func() {
 			time.Sleep(10 * time.Millisecond)
 			os.Exit(3)
 		}()
 		return "crashing", nil
-	case "echo/ticks":
+	case op("ticks"):
 		var q struct {
 			Count      int `json:"count"`
 			IntervalMS int `json:"interval_ms"`

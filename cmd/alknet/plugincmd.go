@@ -1,0 +1,422 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"alknet.dev/alknet/core/pluginhost"
+)
+
+func (a *app) pluginStore() (*pluginhost.Store, string, error) {
+	d, err := a.dataDir()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := d.Ensure(); err != nil {
+		return nil, "", err
+	}
+	return pluginhost.OpenStore(d.PluginsPath()), d.Path, nil
+}
+
+// tellNode asks a running node to reload its plugins, if one runs.
+func (a *app) tellNode() {
+	d, err := a.dataDir()
+	if err != nil {
+		return
+	}
+	if pid, ok := signalNode(d); ok {
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to apply the change\n", pid)
+	} else {
+		fmt.Fprintln(a.err, "no running node found; the change applies at its next start")
+	}
+}
+
+func (a *app) pluginCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "plugin",
+		Short: "Install, inspect, switch and restart protocol plugins",
+		Long: `Protocol handlers are separate executables (alknet-plugin-<name>) that the node
+runs and supervises. Installed plugins live in <data-dir>/plugins/<name>/<version>/
+with their SHA-256 recorded in <data-dir>/plugins/lock.json; the node verifies the
+digest before every launch and refuses a binary that changed.`,
+	}
+	c.AddCommand(a.pluginInstallCmd(), a.pluginListCmd(), a.pluginInfoCmd(), a.pluginUseCmd(),
+		a.pluginRemoveCmd(), a.pluginVerifyCmd(), a.pluginRestartCmd())
+	return c
+}
+
+func (a *app) pluginInstallCmd() *cobra.Command {
+	var want string
+	c := &cobra.Command{
+		Use:   "install PATH|URL [--sha256 HEX]",
+		Short: "Install a plugin binary (file or http(s) URL) after checking it",
+		Long: `Install a plugin: its manifest is read with 'describe', its name, version and
+core protocol are checked, and it is copied into the data directory with its
+SHA-256 recorded. A URL is downloaded first and must match --sha256 (or a
+SHA256SUMS file next to it) before anything is executed.`,
+		Example: "  alknet plugin install ./bin/alknet-plugin-echo\n  alknet plugin install https://example.org/alknet-plugin-ssh --sha256 3b1f…",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			src, source := args[0], args[0]
+			if u, err := url.Parse(args[0]); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+				if src, err = a.download(cmd.Context(), u, &want); err != nil {
+					return err
+				}
+				defer os.Remove(src)
+			} else if abs, err := filepath.Abs(src); err == nil {
+				source = abs
+			}
+			inst, err := store.Install(context.Background(), src, source, want)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "installed %s %s (sha256 %s, protocol %v, alpns %v)\n", inst.Name, inst.Version, inst.SHA256[:16], inst.ProtocolVersions, inst.ALPNs)
+			a.tellNode()
+			return nil
+		},
+	}
+	c.Flags().StringVar(&want, "sha256", "", "expected SHA-256 of the binary (required for URLs unless a SHA256SUMS file is published beside it)")
+	return c
+}
+
+// download fetches u to a temporary file, showing progress, and checks its
+// digest against want (or the SHA256SUMS beside it) before returning.
+func (a *app) download(ctx context.Context, u *url.URL, want *string) (string, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if *want == "" {
+		sums, err := fetchSmall(ctx, u.JoinPath("..", "SHA256SUMS").String())
+		if err != nil {
+			return "", fmt.Errorf("download %s: give --sha256 HEX (no SHA256SUMS beside it: %v)", u, err)
+		}
+		base := filepath.Base(u.Path)
+		for _, line := range strings.Split(sums, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 && strings.TrimPrefix(f[1], "*") == base {
+				*want = f[0]
+			}
+		}
+		if *want == "" {
+			return "", fmt.Errorf("download %s: SHA256SUMS does not list %s; give --sha256", u, base)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("download %s: %s", u, resp.Status)
+	}
+	f, err := os.CreateTemp("", "alknet-plugin-download-*")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	pr := &progress{w: a.err, total: resp.ContentLength, name: filepath.Base(u.Path)}
+	_, err = io.Copy(io.MultiWriter(f, h, pr), resp.Body)
+	pr.done()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("download %s: %w", u, err)
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if !strings.EqualFold(got, *want) {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("download %s: sha256 is %s but %s was expected; nothing was executed or installed", u, got, strings.ToLower(*want))
+	}
+	if err := os.Chmod(f.Name(), 0o700); err != nil {
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+func fetchSmall(ctx context.Context, u string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", errors.New(resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return string(b), err
+}
+
+// progress prints a one-line download progress bar.
+type progress struct {
+	w     io.Writer
+	total int64
+	n     int64
+	last  time.Time
+	name  string
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if time.Since(p.last) > 200*time.Millisecond {
+		p.last = time.Now()
+		p.print()
+	}
+	return len(b), nil
+}
+
+func (p *progress) print() {
+	if p.total > 0 {
+		pct := float64(p.n) / float64(p.total)
+		bar := strings.Repeat("#", int(pct*30)) + strings.Repeat(".", 30-int(pct*30))
+		fmt.Fprintf(p.w, "\r%s [%s] %3.0f%% %d/%d bytes", p.name, bar, pct*100, p.n, p.total)
+		return
+	}
+	fmt.Fprintf(p.w, "\r%s %d bytes", p.name, p.n)
+}
+
+func (p *progress) done() { p.print(); fmt.Fprintln(p.w) }
+
+func (a *app) pluginListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List installed plugins with version, digest, protocol, ALPNs and state",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			lock, err := store.Load()
+			if err != nil {
+				return err
+			}
+			states := map[string]pluginhost.Status{}
+			if d, err := a.dataDir(); err == nil {
+				if _, running := runningNode(d); running {
+					if st, err := pluginhost.ReadState(store); err == nil {
+						for _, s := range st {
+							states[s.Name] = s
+						}
+					}
+				}
+			}
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tVERSION\tACTIVE\tSHA256\tPROTOCOL\tALPNS\tSTATE\tRESTARTS")
+			for _, name := range lock.Names() {
+				lp := lock.Plugins[name]
+				sel, _ := lock.Select(name, "")
+				st, ok := states[name]
+				for _, v := range lp.SortedVersions() {
+					inst := lp.Versions[v]
+					active, state, restarts := "", "not running", ""
+					if ok && st.Version == v {
+						active, state, restarts = "*", st.State, fmt.Sprint(st.Restarts)
+					} else if !ok && sel != nil && sel.Version == v {
+						active = "*"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", name, v, active, inst.SHA256[:12], inst.ProtocolVersions, strings.Join(inst.ALPNs, ","), state, restarts)
+				}
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func (a *app) pluginInfoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "info NAME",
+		Short: "Show what an installed plugin declares (versions, ALPNs, operations, source)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			lock, err := store.Load()
+			if err != nil {
+				return err
+			}
+			lp := lock.Plugins[args[0]]
+			if lp == nil || len(lp.Versions) == 0 {
+				return fmt.Errorf("plugin %s is not installed (see `alknet plugin list`)", args[0])
+			}
+			for _, v := range lp.SortedVersions() {
+				i := lp.Versions[v]
+				fmt.Fprintf(a.out, "%s %s\n  sha256:     %s\n  protocol:   %v\n  alpns:      %s\n  operations: %s\n  source:     %s\n  installed:  %s\n",
+					i.Name, i.Version, i.SHA256, i.ProtocolVersions, strings.Join(i.ALPNs, ", "), strings.Join(i.Operations, ", "), i.Source, i.InstalledAt.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) pluginUseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "use NAME@VERSION",
+		Short:   "Switch a plugin to an installed version (no restart of the node, no dropped connection)",
+		Example: "  alknet plugin use echo@0.2.0",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			name, ver, ok := strings.Cut(args[0], "@")
+			if !ok || ver == "" {
+				return fmt.Errorf("%q: want NAME@VERSION", args[0])
+			}
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			err = store.Update(func(l *pluginhost.Lock) error {
+				lp := l.Plugins[name]
+				if lp == nil || lp.Versions[ver] == nil {
+					return fmt.Errorf("%s@%s is not installed (see `alknet plugin list`)", name, ver)
+				}
+				lp.Active = ver
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s now uses %s\n", name, ver)
+			a.tellNode()
+			return nil
+		},
+	}
+}
+
+func (a *app) pluginRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME[@VERSION]",
+		Short: "Remove an installed plugin version (or all its versions)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			name, ver, _ := strings.Cut(args[0], "@")
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			var removed []string
+			err = store.Update(func(l *pluginhost.Lock) error {
+				lp := l.Plugins[name]
+				if lp == nil {
+					return fmt.Errorf("plugin %s is not installed", name)
+				}
+				for v := range lp.Versions {
+					if ver == "" || v == ver {
+						removed = append(removed, v)
+					}
+				}
+				if len(removed) == 0 {
+					return fmt.Errorf("%s@%s is not installed", name, ver)
+				}
+				for _, v := range removed {
+					delete(lp.Versions, v)
+					if lp.Active == v {
+						lp.Active = ""
+					}
+				}
+				if len(lp.Versions) == 0 {
+					delete(l.Plugins, name)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			slices.Sort(removed)
+			for _, v := range removed {
+				_ = os.RemoveAll(filepath.Dir(store.BinaryPath(name, v)))
+				fmt.Fprintf(a.out, "removed %s %s\n", name, v)
+			}
+			a.tellNode()
+			return nil
+		},
+	}
+}
+
+func (a *app) pluginVerifyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Re-hash every installed plugin against the lock file",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			lock, err := store.Load()
+			if err != nil {
+				return err
+			}
+			bad := 0
+			for _, name := range lock.Names() {
+				for _, v := range lock.Plugins[name].SortedVersions() {
+					if err := store.Verify(lock.Plugins[name].Versions[v]); err != nil {
+						bad++
+						fmt.Fprintf(a.out, "FAIL %s %s: %v\n", name, v, err)
+						continue
+					}
+					fmt.Fprintf(a.out, "ok   %s %s\n", name, v)
+				}
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d plugin binaries do not match the lock file", bad)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) pluginRestartCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart NAME",
+		Short: "Restart a plugin (also brings a failed plugin back)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			store, _, err := a.pluginStore()
+			if err != nil {
+				return err
+			}
+			err = store.Update(func(l *pluginhost.Lock) error {
+				lp := l.Plugins[args[0]]
+				if lp == nil {
+					return fmt.Errorf("plugin %s is not installed", args[0])
+				}
+				lp.RestartGeneration++
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			a.tellNode()
+			return nil
+		},
+	}
+}
