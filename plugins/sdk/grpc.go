@@ -21,8 +21,15 @@ type GRPCPlugin struct {
 
 // GRPCServer registers the plugin side.
 func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginpb.RegisterPluginServer(s, &server{h: p.Impl, broker: broker})
+	pluginpb.RegisterPluginServer(s, NewPluginServer(p.Impl, broker.Dial))
 	return nil
+}
+
+// NewPluginServer returns the plugin side of the protocol for h. dialHost
+// connects to the Host service announced in Configure (go-plugin's broker
+// in production; sdktest passes an in-memory one).
+func NewPluginServer(h Handler, dialHost func(id uint32) (*grpc.ClientConn, error)) pluginpb.PluginServer {
+	return &server{h: h, dial: dialHost}
 }
 
 // Client is what the core gets when it dispenses the plugin.
@@ -38,8 +45,8 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, c 
 
 type server struct {
 	pluginpb.UnimplementedPluginServer
-	h      Handler
-	broker *plugin.GRPCBroker
+	h    Handler
+	dial func(uint32) (*grpc.ClientConn, error)
 
 	mu    sync.Mutex
 	host  *Host
@@ -52,7 +59,7 @@ func (s *server) Describe(context.Context, *pluginpb.Empty) (*pluginpb.Manifest,
 }
 
 func (s *server) Configure(ctx context.Context, r *pluginpb.ConfigureRequest) (*pluginpb.Empty, error) {
-	cc, err := s.broker.Dial(r.GetHostBrokerId())
+	cc, err := s.dial(r.GetHostBrokerId())
 	if err != nil {
 		return nil, err
 	}
