@@ -26,13 +26,24 @@ type benchmark struct {
 	// Goal is the minimum acceptable ratio. Missing it is reported, never
 	// treated as a failure.
 	Goal float64
+	// Max, when set, makes the goal absolute instead (Goal is then unused):
+	// the row's figure must not exceed Max, in Unit. The figure is the
+	// subject's median, or with Delta the subject's median minus the
+	// anchor's. For rows whose anchor is a baseline the subject adds to
+	// (the same node without a plugin) or that have no anchor at all.
+	Max float64
+	// Delta reports subject − anchor (what Alknet adds, in Unit) instead
+	// of a ratio; it needs an anchor.
+	Delta bool
 	// Informational rows are reported with their goal but are not M-gates.
 	Informational bool
 	// Rounds is how many measured rounds each variant gets (ShortRounds
 	// under -short). Variants alternate round by round and the median is
 	// reported.
 	Rounds, ShortRounds int
-	Subject, Anchor     variant
+	// Subject is Alknet's side; Anchor the reference. An Anchor without a
+	// Start means the row has none: give it a Max or make it Informational.
+	Subject, Anchor variant
 	// Also are further rows figured from the same rounds (e.g. the p99 of
 	// the run whose p50 is this row): each instance's Also returns their
 	// figures after every Measure. They are printed right after this row.
@@ -45,7 +56,24 @@ type companion struct {
 	Name, Description, Unit string
 	HigherIsBetter          bool
 	Goal                    float64
+	Max                     float64
+	Delta                   bool
 	Informational           bool
+}
+
+// goal is how the row's goal is printed: "≥ 0.95" (a ratio), "≤ 300 ms"
+// (an absolute bound on Alknet's figure), "Δ ≤ 60 µs" (a bound on what
+// Alknet adds to its anchor), or "—" (none).
+func (c companion) goal() string {
+	switch {
+	case c.Max > 0 && c.Delta:
+		return fmt.Sprintf("Δ ≤ %g %s", c.Max, c.Unit)
+	case c.Max > 0:
+		return fmt.Sprintf("≤ %g %s", c.Max, c.Unit)
+	case c.Goal > 0 && !c.Delta:
+		return fmt.Sprintf("≥ %.2f", c.Goal)
+	}
+	return "—"
 }
 
 // names are the rows this benchmark prints, its own first.
@@ -59,7 +87,8 @@ func (b *benchmark) names() []string {
 
 // rows are the benchmark's own row and its companions.
 func (b *benchmark) rows() []companion {
-	rows := []companion{{b.Name, b.Description, b.Unit, b.HigherIsBetter, b.Goal, b.Informational}}
+	rows := []companion{{Name: b.Name, Description: b.Description, Unit: b.Unit, HigherIsBetter: b.HigherIsBetter,
+		Goal: b.Goal, Max: b.Max, Delta: b.Delta, Informational: b.Informational}}
 	return append(rows, b.Also...)
 }
 
@@ -68,6 +97,7 @@ type variant struct {
 	Label string // what was measured, e.g. "bare quic-go"
 	// Start sets up whatever the variant needs (servers) and returns the
 	// measurement. It must not leave goroutines behind once Stop returns.
+	// Nil for an anchor means the row has none.
 	Start func(ctx context.Context, e *env) (*instance, error)
 }
 
@@ -119,19 +149,26 @@ func (s series) spread() float64 {
 
 // result is one row as printed and as written to JSON.
 type result struct {
-	Name           string   `json:"name"`
-	Milestone      string   `json:"milestone"`
-	Description    string   `json:"description"`
-	Unit           string   `json:"unit"`
-	HigherIsBetter bool     `json:"higher_is_better"`
-	Goal           float64  `json:"goal"`
-	Informational  bool     `json:"informational"`
-	Rounds         int      `json:"rounds"`
-	Subject        series   `json:"subject"`
-	Anchor         series   `json:"anchor"`
-	Ratio          *float64 `json:"ratio,omitempty"`
-	// Status is "ok" (ratio ≥ goal), "below" (ratio < goal) or "failed"
-	// (the benchmark itself did not run to completion; see Error).
+	Name           string  `json:"name"`
+	Milestone      string  `json:"milestone"`
+	Description    string  `json:"description"`
+	Unit           string  `json:"unit"`
+	HigherIsBetter bool    `json:"higher_is_better"`
+	Goal           float64 `json:"goal"`
+	// GoalMax is an absolute goal (benchmark.Max): the subject's median,
+	// or Delta, must not exceed it.
+	GoalMax       float64  `json:"goal_max,omitempty"`
+	Informational bool     `json:"informational"`
+	Rounds        int      `json:"rounds"`
+	Subject       series   `json:"subject"`
+	Anchor        series   `json:"anchor"`
+	Ratio         *float64 `json:"ratio,omitempty"`
+	// Delta is subject − anchor (medians), for rows that report what
+	// Alknet adds rather than a ratio (benchmark.Delta).
+	Delta *float64 `json:"delta,omitempty"`
+	// Status is "ok" (the goal is met), "below" (it is not), "info" (the
+	// row has no goal) or "failed" (the benchmark itself did not run to
+	// completion; see Error).
 	Status          string  `json:"status"`
 	Error           string  `json:"error,omitempty"`
 	DurationSeconds float64 `json:"duration_seconds"`
@@ -152,8 +189,11 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 	for i, r := range rows {
 		res[i] = result{
 			Name: r.Name, Milestone: b.Milestone, Description: r.Description, Unit: r.Unit,
-			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, Informational: r.Informational, Rounds: rounds,
+			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, GoalMax: r.Max, Informational: r.Informational, Rounds: rounds,
 			Subject: series{Label: b.Subject.Label}, Anchor: series{Label: b.Anchor.Label},
+		}
+		if r.Max > 0 {
+			res[i].Goal = 0
 		}
 	}
 	finish := func(err error) []result {
@@ -164,6 +204,13 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 			}
 		}
 		return res
+	}
+
+	hasAnchor := b.Anchor.Start != nil
+	for _, r := range rows {
+		if r.Delta && !hasAnchor {
+			return finish(fmt.Errorf("row %s: Delta needs an anchor", r.Name))
+		}
 	}
 
 	baseline := runtime.NumGoroutine()
@@ -180,9 +227,11 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 	if subj, err = b.start(ctx, e, subjectSide); err != nil {
 		return finish(fmt.Errorf("start %s: %w", b.Subject.Label, err))
 	}
-	if anch, err = b.start(ctx, e, anchorSide); err != nil {
-		stop()
-		return finish(fmt.Errorf("start %s: %w", b.Anchor.Label, err))
+	if hasAnchor {
+		if anch, err = b.start(ctx, e, anchorSide); err != nil {
+			stop()
+			return finish(fmt.Errorf("start %s: %w", b.Anchor.Label, err))
+		}
 	}
 	subjSamples, anchSamples, err := measure(ctx, b, subj, anch, rounds, e)
 	stop()
@@ -195,19 +244,41 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 		if err != nil {
 			continue
 		}
-		var ratio float64
-		if r.HigherIsBetter {
-			ratio = res[i].Subject.Median / res[i].Anchor.Median
-		} else {
-			ratio = res[i].Anchor.Median / res[i].Subject.Median
-		}
-		res[i].Ratio = &ratio
-		res[i].Status = "below"
-		if ratio >= r.Goal {
-			res[i].Status = "ok"
-		}
+		res[i].Ratio, res[i].Delta, res[i].Status = judge(r, res[i].Subject.Median, res[i].Anchor.Median, hasAnchor)
 	}
 	return finish(err)
+}
+
+// judge compares the subject's median s with the anchor's a (if the row
+// has an anchor) and checks the row's goal.
+func judge(r companion, s, a float64, hasAnchor bool) (ratio, delta *float64, status string) {
+	figure := s
+	switch {
+	case hasAnchor && r.Delta:
+		d := s - a
+		delta, figure = &d, d
+	case hasAnchor:
+		q := s / a
+		if !r.HigherIsBetter {
+			q = a / s
+		}
+		ratio = &q
+	}
+	switch {
+	case r.Max > 0:
+		status = "below"
+		if figure <= r.Max {
+			status = "ok"
+		}
+	case ratio != nil && r.Goal > 0:
+		status = "below"
+		if *ratio >= r.Goal {
+			status = "ok"
+		}
+	default:
+		status = "info"
+	}
+	return ratio, delta, status
 }
 
 // measure runs the rounds; s[i] and a[i] are the samples of row i
@@ -221,7 +292,10 @@ func measure(ctx context.Context, b *benchmark, subj, anch *instance, rounds int
 		in    *instance
 		out   [][]float64
 	}
-	sides := [2]side{{subjectSide, b.Subject.Label, subj, s}, {anchorSide, b.Anchor.Label, anch, a}}
+	sides := []side{{subjectSide, b.Subject.Label, subj, s}}
+	if anch != nil {
+		sides = append(sides, side{anchorSide, b.Anchor.Label, anch, a})
+	}
 	for _, sd := range sides {
 		if sd.in.Warmup == nil {
 			continue
@@ -231,9 +305,9 @@ func measure(ctx context.Context, b *benchmark, subj, anch *instance, rounds int
 		}
 	}
 	for r := range rounds {
-		order := sides
+		order := slices.Clone(sides)
 		if r%2 == 1 {
-			order[0], order[1] = order[1], order[0]
+			slices.Reverse(order)
 		}
 		for _, sd := range order {
 			if err := ctx.Err(); err != nil {

@@ -60,6 +60,7 @@ func suite() []benchmark {
 	var all []benchmark
 	all = append(all, m2...)
 	all = append(all, m3...)
+	all = append(all, m4...)
 	return all
 }
 
@@ -122,7 +123,7 @@ func run() int {
 	if *list {
 		for _, b := range all {
 			for _, r := range b.rows() {
-				fmt.Printf("%-20s %-3s %-7s goal ≥ %.2f  %s\n", r.Name, b.Milestone, r.Unit, r.Goal, r.Description)
+				fmt.Printf("%-20s %-3s %-7s goal %-12s %s\n", r.Name, b.Milestone, r.Unit, r.goal(), r.Description)
 			}
 		}
 		return 0
@@ -260,11 +261,15 @@ func printTable(w io.Writer, rep report) {
 	fmt.Fprintf(w, "Alknet benchmarks — %s, %s, %.0f s\n", rep.Started.Format("2006-01-02 15:04"), mode, rep.DurationSeconds)
 	fmt.Fprintf(w, "%s\n", rep.Machine.summary())
 	fmt.Fprintf(w, "Median of alternating rounds in one process over 127.0.0.1 (± is half the min–max spread).\n")
-	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n\n")
+	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n")
+	fmt.Fprintf(w, "Δ = Alknet − anchor, in the row's unit: what Alknet adds to a baseline; its goal is an upper bound.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tROUNDS\tALKNET\tANCHOR\tRATIO\tGOAL\t")
+	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tROUNDS\tALKNET\tANCHOR\tRATIO/Δ\tGOAL\t")
 	for _, r := range rep.Results {
-		goal := fmt.Sprintf("≥ %.2f: %s", r.Goal, r.Status)
+		goal := (companion{Unit: r.Unit, Goal: r.Goal, Max: r.GoalMax, Delta: r.Delta != nil}).goal()
+		if goal != "—" {
+			goal += ": " + r.Status
+		}
 		if r.Status == "failed" {
 			goal = "FAILED"
 		} else if r.Informational {
@@ -273,13 +278,19 @@ func printTable(w io.Writer, rep report) {
 		ratio := "—"
 		if r.Ratio != nil {
 			ratio = fmt.Sprintf("%.3f", *r.Ratio)
+		} else if r.Delta != nil {
+			ratio = fmt.Sprintf("Δ %+.1f", *r.Delta)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.Name, r.Unit, r.Rounds, fmtSeries(r.Subject), fmtSeries(r.Anchor), ratio, goal)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, r := range rep.Results {
-		fmt.Fprintf(w, "%s: %s\n    alknet: %s\n    anchor: %s\n", r.Name, r.Description, r.Subject.Label, r.Anchor.Label)
+		anchor := r.Anchor.Label
+		if anchor == "" {
+			anchor = "none"
+		}
+		fmt.Fprintf(w, "%s: %s\n    alknet: %s\n    anchor: %s\n", r.Name, r.Description, r.Subject.Label, anchor)
 	}
 	for _, r := range rep.Results {
 		if r.Error != "" {
