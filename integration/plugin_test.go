@@ -547,3 +547,36 @@ func TestPluginInstallListAndURLChecks(t *testing.T) {
 		t.Fatal("the downloaded binary was executed")
 	}
 }
+
+func TestPluginSignatures(t *testing.T) {
+	node := newCLI(t, nil)
+	dir := t.TempDir()
+	keyFile := writeFile(t, filepath.Join(dir, "publisher.key"), strings.Repeat("42", 32)+"\n", 0o600)
+	bin := filepath.Join(binDir, "alknet-plugin-echo")
+	sigFile := filepath.Join(dir, "echo.sig")
+	out := node.ok("", "plugin", "sign", bin, "--key-file", keyFile, "-o", sigFile)
+	publisher := strings.Fields(out)[len(strings.Fields(out))-3]
+	if !strings.HasPrefix(publisher, "ed25519:") {
+		t.Fatalf("sign output %q", out)
+	}
+	cfg := writeFile(t, filepath.Join(dir, "alknet.toml"), "[plugins]\nrequire_signature = true\ntrusted_publishers = [\""+publisher+"\"]\n", 0o600)
+	if msg := node.fail("", "--config", cfg, "plugin", "install", bin); !strings.Contains(msg, "require_signature") {
+		t.Fatalf("unsigned install: %s", msg)
+	}
+	// A signature by someone else is refused.
+	other := writeFile(t, filepath.Join(dir, "other.key"), strings.Repeat("17", 32)+"\n", 0o600)
+	otherSig := filepath.Join(dir, "other.sig")
+	node.ok("", "plugin", "sign", bin, "--key-file", other, "-o", otherSig)
+	if msg := node.fail("", "--config", cfg, "plugin", "install", bin, "--signature", otherSig); !strings.Contains(msg, "trusted_publishers") {
+		t.Fatalf("untrusted signer: %s", msg)
+	}
+	// A signature for another binary is refused.
+	if msg := node.fail("", "--config", cfg, "plugin", "install", echoVariant(t, "echo2"), "--signature", sigFile); !strings.Contains(msg, "signature is for sha256") {
+		t.Fatalf("signature for another binary: %s", msg)
+	}
+	node.ok("", "--config", cfg, "plugin", "install", bin, "--signature", sigFile)
+	lock, _ := os.ReadFile(filepath.Join(node.dataDir, "plugins", "lock.json"))
+	if !strings.Contains(string(lock), `"signer": "`+publisher+`"`) {
+		t.Fatalf("signer not recorded:\n%s", lock)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"alknet.dev/alknet/core/pluginhost"
+	"alknet.dev/alknet/core/vault"
 )
 
 func (a *app) pluginStore() (*pluginhost.Store, string, error) {
@@ -55,19 +57,22 @@ with their SHA-256 recorded in <data-dir>/plugins/lock.json; the node verifies t
 digest before every launch and refuses a binary that changed.`,
 	}
 	c.AddCommand(a.pluginInstallCmd(), a.pluginListCmd(), a.pluginInfoCmd(), a.pluginUseCmd(),
-		a.pluginRemoveCmd(), a.pluginVerifyCmd(), a.pluginRestartCmd())
+		a.pluginRemoveCmd(), a.pluginVerifyCmd(), a.pluginRestartCmd(), a.pluginSignCmd())
 	return c
 }
 
 func (a *app) pluginInstallCmd() *cobra.Command {
-	var want string
+	var want, sigFile string
 	c := &cobra.Command{
-		Use:   "install PATH|URL [--sha256 HEX]",
+		Use:   "install PATH|URL [--sha256 HEX] [--signature FILE]",
 		Short: "Install a plugin binary (file or http(s) URL) after checking it",
 		Long: `Install a plugin: its manifest is read with 'describe', its name, version and
 core protocol are checked, and it is copied into the data directory with its
 SHA-256 recorded. A URL is downloaded first and must match --sha256 (or a
-SHA256SUMS file next to it) before anything is executed.`,
+SHA256SUMS file next to it) before anything is executed. --signature checks a
+publisher's Ed25519 signature ('alknet plugin sign'); with
+plugins.require_signature = true in the config it is mandatory and the signer
+must be one of plugins.trusted_publishers.`,
 		Example: "  alknet plugin install ./bin/alknet-plugin-echo\n  alknet plugin install https://example.org/alknet-plugin-ssh --sha256 3b1f…",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -84,7 +89,20 @@ SHA256SUMS file next to it) before anything is executed.`,
 			} else if abs, err := filepath.Abs(src); err == nil {
 				source = abs
 			}
-			inst, err := store.Install(context.Background(), src, source, want)
+			o := pluginhost.InstallOptions{SHA256: want}
+			if d, err := a.dataDir(); err == nil {
+				if cfg, err := a.config(d); err == nil {
+					o.RequireSignature, o.TrustedPublishers = cfg.Plugins.RequireSignature, cfg.Plugins.TrustedPublishers
+				}
+			}
+			if sigFile != "" {
+				sig, err := pluginhost.ReadSignature(sigFile)
+				if err != nil {
+					return err
+				}
+				o.Signature = &sig
+			}
+			inst, err := store.Install(context.Background(), src, source, o)
 			if err != nil {
 				return err
 			}
@@ -93,6 +111,7 @@ SHA256SUMS file next to it) before anything is executed.`,
 			return nil
 		},
 	}
+	c.Flags().StringVar(&sigFile, "signature", "", "publisher signature file (from 'alknet plugin sign')")
 	c.Flags().StringVar(&want, "sha256", "", "expected SHA-256 of the binary (required for URLs unless a SHA256SUMS file is published beside it)")
 	return c
 }
@@ -419,4 +438,74 @@ func (a *app) pluginRestartCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (a *app) pluginSignCmd() *cobra.Command {
+	var keyFile, path, out string
+	c := &cobra.Command{
+		Use:   "sign BINARY [--vault-path PATH | --key-file FILE] [-o FILE]",
+		Short: "Sign a plugin binary's SHA-256 with an Ed25519 publisher key",
+		Long: `Write a publisher signature for a plugin binary: an Ed25519 signature over its
+SHA-256 digest, as JSON {publisher, sha256, signature}. The key is derived from
+this node's vault (--vault-path, default m/74'/0'/0'/1', device 1) or read from
+--key-file (32-byte seed, raw or hex, mode 0600). Operators trust the printed
+publisher fingerprint with plugins.trusted_publishers.`,
+		Example: "  alknet plugin sign ./bin/alknet-plugin-echo -o alknet-plugin-echo.sig",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			sum, err := pluginhost.FileSHA256(args[0])
+			if err != nil {
+				return err
+			}
+			var key vault.PrivateKey
+			if keyFile != "" {
+				s, err := vault.ReadPassphraseFile(keyFile)
+				if err != nil {
+					return err
+				}
+				seed := s.Bytes()
+				if len(seed) == 64 {
+					if b, err := hex.DecodeString(string(seed)); err == nil {
+						seed = b
+					}
+				}
+				key, err = vault.PrivateKeyFromSeed(seed)
+				s.Wipe()
+				if err != nil {
+					return fmt.Errorf("--key-file: %w", err)
+				}
+			} else {
+				d, err := a.dataDir()
+				if err != nil {
+					return err
+				}
+				v, _, err := a.openVault(d)
+				if err != nil {
+					return err
+				}
+				defer v.Lock()
+				if key, err = v.DeriveEd25519(path); err != nil {
+					return err
+				}
+			}
+			defer key.Wipe()
+			sig, err := pluginhost.Sign(key.Signer(), sum)
+			if err != nil {
+				return err
+			}
+			b, _ := json.MarshalIndent(sig, "", "  ")
+			if out == "" {
+				out = args[0] + ".sig"
+			}
+			if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "signed %s (sha256 %s) as %s → %s\n", args[0], sum[:16], sig.Publisher, out)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&keyFile, "key-file", "", "publisher key: 32-byte Ed25519 seed file (mode 0600)")
+	c.Flags().StringVar(&path, "vault-path", "m/74'/0'/0'/1'", "publisher key: SLIP-0010 path in this node's vault")
+	c.Flags().StringVarP(&out, "output", "o", "", "signature file (default BINARY.sig)")
+	return c
 }

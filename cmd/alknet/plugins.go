@@ -27,9 +27,11 @@ func (n *node) startPlugins(ctx context.Context, reg *call.Registry) error {
 		Store: store, Endpoint: n.ep, Registry: reg, Logger: n.log.Named("plugin"),
 		MTLS: n.cfg.Load().Plugins.MTLS, DrainTimeout: n.cfg.Load().Plugins.DrainTimeout, NodeInfo: info,
 		Config: func(name string) pluginhost.PluginConfig {
-			p := n.cfg.Load().Plugins.Plugin(name)
+			all := n.cfg.Load().Plugins
+			p := all.Plugin(name)
 			settings, _ := json.Marshal(p.Settings)
-			return pluginhost.PluginConfig{Version: p.Version, Settings: settings, Capabilities: p.Capabilities, Disabled: p.Disabled}
+			return pluginhost.PluginConfig{Version: p.Version, Settings: settings, Capabilities: p.Capabilities, Disabled: p.Disabled,
+				RequireSignature: all.RequireSignature, TrustedPublishers: all.TrustedPublishers}
 		},
 		Resolve: n.resolveCapability,
 	})
@@ -63,7 +65,8 @@ func autoInstall(ctx context.Context, store *pluginhost.Store, n *node) error {
 		if err != nil || known[sum] {
 			continue
 		}
-		inst, err := store.Install(ctx, m, "bundled:"+m, sum)
+		// Bundled plugins sit beside the trusted alknet binary itself.
+		inst, err := store.Install(ctx, m, "bundled:"+m, pluginhost.InstallOptions{SHA256: sum})
 		if err != nil {
 			n.log.Warn("bundled plugin not installed", "path", m, "error", err)
 			continue

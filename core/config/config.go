@@ -60,6 +60,9 @@ type Config struct {
 type Plugins struct {
 	MTLS         bool          `mapstructure:"mtls" doc:"go-plugin AutoMTLS on the plugin sockets (default true)"`
 	DrainTimeout time.Duration `mapstructure:"drain_timeout" doc:"how long a replaced plugin version may finish its connections"`
+	// RequireSignature makes installs (and launches) need a publisher signature.
+	RequireSignature  bool     `mapstructure:"require_signature" doc:"plugins must carry a valid publisher signature (alknet plugin install --signature)"`
+	TrustedPublishers []string `mapstructure:"trusted_publishers" doc:"publisher keys (ed25519:<hex>) whose signatures are accepted"`
 	// Entries holds [plugins.<name>] tables: version, settings, capabilities, disabled.
 	Entries map[string]any `mapstructure:",remain"`
 	parsed  map[string]Plugin
@@ -177,6 +180,8 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("call.deadline", 30*time.Second)
 	v.SetDefault("plugins.mtls", true)
 	v.SetDefault("plugins.drain_timeout", 10*time.Second)
+	v.SetDefault("plugins.require_signature", false)
+	v.SetDefault("plugins.trusted_publishers", []string{})
 	v.SetDefault("enable_diag", false)
 }
 

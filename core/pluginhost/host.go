@@ -55,6 +55,10 @@ type PluginConfig struct {
 	Settings     json.RawMessage
 	Capabilities map[string]string // capability name → grant
 	Disabled     bool
+	// RequireSignature refuses to launch a version installed without a
+	// signature by one of TrustedPublishers (any signer if that is empty).
+	RequireSignature  bool
+	TrustedPublishers []string
 }
 
 // Options configure a Host.

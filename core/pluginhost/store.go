@@ -168,15 +168,37 @@ func Describe(ctx context.Context, binary string) (*Manifest, error) {
 	return m, nil
 }
 
+// InstallOptions are the checks an install must pass before the binary is
+// executed at all.
+type InstallOptions struct {
+	// SHA256 is the expected digest (optional).
+	SHA256 string
+	// Signature is a publisher signature to verify (optional).
+	Signature *Signature
+	// RequireSignature refuses an unsigned binary.
+	RequireSignature bool
+	// TrustedPublishers, when not empty, are the only accepted signers.
+	TrustedPublishers []string
+}
+
 // Install verifies, describes and copies a plugin binary into the store.
-// wantSHA256, when set, is checked before the binary is executed at all.
-func (s *Store) Install(ctx context.Context, src, source, wantSHA256 string) (*Installed, error) {
+// Digest and signature are checked before the binary is executed at all.
+func (s *Store) Install(ctx context.Context, src, source string, o InstallOptions) (*Installed, error) {
 	sum, err := FileSHA256(src)
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", src, err)
 	}
-	if wantSHA256 != "" && !strings.EqualFold(wantSHA256, sum) {
-		return nil, fmt.Errorf("install %s: sha256 is %s but %s was expected; refusing to run it", src, sum, strings.ToLower(wantSHA256))
+	if o.SHA256 != "" && !strings.EqualFold(o.SHA256, sum) {
+		return nil, fmt.Errorf("install %s: sha256 is %s but %s was expected; refusing to run it", src, sum, strings.ToLower(o.SHA256))
+	}
+	signer := ""
+	switch {
+	case o.Signature != nil:
+		if signer, err = o.Signature.Verify(sum, o.TrustedPublishers); err != nil {
+			return nil, fmt.Errorf("install %s: %w; refusing to run it", src, err)
+		}
+	case o.RequireSignature:
+		return nil, fmt.Errorf("install %s: plugins.require_signature is on and no --signature was given; refusing to run it", src)
 	}
 	m, err := Describe(ctx, src)
 	if err != nil {
@@ -206,7 +228,7 @@ func (s *Store) Install(ctx context.Context, src, source, wantSHA256 string) (*I
 		ops = append(ops, op.Name)
 	}
 	inst := &Installed{Name: m.Name, Version: m.Version, SHA256: sum, ProtocolVersions: m.ProtocolVersions, ALPNs: m.ALPNs,
-		Operations: ops, Source: source, InstalledAt: time.Now().UTC().Truncate(time.Second)}
+		Operations: ops, Source: source, InstalledAt: time.Now().UTC().Truncate(time.Second), Signer: signer}
 	err = s.Update(func(l *Lock) error {
 		lp := l.Plugins[m.Name]
 		if lp == nil {

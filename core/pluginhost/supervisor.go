@@ -129,6 +129,9 @@ func (s *supervisor) start() (*instance, error) {
 		return nil, fatal{fmt.Errorf("plugin %s %s speaks core protocol %v; this alknet speaks %v", s.name, want.Version, want.ProtocolVersions, SupportedProtocols)}
 	}
 	cfg := s.h.opts.Config(s.name)
+	if cfg.RequireSignature && (want.Signer == "" || (len(cfg.TrustedPublishers) > 0 && !slices.Contains(cfg.TrustedPublishers, want.Signer))) {
+		return nil, fatal{fmt.Errorf("plugins.require_signature is on and %s %s was installed without a signature from a trusted publisher (signer %q); reinstall it with --signature", s.name, want.Version, want.Signer)}
+	}
 	settings := cfg.Settings
 	if len(settings) == 0 {
 		settings = json.RawMessage("{}")
