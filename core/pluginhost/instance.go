@@ -67,13 +67,16 @@ type inflight struct {
 
 // launchOptions configure one launch.
 type launchOptions struct {
-	binary   string
-	sha256   string
-	mtls     bool
-	log      hclog.Logger
-	host     func(*instance) pluginpb.HostServer
-	settings json.RawMessage
-	nodeInfo json.RawMessage
+	binary string
+	sha256 string
+	mtls   bool
+	// socketDir holds the plugin sockets: private (0700), so that without
+	// AutoMTLS no other local user can reach them.
+	socketDir string
+	log       hclog.Logger
+	host      func(*instance) pluginpb.HostServer
+	settings  json.RawMessage
+	nodeInfo  json.RawMessage
 }
 
 // launch verifies the binary, starts it with go-plugin and configures it.
@@ -88,6 +91,9 @@ func launch(ctx context.Context, o launchOptions) (*instance, error) {
 		return nil, &VerifyError{Path: o.binary, Want: o.sha256, Got: got}
 	}
 	want, _ := hex.DecodeString(o.sha256)
+	if err := ensureDir(o.socketDir); err != nil {
+		return nil, fmt.Errorf("plugin socket directory: %w", err)
+	}
 	cmd := exec.Command(o.binary)
 	cmd.Env = minimalEnv()
 	// Own process group (stopping kills the group) and a parent-death
@@ -106,6 +112,7 @@ func launch(ctx context.Context, o launchOptions) (*instance, error) {
 		Logger:           o.log,
 		GRPCDialOptions:  sdk.DialOptions(),
 		StartTimeout:     10 * time.Second,
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: o.socketDir},
 	})
 	rpc, err := client.Client()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -138,7 +139,8 @@ func (s *supervisor) start() (*instance, error) {
 	}
 	in, err := launch(context.Background(), launchOptions{
 		binary: s.h.opts.Store.BinaryPath(s.name, want.Version), sha256: want.SHA256, mtls: s.h.opts.MTLS,
-		log: s.log, settings: settings, nodeInfo: s.h.opts.NodeInfo,
+		socketDir: filepath.Join(s.h.opts.Store.Dir(), "run"),
+		log:       s.log, settings: settings, nodeInfo: s.h.opts.NodeInfo,
 		host: func(in *instance) pluginpb.HostServer { return &hostService{h: s.h, in: in} },
 	})
 	if err != nil {
