@@ -136,9 +136,8 @@ func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 // Close ends the session and its connection; pending calls fail with
 // INTERNAL "connection closed".
 func (s *Session) Close() error {
-	err := s.conn.CloseWithError(endpoint.CodeNormal, "")
 	s.shutdown()
-	return err
+	return s.conn.CloseWithError(endpoint.CodeNormal, "")
 }
 
 func (s *Session) shutdown() {
@@ -449,6 +448,9 @@ func (s *Session) Call(ctx context.Context, name string, input any, opts ...Call
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if !s.single {
+		return s.callDirect(ctx, name, input, co, timeout)
+	}
 	p, id, cerr := s.start(ctx, name, input, false, co)
 	if cerr != nil {
 		return nil, cerr
@@ -456,31 +458,112 @@ func (s *Session) Call(ctx context.Context, name string, input any, opts ...Call
 	defer s.forget(id)
 	select {
 	case env := <-p.events:
-		switch env.Type {
-		case EventResponded:
-			var r RespondedPayload
-			if err := json.Unmarshal(env.Payload, &r); err != nil {
-				return nil, Errorf(CodeInternal, "malformed response payload")
-			}
-			if r.Output == nil {
-				r.Output = json.RawMessage("null")
-			}
-			return r.Output, nil
-		case EventError:
-			return nil, fromPayload(env.Payload)
-		case EventCompleted:
-			return nil, Errorf(CodeInvalidOperationType, "%s is a subscription; subscribe to it", normalize(name))
-		default:
-			return nil, Errorf(CodeInternal, "request cancelled by the peer")
-		}
+		return answer(env, name)
 	case <-p.failed:
 		return nil, p.err
 	case <-ctx.Done():
-		_ = s.Abort(id)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
+		return nil, s.gaveUp(ctx, id, timeout)
+	}
+}
+
+// answer turns the event answering a query into its result.
+func answer(env Envelope, name string) (json.RawMessage, error) {
+	switch env.Type {
+	case EventResponded:
+		var r RespondedPayload
+		if err := json.Unmarshal(env.Payload, &r); err != nil {
+			return nil, Errorf(CodeInternal, "malformed response payload")
 		}
-		return nil, Errorf(CodeInternal, "request cancelled")
+		if r.Output == nil {
+			r.Output = json.RawMessage("null")
+		}
+		return r.Output, nil
+	case EventError:
+		return nil, fromPayload(env.Payload)
+	case EventCompleted:
+		return nil, Errorf(CodeInvalidOperationType, "%s is a subscription; subscribe to it", normalize(name))
+	default:
+		return nil, Errorf(CodeInternal, "request cancelled by the peer")
+	}
+}
+
+// gaveUp aborts request id on the peer after ctx ended.
+func (s *Session) gaveUp(ctx context.Context, id string, timeout time.Duration) error {
+	_ = s.Abort(id)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
+	}
+	return Errorf(CodeInternal, "request cancelled")
+}
+
+// callDirect is Call on QUIC: one stream per call, and the caller reads
+// its own answer from it — no reader goroutine, no hand-off.
+func (s *Session) callDirect(ctx context.Context, name string, input any, co callOpts, timeout time.Duration) (json.RawMessage, error) {
+	in, err := marshalOutput(input)
+	if err != nil {
+		return nil, Errorf(CodeInvalidInput, "encode input: %v", err)
+	}
+	id := co.id
+	if id == "" {
+		id = uuid.NewString()
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrConnectionClosed
+	}
+	st, err := s.conn.OpenStream(ctx)
+	if err != nil {
+		if s.conn.Context().Err() != nil {
+			return nil, ErrConnectionClosed
+		}
+		if ctx.Err() != nil {
+			return nil, s.gaveUp(ctx, id, timeout)
+		}
+		return nil, Errorf(CodeInternal, "cannot open stream")
+	}
+	sub := false
+	payload := requestPayload{RequestPayload: RequestPayload{OperationID: "/" + normalize(name), Input: in, AuthToken: s.o.AuthToken, ForwardedFor: co.forwardedFor}, Subscribe: &sub}
+	w := &streamWriter{s: st}
+	if err := w.send(EventRequested, id, payload); err != nil {
+		st.CancelWrite(0)
+		st.CancelRead(0)
+		return nil, Errorf(CodeInternal, "cannot send: %v", err)
+	}
+	_ = st.CloseWrite()
+	stop := context.AfterFunc(ctx, func() { st.CancelRead(0) })
+	defer stop()
+	for {
+		body, err := ReadFrame(st)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return nil, s.gaveUp(ctx, id, timeout)
+			case s.ctx.Err() != nil || s.conn.Context().Err() != nil:
+				return nil, ErrConnectionClosed
+			}
+			// The stream may fail a moment before the connection reports
+			// its close; give it that moment before calling it a stream error.
+			select {
+			case <-s.conn.Context().Done():
+				return nil, ErrConnectionClosed
+			case <-s.ctx.Done():
+				return nil, ErrConnectionClosed
+			case <-time.After(50 * time.Millisecond):
+			}
+			return nil, Errorf(CodeInternal, "the peer closed the stream without an answer")
+		}
+		env, err := DecodeEnvelope(body)
+		if err != nil {
+			st.CancelRead(0)
+			return nil, Errorf(CodeInternal, "malformed answer from the peer")
+		}
+		if env.ID != id || env.Type == EventRequested {
+			continue // not ours; our side of this stream cannot answer requests
+		}
+		st.CancelRead(0)
+		return answer(env, name)
 	}
 }
 
