@@ -34,6 +34,10 @@ func (n *node) startPlugins(ctx context.Context, reg *call.Registry) error {
 				RequireSignature: all.RequireSignature, TrustedPublishers: all.TrustedPublishers}
 		},
 		Resolve: n.resolveCapability,
+		Policy:  n.auth.Policy,
+		// The SSH host key is derived from the vault unless the config
+		// grants another one (spec/vault.md §2).
+		DefaultGrants: map[string]string{"ssh_host_key": "vault:ed25519:" + vault.PathSSHHostKey},
 	})
 	return n.plugins.Start(ctx)
 }

@@ -72,6 +72,11 @@ type Options struct {
 	Config       func(name string) PluginConfig
 	Resolve      CapabilityResolver
 	NodeInfo     json.RawMessage
+	// Policy is the current auth policy (for ResolveIdentity).
+	Policy func() *auth.Policy
+	// DefaultGrants are grants used when the config names none for a
+	// capability a plugin declares (ssh_host_key → the vault's SSH host key).
+	DefaultGrants map[string]string
 }
 
 // Host supervises every installed plugin.
@@ -230,7 +235,7 @@ func (h *Host) Shutdown() {
 
 // capabilities resolves the grants of plugin name for one request.
 func (h *Host) capabilities(name string) ([]*pluginpb.Capability, error) {
-	grants := h.opts.Config(name).Capabilities
+	grants := h.grants(name)
 	out := make([]*pluginpb.Capability, 0, len(grants))
 	for _, capName := range sortedKeys(grants) {
 		if h.opts.Resolve == nil {
@@ -243,6 +248,29 @@ func (h *Host) capabilities(name string) ([]*pluginpb.Capability, error) {
 		out = append(out, &pluginpb.Capability{Name: capName, Value: v})
 	}
 	return out, nil
+}
+
+// grants are the configured grants of plugin name plus the default grants
+// for the capabilities its running manifest declares and the config leaves
+// out.
+func (h *Host) grants(name string) map[string]string {
+	g := map[string]string{}
+	h.mu.Lock()
+	sup := h.plugins[name]
+	h.mu.Unlock()
+	if sup != nil {
+		if in := sup.current(); in != nil {
+			for _, c := range in.manifest.Capabilities {
+				if d, ok := h.opts.DefaultGrants[c.Name]; ok {
+					g[c.Name] = d
+				}
+			}
+		}
+	}
+	for k, v := range h.opts.Config(name).Capabilities {
+		g[k] = v
+	}
+	return g
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -238,4 +239,25 @@ func (s *hostService) DialInternal(_ context.Context, r *pluginpb.DialInternalRe
 		s.in.conns.Delete(cid)
 	}()
 	return &pluginpb.ConnRef{ConnId: cid}, nil
+}
+
+// ResolveIdentity maps a credential to an identity under the current
+// auth policy (SSH keys for the SSH plugin, tokens for HTTP, …).
+func (s *hostService) ResolveIdentity(_ context.Context, r *pluginpb.ResolveRequest) (*pluginpb.ResolveResponse, error) {
+	if s.h.opts.Policy == nil {
+		return &pluginpb.ResolveResponse{}, nil
+	}
+	pol := s.h.opts.Policy()
+	var id *auth.Identity
+	switch r.GetKind() {
+	case "ssh_key":
+		id = pol.ResolveSSHKey(r.GetValue())
+	case "tls":
+		id = pol.ResolveFingerprint(r.GetValue())
+	case "token":
+		id = pol.ResolveToken(r.GetValue(), time.Now())
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown credential kind %q", r.GetKind())
+	}
+	return &pluginpb.ResolveResponse{Identity: identityJSON(id)}, nil
 }

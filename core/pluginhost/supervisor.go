@@ -155,7 +155,9 @@ func (s *supervisor) start() (*instance, error) {
 		return nil, fatal{fmt.Errorf("binary for %s@%s reports %s@%s; reinstall it", s.name, want.Version, in.name, in.version)}
 	}
 	for _, c := range in.manifest.Capabilities {
-		if _, ok := cfg.Capabilities[c.Name]; c.Required && !ok {
+		_, granted := cfg.Capabilities[c.Name]
+		_, byDefault := s.h.opts.DefaultGrants[c.Name]
+		if c.Required && !granted && !byDefault {
 			in.stop(0)
 			return nil, fatal{fmt.Errorf("plugin %s needs capability %q (%s): grant it in the config, e.g. [plugins.%s.capabilities] %s = \"credential:NAME\" (or vault:ed25519:PATH, file:PATH)", s.name, c.Name, c.Description, s.name, c.Name)}
 		}

@@ -79,3 +79,20 @@ func (h *Host) DialInternal(ctx context.Context, alpn string, as *Identity) (*Co
 	cctx, cancel := context.WithCancel(context.Background())
 	return &Conn{id: ref.GetConnId(), host: h.c, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}}, nil
 }
+
+// Credential kinds for Resolve.
+const (
+	KindSSHKey = "ssh_key" // OpenSSH SHA256:<base64> fingerprint (ssh.FingerprintSHA256)
+	KindTLS    = "tls"     // TLS fingerprint (ed25519:… or SHA256:…)
+	KindToken  = "token"   // bearer token
+)
+
+// Resolve asks the node who a credential belongs to, under its current
+// auth configuration; nil means nobody (the caller should refuse).
+func (h *Host) Resolve(ctx context.Context, kind, value string) (*Identity, error) {
+	r, err := h.c.ResolveIdentity(ctx, &pluginpb.ResolveRequest{Kind: kind, Value: value})
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", kind, err)
+	}
+	return identityFrom(r.GetIdentity()), nil
+}

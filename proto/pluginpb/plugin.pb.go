@@ -859,6 +859,105 @@ func (x *Chunk) GetRef() *StreamRef {
 	return nil
 }
 
+// ResolveRequest asks who a credential belongs to: kind "ssh_key" (an
+// OpenSSH SHA256:<base64> key fingerprint), "tls" (a TLS fingerprint) or
+// "token" (a bearer token).
+type ResolveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRequest) Reset() {
+	*x = ResolveRequest{}
+	mi := &file_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRequest) ProtoMessage() {}
+
+func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResolveRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ResolveRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ResolveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identity      []byte                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"` // JSON Identity, empty when nobody matches
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveResponse) Reset() {
+	*x = ResolveResponse{}
+	mi := &file_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveResponse) ProtoMessage() {}
+
+func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
+func (*ResolveResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResolveResponse) GetIdentity() []byte {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
 type DialInternalRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Alpn          string                 `protobuf:"bytes,1,opt,name=alpn,proto3" json:"alpn,omitempty"`
@@ -869,7 +968,7 @@ type DialInternalRequest struct {
 
 func (x *DialInternalRequest) Reset() {
 	*x = DialInternalRequest{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +980,7 @@ func (x *DialInternalRequest) String() string {
 func (*DialInternalRequest) ProtoMessage() {}
 
 func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +993,7 @@ func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialInternalRequest.ProtoReflect.Descriptor instead.
 func (*DialInternalRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DialInternalRequest) GetAlpn() string {
@@ -974,7 +1073,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\x03fin\x18\x02 \x01(\bR\x03fin\x12\x14\n" +
 	"\x05reset\x18\x03 \x01(\bR\x05reset\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x04R\x04code\x12-\n" +
-	"\x03ref\x18\x05 \x01(\v2\x1b.alknet.plugin.v1.StreamRefR\x03ref\"E\n" +
+	"\x03ref\x18\x05 \x01(\v2\x1b.alknet.plugin.v1.StreamRefR\x03ref\":\n" +
+	"\x0eResolveRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"-\n" +
+	"\x0fResolveResponse\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\fR\bidentity\"E\n" +
 	"\x13DialInternalRequest\x12\x12\n" +
 	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\fR\bidentity2\xcf\x03\n" +
@@ -984,7 +1088,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0eOpenConnection\x12'.alknet.plugin.v1.OpenConnectionRequest\x1a\x17.alknet.plugin.v1.Empty\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v1.CloseConnectionRequest\x1a\x17.alknet.plugin.v1.Empty\x12K\n" +
 	"\x06Invoke\x12\x1f.alknet.plugin.v1.InvokeRequest\x1a\x1e.alknet.plugin.v1.InvokeResult0\x01\x12C\n" +
-	"\x06Health\x12\x17.alknet.plugin.v1.Empty\x1a .alknet.plugin.v1.HealthResponse2\xc9\x03\n" +
+	"\x06Health\x12\x17.alknet.plugin.v1.Empty\x1a .alknet.plugin.v1.HealthResponse2\xa1\x04\n" +
 	"\x04Host\x12F\n" +
 	"\fAcceptStream\x12\x19.alknet.plugin.v1.ConnRef\x1a\x1b.alknet.plugin.v1.StreamRef\x12D\n" +
 	"\n" +
@@ -992,7 +1096,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Stream\x12\x17.alknet.plugin.v1.Chunk\x1a\x17.alknet.plugin.v1.Chunk(\x010\x01\x12K\n" +
 	"\x06Invoke\x12\x1f.alknet.plugin.v1.InvokeRequest\x1a\x1e.alknet.plugin.v1.InvokeResult0\x01\x12P\n" +
 	"\fDialInternal\x12%.alknet.plugin.v1.DialInternalRequest\x1a\x19.alknet.plugin.v1.ConnRef\x12T\n" +
-	"\x0fCloseConnection\x12(.alknet.plugin.v1.CloseConnectionRequest\x1a\x17.alknet.plugin.v1.EmptyB\"Z alknet.dev/alknet/proto/pluginpbb\x06proto3"
+	"\x0fCloseConnection\x12(.alknet.plugin.v1.CloseConnectionRequest\x1a\x17.alknet.plugin.v1.Empty\x12V\n" +
+	"\x0fResolveIdentity\x12 .alknet.plugin.v1.ResolveRequest\x1a!.alknet.plugin.v1.ResolveResponseB\"Z alknet.dev/alknet/proto/pluginpbb\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -1007,7 +1112,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plugin_proto_goTypes = []any{
 	(InvokeResult_Kind)(0),         // 0: alknet.plugin.v1.InvokeResult.Kind
 	(*Empty)(nil),                  // 1: alknet.plugin.v1.Empty
@@ -1023,7 +1128,9 @@ var file_plugin_proto_goTypes = []any{
 	(*ConnRef)(nil),                // 11: alknet.plugin.v1.ConnRef
 	(*StreamRef)(nil),              // 12: alknet.plugin.v1.StreamRef
 	(*Chunk)(nil),                  // 13: alknet.plugin.v1.Chunk
-	(*DialInternalRequest)(nil),    // 14: alknet.plugin.v1.DialInternalRequest
+	(*ResolveRequest)(nil),         // 14: alknet.plugin.v1.ResolveRequest
+	(*ResolveResponse)(nil),        // 15: alknet.plugin.v1.ResolveResponse
+	(*DialInternalRequest)(nil),    // 16: alknet.plugin.v1.DialInternalRequest
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: alknet.plugin.v1.OpenConnectionRequest.auth:type_name -> alknet.plugin.v1.AuthContext
@@ -1041,22 +1148,24 @@ var file_plugin_proto_depIdxs = []int32{
 	11, // 12: alknet.plugin.v1.Host.OpenStream:input_type -> alknet.plugin.v1.ConnRef
 	13, // 13: alknet.plugin.v1.Host.Stream:input_type -> alknet.plugin.v1.Chunk
 	8,  // 14: alknet.plugin.v1.Host.Invoke:input_type -> alknet.plugin.v1.InvokeRequest
-	14, // 15: alknet.plugin.v1.Host.DialInternal:input_type -> alknet.plugin.v1.DialInternalRequest
+	16, // 15: alknet.plugin.v1.Host.DialInternal:input_type -> alknet.plugin.v1.DialInternalRequest
 	7,  // 16: alknet.plugin.v1.Host.CloseConnection:input_type -> alknet.plugin.v1.CloseConnectionRequest
-	2,  // 17: alknet.plugin.v1.Plugin.Describe:output_type -> alknet.plugin.v1.Manifest
-	1,  // 18: alknet.plugin.v1.Plugin.Configure:output_type -> alknet.plugin.v1.Empty
-	1,  // 19: alknet.plugin.v1.Plugin.OpenConnection:output_type -> alknet.plugin.v1.Empty
-	1,  // 20: alknet.plugin.v1.Plugin.CloseConnection:output_type -> alknet.plugin.v1.Empty
-	9,  // 21: alknet.plugin.v1.Plugin.Invoke:output_type -> alknet.plugin.v1.InvokeResult
-	10, // 22: alknet.plugin.v1.Plugin.Health:output_type -> alknet.plugin.v1.HealthResponse
-	12, // 23: alknet.plugin.v1.Host.AcceptStream:output_type -> alknet.plugin.v1.StreamRef
-	12, // 24: alknet.plugin.v1.Host.OpenStream:output_type -> alknet.plugin.v1.StreamRef
-	13, // 25: alknet.plugin.v1.Host.Stream:output_type -> alknet.plugin.v1.Chunk
-	9,  // 26: alknet.plugin.v1.Host.Invoke:output_type -> alknet.plugin.v1.InvokeResult
-	11, // 27: alknet.plugin.v1.Host.DialInternal:output_type -> alknet.plugin.v1.ConnRef
-	1,  // 28: alknet.plugin.v1.Host.CloseConnection:output_type -> alknet.plugin.v1.Empty
-	17, // [17:29] is the sub-list for method output_type
-	5,  // [5:17] is the sub-list for method input_type
+	14, // 17: alknet.plugin.v1.Host.ResolveIdentity:input_type -> alknet.plugin.v1.ResolveRequest
+	2,  // 18: alknet.plugin.v1.Plugin.Describe:output_type -> alknet.plugin.v1.Manifest
+	1,  // 19: alknet.plugin.v1.Plugin.Configure:output_type -> alknet.plugin.v1.Empty
+	1,  // 20: alknet.plugin.v1.Plugin.OpenConnection:output_type -> alknet.plugin.v1.Empty
+	1,  // 21: alknet.plugin.v1.Plugin.CloseConnection:output_type -> alknet.plugin.v1.Empty
+	9,  // 22: alknet.plugin.v1.Plugin.Invoke:output_type -> alknet.plugin.v1.InvokeResult
+	10, // 23: alknet.plugin.v1.Plugin.Health:output_type -> alknet.plugin.v1.HealthResponse
+	12, // 24: alknet.plugin.v1.Host.AcceptStream:output_type -> alknet.plugin.v1.StreamRef
+	12, // 25: alknet.plugin.v1.Host.OpenStream:output_type -> alknet.plugin.v1.StreamRef
+	13, // 26: alknet.plugin.v1.Host.Stream:output_type -> alknet.plugin.v1.Chunk
+	9,  // 27: alknet.plugin.v1.Host.Invoke:output_type -> alknet.plugin.v1.InvokeResult
+	11, // 28: alknet.plugin.v1.Host.DialInternal:output_type -> alknet.plugin.v1.ConnRef
+	1,  // 29: alknet.plugin.v1.Host.CloseConnection:output_type -> alknet.plugin.v1.Empty
+	15, // 30: alknet.plugin.v1.Host.ResolveIdentity:output_type -> alknet.plugin.v1.ResolveResponse
+	18, // [18:31] is the sub-list for method output_type
+	5,  // [5:18] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1073,7 +1182,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

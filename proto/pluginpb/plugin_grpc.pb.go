@@ -328,6 +328,7 @@ const (
 	Host_Invoke_FullMethodName          = "/alknet.plugin.v1.Host/Invoke"
 	Host_DialInternal_FullMethodName    = "/alknet.plugin.v1.Host/DialInternal"
 	Host_CloseConnection_FullMethodName = "/alknet.plugin.v1.Host/CloseConnection"
+	Host_ResolveIdentity_FullMethodName = "/alknet.plugin.v1.Host/ResolveIdentity"
 )
 
 // HostClient is the client API for Host service.
@@ -346,6 +347,9 @@ type HostClient interface {
 	DialInternal(ctx context.Context, in *DialInternalRequest, opts ...grpc.CallOption) (*ConnRef, error)
 	// CloseConnection closes conn (the plugin is done with it).
 	CloseConnection(ctx context.Context, in *CloseConnectionRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ResolveIdentity maps a credential to an identity with the node's
+	// current auth configuration (peers, API keys).
+	ResolveIdentity(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 }
 
 type hostClient struct {
@@ -428,6 +432,16 @@ func (c *hostClient) CloseConnection(ctx context.Context, in *CloseConnectionReq
 	return out, nil
 }
 
+func (c *hostClient) ResolveIdentity(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveResponse)
+	err := c.cc.Invoke(ctx, Host_ResolveIdentity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -444,6 +458,9 @@ type HostServer interface {
 	DialInternal(context.Context, *DialInternalRequest) (*ConnRef, error)
 	// CloseConnection closes conn (the plugin is done with it).
 	CloseConnection(context.Context, *CloseConnectionRequest) (*Empty, error)
+	// ResolveIdentity maps a credential to an identity with the node's
+	// current auth configuration (peers, API keys).
+	ResolveIdentity(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -471,6 +488,9 @@ func (UnimplementedHostServer) DialInternal(context.Context, *DialInternalReques
 }
 func (UnimplementedHostServer) CloseConnection(context.Context, *CloseConnectionRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method CloseConnection not implemented")
+}
+func (UnimplementedHostServer) ResolveIdentity(context.Context, *ResolveRequest) (*ResolveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveIdentity not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -583,6 +603,24 @@ func _Host_CloseConnection_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_ResolveIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).ResolveIdentity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_ResolveIdentity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).ResolveIdentity(ctx, req.(*ResolveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -605,6 +643,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CloseConnection",
 			Handler:    _Host_CloseConnection_Handler,
+		},
+		{
+			MethodName: "ResolveIdentity",
+			Handler:    _Host_ResolveIdentity_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
