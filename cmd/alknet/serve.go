@@ -101,6 +101,11 @@ func (a *app) serve(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// Take the signals first: a SIGHUP that arrives while the node starts
+	// must not kill it (its default action), it reloads once we serve.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	d, err := a.dataDir()
 	if err != nil {
 		return err
@@ -179,9 +184,6 @@ func (a *app) serve(ctx context.Context) error {
 	fmt.Fprintf(a.out, "alknet node %s@%s\n", fp, net.JoinHostPort(host, port))
 	a.log.Info("node ready", "fingerprint", fp, "data_dir", d.Path, "alpns", fmt.Sprint(n.ep.ALPNs()))
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case <-ctx.Done():
