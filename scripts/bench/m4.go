@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,11 +28,21 @@ import (
 // (bin/alknet-plugin-echo, installed automatically from beside the binary)
 // — the stream bridge against bare quic-go, plugin operations against an
 // in-core operation of the same node, the plugin's cold start and restart
-// after kill -9, and idle memory. `make bench` builds the binaries first;
-// `go run ./scripts/bench` alone uses whatever ./bin holds.
+// after kill -9, and idle memory. Any other plugin in ./bin is disabled in
+// each node's config, so the rows measure the echo plugin alone. `make
+// bench` builds the binaries first; `go run ./scripts/bench` alone uses
+// whatever ./bin holds. Each node runs in a temporary directory (data dir,
+// config, XDG config home) removed when the row ends.
 var m4 = []benchmark{
 	echoPluginBench("echo-plugin", "", false),
 	echoPluginBench("echo-plugin-nomtls", "[plugins]\nmtls = false\n", true),
+	{
+		Name: "echo-plugin-xproc", Milestone: "M4", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.75, Informational: true,
+		Description: "as echo-plugin against the bare quic-go echo run in a child process: the anchor's bytes cross a process boundary too (echo-plugin's cross two), so the ratio is what the core and the plugin hop cost beyond running the server as a process of its own",
+		Rounds:      5, ShortRounds: 3,
+		Subject: echoPluginBench("", "", false).Subject,
+		Anchor:  variant{Label: "bare quic-go Listen + DialAddr, server in a child process", Start: startChildQUICEcho},
+	},
 	pluginCallBench(),
 	{
 		Name: "plugin-cold-start", Milestone: "M4", Unit: "ms", HigherIsBetter: false, Max: 150, Delta: true,
@@ -92,6 +103,82 @@ func echoPluginBench(name, config string, info bool) benchmark {
 		b.Subject.Label = "bin/alknet serve (plugins.mtls = false) + echo plugin, dial.Dial (pinned)"
 	}
 	return b
+}
+
+// childRoleEnv names the server a child process of the bench runs
+// (main); it is set only in that child's environment.
+const childRoleEnv = "ALKNET_BENCH_CHILD"
+
+// runChild serves role until its stdin closes (the bench stops it, or
+// dies). "quic-echo": the bare quic-go echo of anchors.go with a key of its
+// own, its address printed on stdout.
+func runChild(role string) int {
+	if role != "quic-echo" {
+		fmt.Fprintf(os.Stderr, "bench: unknown child role %q\n", role)
+		return 2
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench child:", err)
+		return 1
+	}
+	cert, err := identity.RawKeyTLSCertificate(key)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench child:", err)
+		return 1
+	}
+	srv, err := startQUICEcho((&env{cert: cert}).serverTLS())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench child:", err)
+		return 1
+	}
+	fmt.Printf("listening %s\n", srv.addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	srv.stop()
+	return 0
+}
+
+// startChildQUICEcho runs the bare quic-go echo in a child process (this
+// executable, runChild) and measures it like the in-process anchor.
+func startChildQUICEcho(ctx context.Context, e *env) (*instance, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childRoleEnv+"=quic-echo")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	cmd.WaitDelay = 5 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening ")
+	if err != nil || !ok {
+		stop()
+		return nil, fmt.Errorf("bench child printed %q: %v", line, err)
+	}
+	return throughput(e, quicOpener(addr, e.clientTLS()), stop), nil
 }
 
 // pluginCallBench calls echo/say (served by the plugin) and diag/say (in
@@ -296,13 +383,54 @@ func alknetBinary() (string, error) {
 	return filepath.Join(bin, "alknet"), nil
 }
 
+// otherPlugins are the names of the plugins beside ./bin/alknet other than
+// echo (serve installs them all), from their manifests (`describe`).
+var otherPlugins = sync.OnceValues(func() ([]string, error) {
+	bin, err := alknetBinary()
+	if err != nil {
+		return nil, err
+	}
+	paths, _ := filepath.Glob(filepath.Join(filepath.Dir(bin), "alknet-plugin-*"))
+	var names []string
+	for _, p := range paths {
+		if st, err := os.Stat(p); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, p, "describe").Output()
+		cancel()
+		var m struct {
+			Name string `json:"name"`
+		}
+		if err == nil {
+			err = json.Unmarshal(out, &m)
+		}
+		if err != nil || m.Name == "" {
+			return nil, fmt.Errorf("%s describe: %v (%q)", p, err, out)
+		}
+		if m.Name != "echo" {
+			names = append(names, m.Name)
+		}
+	}
+	return names, nil
+})
+
 // nodeHome is a temporary home for one node: its data dir, its config file
 // and an empty XDG config home, so that nothing of the user's applies.
 type nodeHome struct {
 	root string
 }
 
+// Its config is config plus a disabled table for every other plugin built
+// into ./bin: the rows measure the echo plugin alone.
 func newNodeHome(config string) (*nodeHome, error) {
+	others, err := otherPlugins()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range others {
+		config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
+	}
 	root, err := os.MkdirTemp("", "alknet-bench-")
 	if err != nil {
 		return nil, err

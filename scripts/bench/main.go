@@ -28,7 +28,11 @@
 // goal, direction, round counts, and a Start func for the subject and for
 // the anchor that returns how to measure one round and how to stop. Rows
 // figured from the same rounds (a p50 and a p99) are one benchmark with
-// companions (benchmark.Also; see m3.go).
+// companions (benchmark.Also; see m3.go). A row may instead report what
+// Alknet adds to a baseline (benchmark.Delta: subject − anchor, with an
+// absolute upper bound benchmark.Max) or have no anchor at all (an Anchor
+// without Start: a Max on the subject's figure, or informational); see
+// m4.go, whose rows run the real ./bin/alknet serve with its plugins.
 package main
 
 import (
@@ -103,6 +107,9 @@ type machine struct {
 }
 
 func main() {
+	if role := os.Getenv(childRoleEnv); role != "" {
+		os.Exit(runChild(role)) // a server of a row, in a process of its own (m4.go)
+	}
 	os.Exit(run())
 }
 
@@ -260,7 +267,7 @@ func printTable(w io.Writer, rep report) {
 	}
 	fmt.Fprintf(w, "Alknet benchmarks — %s, %s, %.0f s\n", rep.Started.Format("2006-01-02 15:04"), mode, rep.DurationSeconds)
 	fmt.Fprintf(w, "%s\n", rep.Machine.summary())
-	fmt.Fprintf(w, "Median of alternating rounds in one process over 127.0.0.1 (± is half the min–max spread).\n")
+	fmt.Fprintf(w, "Median of alternating rounds over 127.0.0.1 (± is half the min–max spread); M2/M3 rows run in this process, M4 rows against ./bin/alknet serve processes.\n")
 	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n")
 	fmt.Fprintf(w, "Δ = Alknet − anchor, in the row's unit: what Alknet adds to a baseline; its goal is an upper bound.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
