@@ -21,7 +21,10 @@ type GRPCPlugin struct {
 
 // GRPCServer registers the plugin side.
 func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginpb.RegisterPluginServer(s, NewPluginServer(p.Impl, broker.Dial))
+	// The Host connection carries the stream bytes: give it the same
+	// windows and buffers as the main connection.
+	dial := func(id uint32) (*grpc.ClientConn, error) { return broker.DialWithOptions(id, DialOptions()...) }
+	pluginpb.RegisterPluginServer(s, NewPluginServer(p.Impl, dial))
 	return nil
 }
 
