@@ -1,0 +1,341 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	gossh "golang.org/x/crypto/ssh"
+
+	"alknet.dev/alknet/plugins/sdk"
+)
+
+// streamConn is a stream as the net.Conn gossh runs on: its remote address
+// is a *net.TCPAddr when the node gave ip:port (so certificate
+// source-address restrictions can be checked), Close also ends a pending
+// Read at once rather than when the peer finishes its side, and a client
+// whose first bytes are not "SSH-" is cut off at once, as sshd does
+// (gossh would wait for a version line until the handshake deadline).
+type streamConn struct {
+	*sdk.Stream
+	remote net.Addr
+	seen   int // bytes of the "SSH-" prefix checked so far (gossh reads from one goroutine)
+}
+
+var errNotSSH = errors.New("client did not send an SSH identification string")
+
+func (s *streamConn) RemoteAddr() net.Addr { return s.remote }
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	for i := 0; i < n && s.seen < len(sshPrefix); i++ {
+		if p[i] != sshPrefix[s.seen] {
+			return 0, errNotSSH
+		}
+		s.seen++
+	}
+	return n, err
+}
+
+const sshPrefix = "SSH-"
+
+func (s *streamConn) Close() error {
+	_ = s.Stream.SetReadDeadline(time.Unix(1, 0))
+	return s.Stream.Close()
+}
+
+// serverConn is one authenticated SSH connection.
+type serverConn struct {
+	h      *Handler
+	cfg    *config
+	sconn  *gossh.ServerConn
+	id     *sdk.Identity
+	source string // peer | authorized_keys | certificate
+	noPTY  bool
+	remote string
+	since  time.Time
+	log    hclog.Logger
+
+	wg             sync.WaitGroup // every goroutine of the connection
+	noMoreSessions atomic.Bool
+
+	mu       sync.Mutex
+	closed   bool
+	forwards map[string]net.Listener // tcpip-forward listeners by addr:port
+}
+
+// serveStream runs one SSH connection on st until it ends; everything it
+// started has ended when it returns.
+func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Signer, remote string, st *sdk.Stream) {
+	log := h.logger()
+	nc := &streamConn{Stream: st, remote: tcpAddr(remote)}
+	a := &authenticator{ctx: ctx, host: h.host.Load(), cfg: cfg, log: log, remote: remote}
+	sc := &gossh.ServerConfig{
+		PublicKeyCallback:         a.publicKey,
+		VerifiedPublicKeyCallback: a.verified,
+		MaxAuthTries:              cfg.maxAuthAttempts,
+		ServerVersion:             "SSH-2.0-alknet_" + Version,
+	}
+	sc.AddHostKey(signer)
+
+	// The banner, key exchange and authentication must finish in time: a
+	// client that sends garbage or stalls only loses its own connection.
+	_ = st.SetReadDeadline(time.Now().Add(cfg.handshakeTimeout))
+	sconn, chans, reqs, err := gossh.NewServerConn(nc, sc)
+	if err != nil {
+		log.Info("ssh handshake failed", "remote_addr", remote, "error", err.Error())
+		return // NewServerConn closed nc
+	}
+	_ = st.SetReadDeadline(time.Time{})
+
+	id, err := identityOf(sconn.Permissions)
+	if err != nil { // cannot happen: every accepted key carries one
+		log.Error("ssh connection without identity", "remote_addr", remote)
+		_ = sconn.Close()
+		return
+	}
+	_, noPTY := sconn.Permissions.Extensions[extNoPTY]
+	c := &serverConn{h: h, cfg: cfg, sconn: sconn, id: id, source: sconn.Permissions.Extensions[extSource], noPTY: noPTY,
+		remote: remote, since: time.Now(), log: log.With("remote_addr", remote, "id", id.ID), forwards: map[string]net.Listener{}}
+	h.track(c)
+	defer h.untrack(c)
+
+	cctx, cancel := context.WithCancel(ctx)
+	c.spawn("close", func() {
+		<-cctx.Done() // the node closed the connection, or the SSH connection ended
+		_ = sconn.Close()
+	})
+	c.spawn("global requests", func() { c.globalRequests(cctx, reqs) })
+	for nch := range chans {
+		c.spawn("channel", func() { c.channel(cctx, nch) })
+	}
+	// The SSH connection ended: stop its programs, listeners and bridges.
+	cancel()
+	c.mu.Lock()
+	c.closed = true
+	for k, ln := range c.forwards {
+		_ = ln.Close()
+		delete(c.forwards, k)
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.log.Info("ssh connection closed", "duration_secs", int(time.Since(c.since).Seconds()))
+}
+
+// spawn runs f in a goroutine owned by the connection.
+func (c *serverConn) spawn(what string, f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.h.recoverPanic(what)
+		f()
+	}()
+}
+
+func (c *serverConn) channel(ctx context.Context, nch gossh.NewChannel) {
+	switch t := nch.ChannelType(); t {
+	case "session":
+		c.session(ctx, nch)
+	case "direct-tcpip":
+		c.directTCPIP(ctx, nch)
+	default:
+		c.log.Info("channel refused", "type", clip(t))
+		_ = nch.Reject(gossh.UnknownChannelType, "channel type not supported")
+	}
+}
+
+func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *gossh.Request) {
+	for req := range reqs {
+		switch req.Type {
+		case "tcpip-forward":
+			ok, payload := c.tcpipForward(ctx, req.Payload)
+			_ = req.Reply(ok, payload)
+		case "cancel-tcpip-forward":
+			_ = req.Reply(c.cancelForward(req.Payload), nil)
+		case "no-more-sessions@openssh.com":
+			c.noMoreSessions.Store(true)
+			_ = req.Reply(true, nil)
+		default:
+			// keepalive@openssh.com and friends: failure is the expected
+			// answer to a request the server does not know.
+			_ = req.Reply(false, nil)
+		}
+	}
+}
+
+// clip bounds a client-chosen string before it is logged.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// --- -L / -D: direct-tcpip ---
+
+type directTCPIPMsg struct {
+	Host       string
+	Port       uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// directTCPIP connects to an allowed destination for the client. The
+// destination is never logged (D10).
+func (c *serverConn) directTCPIP(ctx context.Context, nch gossh.NewChannel) {
+	var m directTCPIPMsg
+	if err := gossh.Unmarshal(nch.ExtraData(), &m); err != nil || m.Port > 65535 {
+		_ = nch.Reject(gossh.ConnectionFailed, "malformed direct-tcpip request")
+		return
+	}
+	if !c.id.HasScope(ScopeForward) {
+		c.log.Info("forward refused", "kind", "direct-tcpip", "reason", "identity lacks scope "+ScopeForward)
+		_ = nch.Reject(gossh.Prohibited, "port forwarding is not allowed for this identity")
+		return
+	}
+	if !allowed(c.cfg.forward, m.Host, int(m.Port)) {
+		c.log.Info("forward refused", "kind", "direct-tcpip", "reason", "destination not in forward_allow")
+		_ = nch.Reject(gossh.Prohibited, "forwarding to this destination is not allowed")
+		return
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	tcp, err := d.DialContext(ctx, "tcp", net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port))))
+	if err != nil {
+		// The error names the destination: keep it out of logs and replies.
+		_ = nch.Reject(gossh.ConnectionFailed, "connect failed")
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		_ = tcp.Close()
+		return
+	}
+	c.spawn("discard requests", func() { gossh.DiscardRequests(reqs) })
+	proxy(ctx, ch, tcp.(*net.TCPConn))
+}
+
+// proxy copies between a channel and a TCP connection, half-closes
+// included, until both directions end or ctx is done.
+func proxy(ctx context.Context, ch gossh.Channel, tcp *net.TCPConn) {
+	stop := context.AfterFunc(ctx, func() {
+		_ = ch.Close()
+		_ = tcp.Close()
+	})
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		// Owned by proxy, which waits for it.
+		defer close(done)
+		_, _ = io.Copy(tcp, ch)
+		_ = tcp.CloseWrite()
+	}()
+	_, _ = io.Copy(ch, tcp)
+	_ = ch.CloseWrite()
+	<-done
+	_ = ch.Close()
+	_ = tcp.Close()
+}
+
+// --- -R: tcpip-forward ---
+
+type tcpipForwardMsg struct {
+	Addr string
+	Port uint32
+}
+
+type forwardedTCPIPMsg struct {
+	Addr       string
+	Port       uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// tcpipForward listens on the node for the client, if allowed.
+func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []byte) {
+	var m tcpipForwardMsg
+	if err := gossh.Unmarshal(payload, &m); err != nil || m.Port > 65535 {
+		return false, nil
+	}
+	if !c.id.HasScope(ScopeForward) {
+		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "identity lacks scope "+ScopeForward)
+		return false, nil
+	}
+	if !allowed(c.cfg.remoteForward, m.Addr, int(m.Port)) {
+		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "address not in remote_forward_allow")
+		return false, nil
+	}
+	bind := m.Addr
+	if bind == "*" {
+		bind = ""
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(bind, strconv.Itoa(int(m.Port))))
+	if err != nil {
+		c.log.Info("remote forward failed", "error", "cannot listen")
+		return false, nil
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	key := net.JoinHostPort(m.Addr, strconv.Itoa(port))
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = ln.Close()
+		return false, nil
+	}
+	c.forwards[key] = ln
+	c.mu.Unlock()
+	c.spawn("remote forward", func() { c.acceptForwarded(ctx, ln, m.Addr, port) })
+	if m.Port == 0 {
+		return true, gossh.Marshal(struct{ Port uint32 }{uint32(port)})
+	}
+	return true, nil
+}
+
+func (c *serverConn) cancelForward(payload []byte) bool {
+	var m tcpipForwardMsg
+	if err := gossh.Unmarshal(payload, &m); err != nil {
+		return false
+	}
+	key := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
+	c.mu.Lock()
+	ln, ok := c.forwards[key]
+	delete(c.forwards, key)
+	c.mu.Unlock()
+	if ok {
+		_ = ln.Close()
+	}
+	return ok
+}
+
+// acceptForwarded opens a forwarded-tcpip channel to the client for each
+// connection the listener accepts, until it is closed.
+func (c *serverConn) acceptForwarded(ctx context.Context, ln net.Listener, addr string, port int) {
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	for {
+		tcp, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.spawn("forwarded connection", func() {
+			orig, _ := tcp.RemoteAddr().(*net.TCPAddr)
+			m := forwardedTCPIPMsg{Addr: addr, Port: uint32(port)}
+			if orig != nil {
+				m.OriginAddr, m.OriginPort = orig.IP.String(), uint32(orig.Port)
+			}
+			ch, reqs, err := c.sconn.OpenChannel("forwarded-tcpip", gossh.Marshal(&m))
+			if err != nil {
+				_ = tcp.Close()
+				return
+			}
+			c.spawn("discard requests", func() { gossh.DiscardRequests(reqs) })
+			proxy(ctx, ch, tcp.(*net.TCPConn))
+		})
+	}
+}

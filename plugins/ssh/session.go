@@ -1,0 +1,499 @@
+package ssh
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+
+	"alknet.dev/alknet/plugins/sdk"
+)
+
+// Exit statuses the plugin reports itself, as a shell would.
+const (
+	statusNotAllowed = 127 // command not in the allow-list (or refused)
+	statusCannotRun  = 126 // the program could not be started
+	statusUsage      = 128 // malformed git command
+)
+
+// session is one session channel: at most one program, shell, subsystem
+// or bridge, with the requests that go with it.
+type session struct {
+	c   *serverConn
+	ch  gossh.Channel
+	ctx context.Context
+	wg  sync.WaitGroup // goroutines of what runs on the channel
+
+	pty     *ptyRequest // accepted pty-req, if any
+	started bool        // exec, shell or subsystem accepted
+
+	mu     sync.Mutex
+	proc   *os.Process // running program (group leader)
+	exited bool
+	master *os.File // pty master while the program runs in a pty
+}
+
+func (c *serverConn) session(ctx context.Context, nch gossh.NewChannel) {
+	if c.noMoreSessions.Load() {
+		_ = nch.Reject(gossh.Prohibited, "no more sessions")
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	s := &session{c: c, ch: ch, ctx: sctx}
+	defer func() {
+		// The client closed the channel (or the connection ended): stop
+		// what runs on it and wait for its goroutines.
+		cancel()
+		s.closeMaster()
+		s.wg.Wait()
+		_ = ch.Close()
+	}()
+	for req := range reqs {
+		s.request(req)
+	}
+}
+
+func (s *session) request(req *gossh.Request) {
+	switch req.Type {
+	case "pty-req":
+		s.ptyReq(req)
+	case "window-change":
+		var m windowChange
+		if gossh.Unmarshal(req.Payload, &m) == nil {
+			s.resize(m)
+		}
+		_ = req.Reply(false, nil)
+	case "signal":
+		var m struct{ Signal string }
+		if gossh.Unmarshal(req.Payload, &m) == nil {
+			s.signal(m.Signal)
+		}
+		_ = req.Reply(false, nil)
+	case "exec":
+		s.exec(req)
+	case "shell":
+		s.shell(req)
+	case "subsystem":
+		s.subsystem(req)
+	case "env":
+		// Environment variables are never passed to programs.
+		s.c.log.Debug("request refused", "type", "env")
+		_ = req.Reply(false, nil)
+	case "x11-req", "auth-agent-req@openssh.com":
+		s.c.log.Info("request refused", "type", req.Type)
+		_ = req.Reply(false, nil)
+	default:
+		s.c.log.Info("request refused", "type", clip(req.Type))
+		_ = req.Reply(false, nil)
+	}
+}
+
+// ptyReq accepts a terminal for a later shell or exec, for identities that
+// may run something and keys not restricted with no-pty.
+func (s *session) ptyReq(req *gossh.Request) {
+	var m ptyRequest
+	if s.started || s.pty != nil || gossh.Unmarshal(req.Payload, &m) != nil {
+		_ = req.Reply(false, nil)
+		return
+	}
+	if s.c.noPTY || !(s.c.id.HasScope(ScopeShell) || s.c.id.HasScope(ScopeExec)) {
+		s.c.log.Info("request refused", "type", "pty-req", "reason", "pty not permitted")
+		_ = req.Reply(false, nil)
+		return
+	}
+	s.pty = &m
+	_ = req.Reply(true, nil)
+}
+
+func (s *session) resize(m windowChange) {
+	if s.pty != nil {
+		s.pty.Columns, s.pty.Rows, s.pty.Width, s.pty.Height = m.Columns, m.Rows, m.Width, m.Height
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master != nil {
+		_ = setWinsize(s.master, m.Columns, m.Rows, m.Width, m.Height)
+	}
+}
+
+// signal forwards a signal to the program's process group, as sshd does.
+func (s *session) signal(name string) {
+	sig, ok := signalByName(name)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil && !s.exited {
+		_ = unix.Kill(-s.proc.Pid, sig)
+	}
+}
+
+// newline is the line end for messages on the channel: a terminal wants
+// CR LF.
+func (s *session) newline() string {
+	if s.pty != nil {
+		return "\r\n"
+	}
+	return "\n"
+}
+
+// refuse answers an exec, shell or subsystem request the session will not
+// carry out the way sshd answers a command the shell cannot find: the
+// request succeeds, then the message goes to stderr, then the exit status,
+// then the channel closes. A failure reply would be useless to people:
+// OpenSSH's ssh exits at once with "exec request failed on channel 0" and
+// status 255, dropping both the message and the status.
+func (s *session) refuse(req *gossh.Request, status int, format string, args ...any) {
+	s.started = true
+	_ = req.Reply(true, nil)
+	s.fail(status, format, args...)
+}
+
+// fail reports a failure after the request was accepted: a message on
+// stderr, the exit status, end of channel.
+func (s *session) fail(status int, format string, args ...any) {
+	_, _ = fmt.Fprintf(s.ch.Stderr(), format+s.newline(), args...)
+	s.exit(status)
+}
+
+// exit sends EOF, the exit status and closes the channel, in OpenSSH's
+// order.
+func (s *session) exit(status int) {
+	_ = s.ch.CloseWrite()
+	_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	_ = s.ch.Close()
+}
+
+// exec runs an allow-listed program, or bridges a git service.
+func (s *session) exec(req *gossh.Request) {
+	var m struct{ Command string }
+	if s.started || gossh.Unmarshal(req.Payload, &m) != nil {
+		_ = req.Reply(false, nil)
+		return
+	}
+	words, err := splitWords(m.Command)
+	if err != nil {
+		s.c.log.Info("exec refused", "reason", "unparsable command")
+		s.refuse(req, statusNotAllowed, "alknet: cannot parse the command: %v", err)
+		return
+	}
+	if len(words) == 0 {
+		s.refuse(req, statusNotAllowed, "alknet: empty command")
+		return
+	}
+	name := words[0]
+	if path, ok := s.c.cfg.exec[name]; ok {
+		if !s.c.id.HasScope(ScopeExec) {
+			s.c.log.Info("exec refused", "command", clip(name), "reason", "identity lacks scope "+ScopeExec)
+			s.refuse(req, statusNotAllowed, "command not allowed: %s (identity %s lacks scope %s)", name, s.c.id.ID, ScopeExec)
+			return
+		}
+		s.started = true
+		_ = req.Reply(true, nil)
+		s.run(path, words[1:])
+		return
+	}
+	switch name {
+	case "git-upload-pack", "git-receive-pack", "git-upload-archive":
+		s.started = true
+		_ = req.Reply(true, nil)
+		if len(words) != 2 {
+			s.fail(statusUsage, "alknet: usage: %s '<repository>'", name)
+			return
+		}
+		s.git(name, words[1])
+		return
+	}
+	s.c.log.Info("exec refused", "command", clip(name), "reason", "not in the exec allow-list")
+	s.refuse(req, statusNotAllowed, "command not allowed: %s", name)
+}
+
+// shell runs the configured shell.
+func (s *session) shell(req *gossh.Request) {
+	if s.started {
+		_ = req.Reply(false, nil)
+		return
+	}
+	if s.c.cfg.shell == "" {
+		s.c.log.Info("shell refused", "reason", "no shell configured")
+		s.refuse(req, statusNotAllowed, "alknet: interactive shells are not enabled on this node; run an allowed command instead (ssh host <command>)")
+		return
+	}
+	if !s.c.id.HasScope(ScopeShell) {
+		s.c.log.Info("shell refused", "reason", "identity lacks scope "+ScopeShell)
+		s.refuse(req, statusNotAllowed, "alknet: identity %s lacks scope %s for a shell", s.c.id.ID, ScopeShell)
+		return
+	}
+	s.started = true
+	_ = req.Reply(true, nil)
+	// A login needs a home and to know its shell; programs run by exec
+	// get PATH only.
+	env := []string{"SHELL=" + s.c.cfg.shell}
+	if home, err := os.UserHomeDir(); err == nil {
+		env = append(env, "HOME="+home)
+	}
+	s.run(s.c.cfg.shell, nil, env...)
+}
+
+// subsystem bridges sftp to the node's SFTP handler.
+func (s *session) subsystem(req *gossh.Request) {
+	var m struct{ Name string }
+	if s.started || gossh.Unmarshal(req.Payload, &m) != nil {
+		_ = req.Reply(false, nil)
+		return
+	}
+	if m.Name != "sftp" {
+		s.c.log.Info("subsystem refused", "subsystem", clip(m.Name))
+		_ = req.Reply(false, nil)
+		return
+	}
+	if !s.c.id.HasScope(ScopeSFTP) {
+		s.c.log.Info("subsystem refused", "subsystem", "sftp", "reason", "identity lacks scope "+ScopeSFTP)
+		s.refuse(req, 1, "alknet: identity %s lacks scope %s", s.c.id.ID, ScopeSFTP)
+		return
+	}
+	s.started = true
+	_ = req.Reply(true, nil)
+	s.bridge(ALPNSFTP, "sftp", nil)
+}
+
+// gitHeader opens a stream bridged to the Git handler: one JSON line
+// naming the service and the repository argument as the client gave it,
+// then the client's pack protocol bytes.
+type gitHeader struct {
+	Service string `json:"service"`
+	Path    string `json:"path"`
+}
+
+func (s *session) git(service, repo string) {
+	b, _ := json.Marshal(gitHeader{Service: service, Path: repo})
+	s.bridge(ALPNGit, "git", append(b, '\n'))
+}
+
+// bridge connects the channel to another handler of the node through
+// DialInternal, as the authenticated identity, and copies both ways.
+func (s *session) bridge(alpn, what string, header []byte) {
+	host := s.c.h.host.Load()
+	if host == nil {
+		s.fail(1, "alknet: the %s handler is not installed on this node (alknet plugin install alknet-plugin-%s)", what, what)
+		return
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
+	defer cancel()
+	conn, err := host.DialInternal(dctx, alpn, s.c.id)
+	if err != nil {
+		s.c.log.Info("bridge unavailable", "alpn", alpn, "error", err.Error())
+		s.fail(1, "alknet: the %s handler is not installed on this node (alknet plugin install alknet-plugin-%s)", what, what)
+		return
+	}
+	st, err := conn.OpenStream(dctx)
+	if err != nil {
+		_ = conn.Close(0, "")
+		s.c.log.Info("bridge failed", "alpn", alpn, "error", err.Error())
+		s.fail(1, "alknet: the %s handler did not accept the session; try again, or see the node's log", what)
+		return
+	}
+	if len(header) > 0 {
+		if _, err := st.Write(header); err != nil {
+			closeStream(st)
+			_ = conn.Close(0, "")
+			s.fail(1, "alknet: the %s handler closed the session", what)
+			return
+		}
+	}
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			closeStream(st)
+			_ = conn.Close(0, "")
+		})
+	}
+	stop := context.AfterFunc(s.ctx, release)
+	s.wg.Add(2)
+	go func() {
+		// client → handler; owned by the session.
+		defer s.wg.Done()
+		_, _ = io.Copy(st, s.ch)
+		_ = st.CloseWrite()
+	}()
+	go func() {
+		// handler → client; its end is the end of the session.
+		defer s.wg.Done()
+		_, err := io.Copy(s.ch, st)
+		status := 0
+		if err != nil {
+			status = 1
+		}
+		s.exit(status)
+		stop()
+		release()
+	}()
+}
+
+// closeStream ends a stream now, pending reads included.
+func closeStream(st *sdk.Stream) {
+	_ = st.SetReadDeadline(time.Unix(1, 0))
+	_ = st.Close()
+}
+
+// run starts an allow-listed program (or the shell), wired to the channel
+// or to a terminal if a pty was requested, and reports how it ended. Its
+// environment is PATH and env, plus TERM in a terminal.
+func (s *session) run(path string, args []string, env ...string) {
+	cmd := exec.CommandContext(s.ctx, path, args...)
+	cmd.Env = append([]string{"PATH=" + searchPath()}, env...)
+	// The program leads its own process group: signals and the final kill
+	// (client gone) reach the processes it started too.
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if s.pty != nil {
+		s.runPTY(cmd)
+		return
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout = s.ch
+	cmd.Stderr = s.ch.Stderr()
+	// After the program exits, give its output this long to drain (a
+	// background child may hold the pipes open).
+	cmd.WaitDelay = 2 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		s.c.log.Info("exec failed", "error", err.Error())
+		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
+		return
+	}
+	s.setProc(cmd.Process, nil)
+	s.wg.Add(2)
+	go func() {
+		// client → program stdin; ends at the client's EOF or when the
+		// program is gone. Owned by the session.
+		defer s.wg.Done()
+		_, _ = io.Copy(stdin, s.ch)
+		_ = stdin.Close()
+	}()
+	go func() {
+		defer s.wg.Done()
+		_ = cmd.Wait()
+		s.markExited()
+		s.report(cmd.ProcessState)
+	}()
+}
+
+func (s *session) runPTY(cmd *exec.Cmd) {
+	cmd.Env = append(cmd.Env, "TERM="+termName(s.pty.Term))
+	master, tty, err := openPTY()
+	if err != nil {
+		s.c.log.Info("exec failed", "error", err.Error())
+		s.fail(statusCannotRun, "alknet: cannot allocate a terminal: %v", err)
+		return
+	}
+	_ = setWinsize(master, s.pty.Columns, s.pty.Rows, s.pty.Width, s.pty.Height)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	err = cmd.Start()
+	_ = tty.Close()
+	if err != nil {
+		_ = master.Close()
+		s.c.log.Info("exec failed", "error", err.Error())
+		s.fail(statusCannotRun, "alknet: cannot run %s: %v", cmd.Path, err)
+		return
+	}
+	s.setProc(cmd.Process, master)
+	out := make(chan struct{})
+	s.wg.Add(3)
+	go func() {
+		// client → terminal. Owned by the session.
+		defer s.wg.Done()
+		_, _ = io.Copy(master, s.ch)
+	}()
+	go func() {
+		// terminal → client; ends with EIO once nobody holds the terminal,
+		// or when the master is closed. Owned by the session.
+		defer s.wg.Done()
+		defer close(out)
+		_, _ = io.Copy(s.ch, master)
+	}()
+	go func() {
+		defer s.wg.Done()
+		_ = cmd.Wait()
+		s.markExited()
+		// Let the last output through; a background process still holding
+		// the terminal does not keep the session open.
+		select {
+		case <-out:
+		case <-time.After(2 * time.Second):
+		}
+		s.closeMaster()
+		<-out
+		s.report(cmd.ProcessState)
+	}()
+}
+
+func termName(t string) string {
+	if t == "" {
+		return "dumb"
+	}
+	return t
+}
+
+func searchPath() string {
+	if p := os.Getenv("PATH"); p != "" {
+		return p
+	}
+	return "/usr/local/bin:/usr/bin:/bin"
+}
+
+func (s *session) setProc(p *os.Process, master *os.File) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.proc, s.master = p, master
+}
+
+func (s *session) markExited() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.exited = true
+}
+
+func (s *session) closeMaster() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master != nil {
+		_ = s.master.Close()
+		s.master = nil
+	}
+}
+
+// report sends how the program ended, as OpenSSH does: exit-status with
+// the code, or exit-signal when a signal killed it.
+func (s *session) report(ps *os.ProcessState) {
+	_ = s.ch.CloseWrite()
+	if ps == nil {
+		_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{255}))
+	} else if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		_, _ = s.ch.SendRequest("exit-signal", false, gossh.Marshal(struct {
+			Signal     string
+			CoreDumped bool
+			Error      string
+			Lang       string
+		}{Signal: signalName(ws.Signal()), CoreDumped: ws.CoreDump()}))
+	} else {
+		_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(ps.ExitCode())}))
+	}
+	_ = s.ch.Close()
+}

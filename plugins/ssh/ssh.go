@@ -1,0 +1,227 @@
+// Package ssh is the Alknet SSH plugin: an SSH server
+// (golang.org/x/crypto/ssh) on the ALPN alknet/ssh, so that stock OpenSSH
+// clients reach a node through `alknet pipe` as a ProxyCommand or through a
+// plain-TCP port the node maps to the ALPN. Each stream of a connection is
+// one SSH connection.
+//
+// Authentication is by public key only: the node's [[auth.peers]]
+// ssh_keys, authorized_keys files mapped to an identity, or OpenSSH user
+// certificates of configured authorities. What an identity may do is
+// decided by its scopes: ssh:exec (allow-listed programs, no shell
+// involved), ssh:shell, ssh:forward (-L, -D, -R within allow-lists) and
+// ssh:sftp (the sftp subsystem, bridged to the node's alknet/sftp
+// handler); git-upload-pack and git-receive-pack are bridged to alknet/git,
+// which authorizes them itself. See README.md.
+package ssh
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	gossh "golang.org/x/crypto/ssh"
+
+	"alknet.dev/alknet/plugins/sdk"
+)
+
+// Identification of the plugin.
+const (
+	// Version of the plugin (semver).
+	Version = "0.1.0"
+	// ALPN served.
+	ALPN = "alknet/ssh"
+	// CapHostKey is the capability holding the host key's Ed25519 seed.
+	CapHostKey = "ssh_host_key"
+	// OpSessions lists the active SSH connections.
+	OpSessions = "ssh/sessions"
+)
+
+// Scopes an identity needs.
+const (
+	ScopeExec    = "ssh:exec"    // run programs of the exec allow-list
+	ScopeShell   = "ssh:shell"   // interactive shell (shell setting)
+	ScopeForward = "ssh:forward" // -L/-D (direct-tcpip) and -R (tcpip-forward)
+	ScopeSFTP    = "ssh:sftp"    // the sftp subsystem
+)
+
+// ALPNs of the handlers SSH bridges to.
+const (
+	ALPNSFTP = "alknet/sftp"
+	ALPNGit  = "alknet/git"
+)
+
+// Handler implements sdk.Handler.
+type Handler struct {
+	// Logger receives the plugin's log lines; nil means hclog JSON on
+	// stderr, which the node re-emits under the plugin's name.
+	Logger hclog.Logger
+
+	logOnce sync.Once
+	log     hclog.Logger
+	cfg     atomic.Pointer[config]
+	host    atomic.Pointer[sdk.Host]
+
+	mu    sync.Mutex
+	conns map[*serverConn]struct{}
+}
+
+var _ sdk.Handler = (*Handler)(nil)
+
+// stderr is the process's standard error as it was at start: sdk.Serve
+// (go-plugin) later points os.Stderr at a pipe the node discards, while
+// the real stderr is what the node reads and re-emits as log lines.
+var stderr = os.Stderr
+
+func (h *Handler) logger() hclog.Logger {
+	h.logOnce.Do(func() {
+		h.log = h.Logger
+		if h.log == nil {
+			h.log = hclog.New(&hclog.LoggerOptions{Name: "ssh", Output: stderr, JSONFormat: true, Level: hclog.Info})
+		}
+	})
+	return h.log
+}
+
+// Manifest describes the SSH plugin.
+func (h *Handler) Manifest() sdk.Manifest {
+	return sdk.Manifest{
+		Name: "ssh", Version: Version, ProtocolVersions: []int{1},
+		ALPNs:       []string{ALPN},
+		Description: "SSH server for stock OpenSSH clients: allow-listed exec, shell, port forwarding, sftp and git bridges",
+		Capabilities: []sdk.CapabilitySpec{{Name: CapHostKey, Required: true,
+			Description: "the SSH host key as a 32-byte Ed25519 seed (granted by default from the node's vault; the host_key_file setting overrides it)"}},
+		Operations: []sdk.Operation{{
+			Name: OpSessions, OpType: sdk.Query,
+			Description:   "active SSH connections: identity, how it authenticated, remote address, SSH user name, start time",
+			AccessControl: sdk.AccessControl{RequiredScopes: []string{"admin"}},
+			OutputSchema:  json.RawMessage(`{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"auth":{"type":"string"},"remote_addr":{"type":"string"},"user":{"type":"string"},"since":{"type":"string","format":"date-time"}}}}`),
+		}},
+		ConfigSchema: json.RawMessage(configSchema),
+	}
+}
+
+const configSchema = `{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "host_key_file": {"type": "string", "description": "OpenSSH private key (mode 0600) instead of the ssh_host_key capability"},
+    "exec": {"type": "object", "additionalProperties": {"type": "string"}, "description": "command name -> absolute program path"},
+    "shell": {"type": "string", "description": "absolute path of the shell for shell requests; unset refuses them"},
+    "forward_allow": {"type": "array", "items": {"type": "string"}, "description": "host:port patterns -L/-D may reach (port may be *)"},
+    "remote_forward_allow": {"type": "array", "items": {"type": "string"}, "description": "host:port patterns -R may listen on (port may be *)"},
+    "authorized_keys": {"type": "array", "items": {"type": "object", "required": ["file", "identity"], "additionalProperties": false,
+      "properties": {"file": {"type": "string"}, "identity": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}}}},
+    "cert_authorities": {"type": "array", "items": {"type": "object", "required": ["public_key"], "additionalProperties": false,
+      "properties": {"public_key": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}}}},
+    "max_auth_attempts": {"type": "integer", "minimum": 1, "default": 5},
+    "handshake_timeout": {"type": "string", "default": "30s"}
+  }
+}`
+
+// Configure validates the settings; unknown keys are errors.
+func (h *Handler) Configure(_ context.Context, settings json.RawMessage, host *sdk.Host) error {
+	cfg, err := parseSettings(settings)
+	if err != nil {
+		return err
+	}
+	h.cfg.Store(cfg)
+	h.host.Store(host)
+	return nil
+}
+
+// hostSigner is the host key: host_key_file if set, else the granted
+// ssh_host_key seed.
+func hostSigner(cfg *config, caps sdk.Capabilities) (gossh.Signer, error) {
+	if cfg.hostKey != nil {
+		return cfg.hostKey, nil
+	}
+	s, ok := caps.Get(CapHostKey)
+	if !ok {
+		return nil, errors.New("no SSH host key: grant the capability ssh_host_key ([plugins.ssh.capabilities]) or set host_key_file")
+	}
+	seed := s.Bytes()
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("capability ssh_host_key holds %d bytes; want a %d-byte Ed25519 seed (vault:ed25519:<path>)", len(seed), ed25519.SeedSize)
+	}
+	return gossh.NewSignerFromKey(ed25519.NewKeyFromSeed(seed))
+}
+
+// ServeConn runs one SSH server connection on each stream of c, and
+// returns when c stops accepting streams and every SSH connection ended.
+func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
+	cfg := h.cfg.Load()
+	if cfg == nil {
+		return errors.New("ssh: not configured")
+	}
+	signer, err := hostSigner(cfg, c.Capabilities())
+	if err != nil {
+		h.logger().Error("cannot serve SSH", "remote_addr", c.Auth().RemoteAddr, "error", err)
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := c.AcceptStream(ctx)
+		if err != nil {
+			return nil // closed or draining; connections in progress go on
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer h.recoverPanic("stream")
+			h.serveStream(ctx, cfg, signer, c.Auth().RemoteAddr, st)
+		}()
+	}
+}
+
+func (h *Handler) recoverPanic(where string) {
+	if p := recover(); p != nil {
+		h.logger().Error("panic recovered", "in", where, "panic", fmt.Sprint(p))
+	}
+}
+
+// Invoke answers ssh/sessions.
+func (h *Handler) Invoke(_ context.Context, call *sdk.Call) (any, error) {
+	if strings.TrimPrefix(call.Operation, "/") != OpSessions {
+		return nil, sdk.Errorf("NOT_FOUND", "operation not found: %s", call.Operation)
+	}
+	type session struct {
+		ID         string    `json:"id"`
+		Auth       string    `json:"auth"`
+		RemoteAddr string    `json:"remote_addr"`
+		User       string    `json:"user"`
+		Since      time.Time `json:"since"`
+	}
+	out := []session{}
+	h.mu.Lock()
+	for c := range h.conns {
+		out = append(out, session{ID: c.id.ID, Auth: c.source, RemoteAddr: c.remote, User: c.sconn.User(), Since: c.since})
+	}
+	h.mu.Unlock()
+	slices.SortFunc(out, func(a, b session) int { return a.Since.Compare(b.Since) })
+	return out, nil
+}
+
+func (h *Handler) track(c *serverConn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conns == nil {
+		h.conns = map[*serverConn]struct{}{}
+	}
+	h.conns[c] = struct{}{}
+}
+
+func (h *Handler) untrack(c *serverConn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.conns, c)
+}

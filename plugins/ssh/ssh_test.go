@@ -1,0 +1,815 @@
+package ssh_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	gossh "golang.org/x/crypto/ssh"
+
+	"alknet.dev/alknet/plugins/sdk"
+	"alknet.dev/alknet/plugins/sdk/sdktest"
+	"alknet.dev/alknet/plugins/ssh"
+)
+
+// remoteAddr is the client address the fake node reports; a TEST-NET
+// address, so it can never be mistaken for a forwarding destination in
+// the logs.
+const remoteAddr = "192.0.2.7:40000"
+
+var allScopes = []string{ssh.ScopeExec, ssh.ScopeShell, ssh.ScopeForward, ssh.ScopeSFTP}
+
+// logBuffer collects the plugin's JSON log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// lines returns the log lines whose message is msg, decoded.
+func (l *logBuffer) lines(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["@message"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type fixture struct {
+	t       *testing.T
+	h       *sdktest.Harness
+	conn    *sdktest.Conn
+	seed    []byte
+	alice   gossh.Signer // authorized_keys, every scope
+	bob     gossh.Signer // authorized_keys, no scope
+	logs    *logBuffer
+	dir     string
+	handler *ssh.Handler
+}
+
+func newSigner(t *testing.T) gossh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeAuthorizedKeys(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not found: %v", name, err)
+	}
+	p, err = filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newFixture starts the plugin in-process with default test settings,
+// changed by edit, and connects as the node would for an alknet/ssh
+// connection granted the host key seed.
+func newFixture(t *testing.T, edit func(dir string, settings map[string]any)) *fixture {
+	t.Helper()
+	f := &fixture{t: t, alice: newSigner(t), bob: newSigner(t), logs: &logBuffer{}, dir: t.TempDir()}
+	aliceFile := filepath.Join(f.dir, "alice_keys")
+	bobFile := filepath.Join(f.dir, "bob_keys")
+	writeAuthorizedKeys(t, aliceFile, "# alice's laptop", strings.TrimSpace(string(gossh.MarshalAuthorizedKey(f.alice.PublicKey())))+" alice@laptop")
+	writeAuthorizedKeys(t, bobFile, string(gossh.MarshalAuthorizedKey(f.bob.PublicKey())))
+	settings := map[string]any{
+		"exec": map[string]string{
+			"echo": lookPath(t, "echo"), "false": lookPath(t, "false"),
+			"cat": lookPath(t, "cat"), "sleep": lookPath(t, "sleep"),
+		},
+		"authorized_keys": []map[string]any{
+			{"file": aliceFile, "identity": "alice", "scopes": allScopes},
+			{"file": bobFile, "identity": "bob"},
+		},
+		"remote_forward_allow": []string{"127.0.0.1:*"},
+	}
+	if edit != nil {
+		edit(f.dir, settings)
+	}
+	f.handler = &ssh.Handler{Logger: hclog.New(&hclog.LoggerOptions{Name: "ssh", Output: f.logs, JSONFormat: true, Level: hclog.Debug})}
+	f.h = sdktest.Start(t, f.handler, settings)
+	f.seed = make([]byte, ed25519.SeedSize)
+	_, _ = rand.Read(f.seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := f.h.Connect(ctx, sdk.Auth{ALPN: ssh.ALPN, RemoteAddr: remoteAddr, Transport: "quic"},
+		map[string][]byte{ssh.CapHostKey: f.seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.conn = conn
+	t.Cleanup(conn.Close)
+	return f
+}
+
+// streamConn adapts an sdktest stream to the net.Conn gossh wants.
+type streamConn struct{ s *sdktest.Stream }
+
+func (c streamConn) Read(b []byte) (int, error)  { return c.s.Read(b) }
+func (c streamConn) Write(b []byte) (int, error) { return c.s.Write(b) }
+func (c streamConn) Close() error                { return c.s.CloseWrite() }
+func (c streamConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
+}
+func (c streamConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4433}
+}
+func (c streamConn) SetDeadline(time.Time) error      { return nil }
+func (c streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c streamConn) SetWriteDeadline(time.Time) error { return nil }
+
+// dial opens a stream and runs an SSH client handshake on it.
+func (f *fixture) dial(signers ...gossh.Signer) (*gossh.Client, gossh.PublicKey, error) {
+	st := f.conn.OpenStream()
+	var hostKey gossh.PublicKey
+	cfg := &gossh.ClientConfig{
+		User: "anyone",
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(signers...)},
+		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error {
+			hostKey = k
+			return nil
+		},
+	}
+	c, chans, reqs, err := gossh.NewClientConn(streamConn{st}, "node:4433", cfg)
+	if err != nil {
+		return nil, hostKey, err
+	}
+	client := gossh.NewClient(c, chans, reqs)
+	f.t.Cleanup(func() { _ = client.Close() })
+	return client, hostKey, nil
+}
+
+func (f *fixture) mustDial(signers ...gossh.Signer) *gossh.Client {
+	f.t.Helper()
+	c, _, err := f.dial(signers...)
+	if err != nil {
+		f.t.Fatalf("ssh handshake: %v", err)
+	}
+	return c
+}
+
+// run executes cmd and returns stdout, stderr and the exit status.
+func run(t *testing.T, c *gossh.Client, cmd string, stdin io.Reader) (string, string, int) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errb, stdin
+	err = s.Run(cmd)
+	var ee *gossh.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errb.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitStatus()
+	}
+	t.Fatalf("%s: %v", cmd, err)
+	return "", "", -1
+}
+
+func TestManifest(t *testing.T) {
+	h := sdktest.Start(t, &ssh.Handler{}, nil)
+	m, err := h.Manifest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "ssh" || m.Version != "0.1.0" || len(m.ALPNs) != 1 || m.ALPNs[0] != "alknet/ssh" || m.ProtocolVersions[0] != 1 {
+		t.Fatalf("manifest %+v", m)
+	}
+	if len(m.Capabilities) != 1 || m.Capabilities[0].Name != "ssh_host_key" || !m.Capabilities[0].Required {
+		t.Fatalf("capabilities %+v", m.Capabilities)
+	}
+	if len(m.Operations) != 1 || m.Operations[0].Name != "ssh/sessions" || m.Operations[0].RemoteSafe ||
+		m.Operations[0].AccessControl.RequiredScopes[0] != "admin" {
+		t.Fatalf("operations %+v", m.Operations)
+	}
+}
+
+func TestHostKeyFromCapability(t *testing.T) {
+	f := newFixture(t, nil)
+	_, hostKey, err := f.dial(f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := gossh.NewPublicKey(ed25519.NewKeyFromSeed(f.seed).Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gossh.FingerprintSHA256(hostKey) != gossh.FingerprintSHA256(want) {
+		t.Fatalf("client saw host key %s; the granted seed is %s", gossh.FingerprintSHA256(hostKey), gossh.FingerprintSHA256(want))
+	}
+	if strings.Contains(f.logs.String(), fmt.Sprintf("%x", f.seed)) {
+		t.Fatal("the host key seed appears in the logs")
+	}
+}
+
+func TestHostKeyFile(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ssh_host_ed25519_key")
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Readable by others: refused, with the fix in the message.
+	if _, err := sdktest.New(&ssh.Handler{}, map[string]any{"host_key_file": path}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a 0644 host key was accepted: %v", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(_ string, s map[string]any) { s["host_key_file"] = path })
+	_, hostKey, err := f.dial(f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := gossh.NewPublicKey(priv.Public())
+	if gossh.FingerprintSHA256(hostKey) != gossh.FingerprintSHA256(want) {
+		t.Fatal("host_key_file did not override the ssh_host_key capability")
+	}
+}
+
+func TestSettingsErrors(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	writeAuthorizedKeys(t, keys, "")
+	for _, tc := range []struct {
+		settings map[string]any
+		want     string
+	}{
+		{map[string]any{"exec_allow": []string{"ls"}}, `"exec_allow"`},
+		{map[string]any{"authorized_keys": []map[string]any{{"file": keys, "identity": "x", "scope": []string{"a"}}}}, `"scope"`},
+		{map[string]any{"exec": map[string]string{"ls": "ls"}}, "exec.ls"},
+		{map[string]any{"exec": map[string]string{"nope": "/nonexistent/program"}}, "exec.nope"},
+		{map[string]any{"shell": "sh"}, "shell"},
+		{map[string]any{"forward_allow": []string{"localhost"}}, "forward_allow"},
+		{map[string]any{"authorized_keys": []map[string]any{{"file": filepath.Join(dir, "missing"), "identity": "x"}}}, "authorized_keys[0]"},
+		{map[string]any{"authorized_keys": []map[string]any{{"file": keys}}}, "identity is required"},
+		{map[string]any{"cert_authorities": []map[string]any{{"public_key": "not a key"}}}, "cert_authorities[0]"},
+		{map[string]any{"max_auth_attempts": 0}, "max_auth_attempts"},
+		{map[string]any{"handshake_timeout": "soon"}, "handshake_timeout"},
+	} {
+		_, err := sdktest.New(&ssh.Handler{}, tc.settings)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("settings %v: error %v; want one naming %s", tc.settings, err, tc.want)
+		}
+	}
+}
+
+func TestExecAllowListed(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	// Quotes are honoured; nothing else of a shell happens.
+	out, errOut, status := run(t, c, `echo 'hello  world' "$HOME" * '|' x`, nil)
+	if out != "hello  world $HOME * | x\n" || errOut != "" || status != 0 {
+		t.Fatalf("echo: stdout %q stderr %q status %d", out, errOut, status)
+	}
+	// stdin reaches the program.
+	out, _, status = run(t, c, "cat", strings.NewReader("from stdin"))
+	if out != "from stdin" || status != 0 {
+		t.Fatalf("cat: %q status %d", out, status)
+	}
+}
+
+func TestExecExitStatus(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	if _, _, status := run(t, c, "false", nil); status != 1 {
+		t.Fatalf("false exited %d; want 1", status)
+	}
+}
+
+func TestExecNotAllowed(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+
+	// The message on stderr and status 127, as a shell reports a command
+	// it cannot find (and as OpenSSH's ssh can show them).
+	out, errOut, status := run(t, c, "rm -rf /tmp/x", nil)
+	if out != "" || strings.TrimSpace(errOut) != "command not allowed: rm" || status != 127 {
+		t.Fatalf("command outside the allow-list: stdout %q stderr %q status %d", out, errOut, status)
+	}
+	// No shell behind the allow-list.
+	if _, errOut, status := run(t, c, "sh -c 'exit 3'", nil); status != 127 || !strings.Contains(errOut, "command not allowed: sh") {
+		t.Fatalf("sh (not allow-listed): %q %d", errOut, status)
+	}
+	if _, errOut, status := run(t, c, "echo 'unterminated", nil); status != 127 || !strings.Contains(errOut, "unterminated") {
+		t.Fatalf("unparsable command: %q %d", errOut, status)
+	}
+	if len(f.logs.lines("exec refused")) < 2 {
+		t.Fatalf("refusals not logged:\n%s", f.logs)
+	}
+}
+
+func TestExecNeedsScope(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.bob) // authenticated, but without ssh:exec
+	out, errOut, status := run2(c, "echo hi")
+	if out != "" || status != 127 || !strings.Contains(errOut, "command not allowed: echo") || !strings.Contains(errOut, "ssh:exec") {
+		t.Fatalf("bob ran echo: stdout %q stderr %q status %d", out, errOut, status)
+	}
+}
+
+// run2 runs cmd on a raw channel (a refused exec ends Session.Run early)
+// and returns stdout, stderr and the exit status.
+func run2(c *gossh.Client, cmd string) (string, string, int) {
+	_, out, errOut, status := request(c, "exec", gossh.Marshal(struct{ Command string }{cmd}))
+	return out, errOut, status
+}
+
+// request sends one session request on a raw channel and collects the
+// reply, stdout, stderr and the exit status (-1 if none).
+func request(c *gossh.Client, typ string, payload []byte) (bool, string, string, int) {
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		return false, "", err.Error(), -1
+	}
+	ok, _ := ch.SendRequest(typ, true, payload)
+	_ = ch.CloseWrite()
+	var errb []byte
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); errb, _ = io.ReadAll(ch.Stderr()) }()
+	out, _ := io.ReadAll(ch)
+	wg.Wait()
+	status := -1
+	for r := range reqs {
+		if r.Type == "exit-status" {
+			var m struct{ Status uint32 }
+			_ = gossh.Unmarshal(r.Payload, &m)
+			status = int(m.Status)
+		}
+	}
+	return ok, string(out), string(errb), status
+}
+
+func TestExecSignal(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start("sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := s.Signal(gossh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Wait()
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.Signal() != "TERM" {
+		t.Fatalf("sleep after SIGTERM: %v; want exit-signal TERM", err)
+	}
+}
+
+func TestClientGoneKillsProgram(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start("sleep 31.5"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	_ = c.Close()
+	// The connection's goroutines all ended (the line is logged after
+	// waiting for them), and the program with them.
+	waitFor(t, "the connection to end", func() bool { return len(f.logs.lines("ssh connection closed")) == 1 })
+	waitFor(t, "ssh/sessions to be empty", func() bool {
+		out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}}, false)
+		return err == nil && string(out[0]) == "[]"
+	})
+	if b, _ := exec.Command("pgrep", "-f", "sleep 31.5").Output(); len(b) > 0 {
+		t.Fatalf("the program outlived its connection: pids %s", b)
+	}
+}
+
+func TestShellWithPTY(t *testing.T) {
+	f := newFixture(t, func(_ string, s map[string]any) { s["shell"] = lookPath(t, "sh") })
+	c := f.mustDial(f.alice)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 40, 100, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	s.Stdout = &out
+	in, _ := s.StdinPipe()
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(in, "echo \"cols=$(stty size) term=$TERM sum=$((40+2)) shell=$SHELL\"; exit 7\n")
+	err = s.Wait()
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 7 {
+		t.Fatalf("shell: %v; output %q", err, out.String())
+	}
+	if !strings.Contains(out.String(), "cols=40 100 term=xterm sum=42 shell="+lookPath(t, "sh")) {
+		t.Fatalf("shell output %q", out.String())
+	}
+}
+
+func TestShellRefused(t *testing.T) {
+	shell := func(c *gossh.Client) (string, int) {
+		ok, _, errOut, status := request(c, "shell", nil)
+		if !ok {
+			t.Fatal("shell request failed: OpenSSH would not show why")
+		}
+		return errOut, status
+	}
+	f := newFixture(t, nil) // no shell setting
+	if errOut, status := shell(f.mustDial(f.alice)); status != 127 || !strings.Contains(errOut, "shells are not enabled") {
+		t.Fatalf("shell without the shell setting: %q %d", errOut, status)
+	}
+	g := newFixture(t, func(_ string, s map[string]any) { s["shell"] = lookPath(t, "sh") })
+	if errOut, status := shell(g.mustDial(g.bob)); status != 127 || !strings.Contains(errOut, "lacks scope ssh:shell") {
+		t.Fatalf("shell for an identity without ssh:shell: %q %d", errOut, status)
+	}
+}
+
+func TestUnknownKeyRejected(t *testing.T) {
+	f := newFixture(t, nil)
+	stranger := newSigner(t)
+	_, _, err := f.dial(stranger)
+	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if _, _, err := f.dial(f.alice); err != nil {
+		t.Fatalf("known key after a rejection: %v", err)
+	}
+	var rejected, accepted bool
+	for _, l := range f.logs.lines("auth attempt") {
+		if l["remote_addr"] != remoteAddr || l["method"] != "ssh" {
+			t.Fatalf("auth attempt line %v", l)
+		}
+		switch {
+		case l["result"] == "reject" && l["id"] == gossh.FingerprintSHA256(stranger.PublicKey()):
+			rejected = true
+		case l["result"] == "accept" && l["id"] == "alice":
+			accepted = true
+		}
+	}
+	if !rejected || !accepted {
+		t.Fatalf("auth attempts not logged as expected:\n%s", f.logs)
+	}
+}
+
+func TestMaxAuthAttempts(t *testing.T) {
+	f := newFixture(t, func(_ string, s map[string]any) { s["max_auth_attempts"] = 2 })
+	// Two unknown keys use up the attempts: the server disconnects before
+	// the third (valid) key is even offered.
+	_, _, err := f.dial(newSigner(t), newSigner(t), f.alice)
+	if err == nil || !strings.Contains(err.Error(), "too many authentication failures") {
+		t.Fatalf("after max_auth_attempts: %v", err)
+	}
+	if _, _, err := f.dial(newSigner(t), f.alice); err != nil {
+		t.Fatalf("one failure then the right key: %v", err)
+	}
+}
+
+func TestBadClientsOnlyEndTheirConnection(t *testing.T) {
+	f := newFixture(t, func(_ string, s map[string]any) { s["handshake_timeout"] = "1s" })
+	good := f.mustDial(f.alice)
+
+	ends := func(name string, st *sdktest.Stream) {
+		t.Helper()
+		done := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(st); done <- b }()
+		select {
+		case b := <-done:
+			if !strings.HasPrefix(string(b), "SSH-2.0-alknet") {
+				t.Errorf("%s: server sent %q", name, b)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the server kept the connection open", name)
+		}
+	}
+	// Garbage instead of a banner: too long for a version line, and not
+	// one anyway (an HTTP request, cut off without waiting for more).
+	garbage := f.conn.OpenStream()
+	_, _ = garbage.Write(bytes.Repeat([]byte("x"), 600))
+	ends("garbage", garbage)
+	start := time.Now()
+	web := f.conn.OpenStream()
+	_, _ = web.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	ends("http", web)
+	if time.Since(start) > 900*time.Millisecond {
+		t.Errorf("a non-SSH client was kept until the handshake deadline (%v)", time.Since(start))
+	}
+	// A client that never speaks: the handshake deadline ends it.
+	silent := f.conn.OpenStream()
+	ends("silent", silent)
+	// A banner, then gone in the middle of the key exchange.
+	quitter := f.conn.OpenStream()
+	_, _ = quitter.Write([]byte("SSH-2.0-quitter\r\n"))
+	_ = quitter.CloseWrite()
+	ends("mid-kex", quitter)
+
+	// The good connection opened before still works, and new ones too.
+	if out, _, status := run(t, good, "echo still here", nil); out != "still here\n" || status != 0 {
+		t.Fatalf("parallel session: %q %d", out, status)
+	}
+	if out, _, _ := run(t, f.mustDial(f.alice), "echo new", nil); out != "new\n" {
+		t.Fatalf("new session: %q", out)
+	}
+}
+
+func TestLocalForward(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "behind the node")
+	}))
+	defer srv.Close()
+	target := srv.Listener.Addr().String()
+	denied, _ := net.Listen("tcp", "127.0.0.1:0") // reachable, but not allowed
+	defer denied.Close()
+	f := newFixture(t, func(_ string, s map[string]any) { s["forward_allow"] = []string{target} })
+	c := f.mustDial(f.alice)
+
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(_ context.Context, n, a string) (net.Conn, error) { return c.Dial(n, a) }}}
+	resp, err := hc.Get("http://" + target + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(body) != "behind the node" {
+		t.Fatalf("through -L: %q", body)
+	}
+
+	if _, err := c.Dial("tcp", denied.Addr().String()); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("-L to a destination outside forward_allow: %v", err)
+	}
+	if _, err := f.mustDial(f.bob).Dial("tcp", target); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("-L by an identity without ssh:forward: %v", err)
+	}
+	if len(f.logs.lines("forward refused")) != 2 {
+		t.Fatalf("refusals not logged:\n%s", f.logs)
+	}
+	// D10: destinations never reach the logs.
+	for _, dest := range []string{target, denied.Addr().String()} {
+		_, port, _ := net.SplitHostPort(dest)
+		if strings.Contains(f.logs.String(), ":"+port) {
+			t.Fatalf("a forwarding destination (%s) was logged:\n%s", dest, f.logs)
+		}
+	}
+}
+
+func TestRemoteForward(t *testing.T) {
+	f := newFixture(t, nil) // remote_forward_allow = ["127.0.0.1:*"]
+	c := f.mustDial(f.alice)
+	ln, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if strings.HasSuffix(addr, ":0") {
+		t.Fatalf("the node did not report the port it chose: %s", addr)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "served by the client")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(body) != "served by the client" {
+		t.Fatalf("through -R: %q", body)
+	}
+	// cancel-tcpip-forward closes the port on the node.
+	_ = ln.Close()
+	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		_ = conn.Close()
+		t.Fatal("the port stayed open after cancel-tcpip-forward")
+	}
+
+	// Outside remote_forward_allow, and without the scope: refused.
+	if _, err := c.Listen("tcp", "127.0.0.2:0"); err == nil {
+		t.Fatal("-R outside remote_forward_allow accepted")
+	}
+	if _, err := f.mustDial(f.bob).Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("-R by an identity without ssh:forward accepted")
+	}
+
+	// The connection's end closes its listeners.
+	c2 := f.mustDial(f.alice)
+	ln2, err := c2.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr2 := ln2.Addr().String()
+	_ = c2.Close()
+	waitFor(t, "the listener to close with its connection", func() bool {
+		conn, err := net.DialTimeout("tcp", addr2, time.Second)
+		if err == nil {
+			_ = conn.Close()
+		}
+		return err != nil
+	})
+}
+
+func TestSFTPWithoutHandler(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	sftp := gossh.Marshal(struct{ Name string }{"sftp"})
+	ok, _, errOut, status := request(c, "subsystem", sftp)
+	want := "alknet: the sftp handler is not installed on this node (alknet plugin install alknet-plugin-sftp)"
+	if !ok || status != 1 || strings.TrimSpace(errOut) != want {
+		t.Fatalf("sftp without the handler: accepted %v, status %d, stderr %q; want status 1 and %q", ok, status, errOut, want)
+	}
+	// Without ssh:sftp the handler is not even dialled.
+	if _, _, errOut, status := request(f.mustDial(f.bob), "subsystem", sftp); status != 1 || !strings.Contains(errOut, "lacks scope ssh:sftp") {
+		t.Fatalf("sftp subsystem without ssh:sftp: status %d, stderr %q", status, errOut)
+	}
+	// Other subsystems do not exist.
+	ch, _, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if ok, err := ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{"netconf"})); ok || err != nil {
+		t.Fatalf("unknown subsystem: accepted %v, %v", ok, err)
+	}
+}
+
+func TestGitWithoutHandler(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	_, errOut, status := run(t, c, "git-upload-pack '/team/app.git'", nil)
+	want := "alknet: the git handler is not installed on this node (alknet plugin install alknet-plugin-git)"
+	if status != 1 || strings.TrimSpace(errOut) != want {
+		t.Fatalf("git-upload-pack without the handler: status %d stderr %q", status, errOut)
+	}
+	if _, errOut, status := run(t, c, "git-receive-pack", nil); status != 128 || !strings.Contains(errOut, "usage") {
+		t.Fatalf("git-receive-pack without a repository: %d %q", status, errOut)
+	}
+}
+
+func TestCertificateAuthority(t *testing.T) {
+	ca := newSigner(t)
+	f := newFixture(t, func(_ string, s map[string]any) {
+		s["cert_authorities"] = []map[string]any{{"public_key": string(gossh.MarshalAuthorizedKey(ca.PublicKey())), "scopes": []string{ssh.ScopeExec}}}
+	})
+	certSigner := func(keyID string, from, to time.Time) gossh.Signer {
+		user := newSigner(t)
+		cert := &gossh.Certificate{Key: user.PublicKey(), KeyId: keyID, CertType: gossh.UserCert, ValidPrincipals: []string{"someone-else"},
+			ValidAfter: uint64(from.Unix()), ValidBefore: uint64(to.Unix()), Permissions: gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}}}
+		if err := cert.SignCert(rand.Reader, ca); err != nil {
+			t.Fatal(err)
+		}
+		s, err := gossh.NewCertSigner(cert, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	now := time.Now()
+	c, _, err := f.dial(certSigner("carol@example", now.Add(-time.Hour), now.Add(time.Hour)))
+	if err != nil {
+		t.Fatalf("valid certificate: %v", err)
+	}
+	if out, _, _ := run(t, c, "echo cert", nil); out != "cert\n" {
+		t.Fatalf("exec with a certificate: %q", out)
+	}
+	out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}}, false)
+	if err != nil || !strings.Contains(string(out[0]), `"id":"carol@example","auth":"certificate","remote_addr":"192.0.2.7:40000","user":"anyone"`) {
+		t.Fatalf("ssh/sessions: %s %v", out, err)
+	}
+	if _, _, err := f.dial(certSigner("dave", now.Add(-2*time.Hour), now.Add(-time.Hour))); err == nil {
+		t.Fatal("an expired certificate was accepted")
+	}
+	other := newSigner(t)
+	cert := &gossh.Certificate{Key: other.PublicKey(), KeyId: "eve", CertType: gossh.UserCert, ValidBefore: gossh.CertTimeInfinity}
+	_ = cert.SignCert(rand.Reader, newSigner(t)) // an unknown CA
+	s, _ := gossh.NewCertSigner(cert, other)
+	if _, _, err := f.dial(s); err == nil {
+		t.Fatal("a certificate of an unknown authority was accepted")
+	}
+}
+
+func TestAuthorizedKeysReloadAndRestrict(t *testing.T) {
+	f := newFixture(t, nil)
+	carol := newSigner(t)
+	if _, _, err := f.dial(carol); err == nil {
+		t.Fatal("carol authenticated before her key was added")
+	}
+	// Added to alice's file with restrict: same identity, no forwarding.
+	path := filepath.Join(f.dir, "alice_keys")
+	writeAuthorizedKeys(t, path, string(gossh.MarshalAuthorizedKey(f.alice.PublicKey())),
+		"restrict "+strings.TrimSpace(string(gossh.MarshalAuthorizedKey(carol.PublicKey()))),
+		`command="/bin/date" `+strings.TrimSpace(string(gossh.MarshalAuthorizedKey(f.bob.PublicKey()))))
+	later := time.Now().Add(2 * time.Second)
+	_ = os.Chtimes(path, later, later)
+	c, _, err := f.dial(carol)
+	if err != nil {
+		t.Fatalf("carol after the file changed: %v", err)
+	}
+	if out, _, _ := run(t, c, "echo ok", nil); out != "ok\n" {
+		t.Fatalf("carol exec: %q", out)
+	}
+	if _, err := c.Dial("tcp", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("restrict did not remove forwarding: %v", err)
+	}
+	// An option the plugin cannot enforce (command=) disables the line:
+	// bob still authenticates, but only through his own file (no scopes).
+	if out, _, status := run2(f.mustDial(f.bob), "echo hi"); status != 127 {
+		t.Fatalf("bob gained alice's scopes through a command= line: %q %d", out, status)
+	}
+}
+
+func TestSessionsOperation(t *testing.T) {
+	f := newFixture(t, nil)
+	admin := &sdk.Identity{ID: "op", Scopes: []string{"admin"}}
+	c := f.mustDial(f.alice)
+	out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, admin, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(out[0], &list); err != nil || len(list) != 1 || list[0]["id"] != "alice" || list[0]["auth"] != "authorized_keys" {
+		t.Fatalf("ssh/sessions: %s %v", out, err)
+	}
+	_ = c.Close()
+	if _, err := f.h.Call(context.Background(), "ssh/nope", nil, nil, admin, false); err == nil {
+		t.Fatal("unknown operation answered")
+	}
+}
