@@ -68,12 +68,16 @@ type Plugins struct {
 	parsed  map[string]Plugin
 }
 
-// Plugin configures one plugin ([plugins.<name>]).
+// Plugin configures one plugin ([plugins.<name>]). Keys other than
+// version, settings, capabilities and disabled are the plugin's own
+// settings too, so `[plugins.ssh] exec_allow = [...]` works as the handler
+// specs write it; a key given in both places is an error.
 type Plugin struct {
 	Version      string            `mapstructure:"version"`
 	Settings     map[string]any    `mapstructure:"settings"`
 	Capabilities map[string]string `mapstructure:"capabilities"`
 	Disabled     bool              `mapstructure:"disabled"`
+	Extra        map[string]any    `mapstructure:",remain"`
 }
 
 // Plugin returns the settings of plugin name (zero value if none).
@@ -90,6 +94,16 @@ func (p *Plugins) parse() error {
 		if err := dec.Decode(raw); err != nil {
 			return fmt.Errorf("plugins.%s: %w", name, err)
 		}
+		if len(pl.Extra) > 0 && pl.Settings == nil {
+			pl.Settings = map[string]any{}
+		}
+		for k, v := range pl.Extra {
+			if _, dup := pl.Settings[k]; dup {
+				return fmt.Errorf("plugins.%s.%s: given both directly and in plugins.%s.settings", name, k, name)
+			}
+			pl.Settings[k] = v
+		}
+		pl.Extra = nil
 		for capName, grant := range pl.Capabilities {
 			if !validGrant(grant) {
 				return fmt.Errorf("plugins.%s.capabilities.%s: %q is not vault:ed25519:<path>, credential:<name> or file:<path>", name, capName, grant)

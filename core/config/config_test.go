@@ -139,3 +139,28 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestPluginSettingsDirectlyUnderTheTable(t *testing.T) {
+	c, err := Parse([]byte(`
+[plugins.ssh]
+version = "0.1.0"
+exec_allow = ["uptime"]
+[plugins.ssh.settings]
+max_auth_attempts = 3
+[plugins.ssh.capabilities]
+ssh_host_key = "vault:ed25519:m/74'/0'/1'/0'"
+`), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Plugins.Plugin("ssh")
+	if p.Version != "0.1.0" || p.Settings["max_auth_attempts"] == nil || p.Settings["exec_allow"] == nil || p.Capabilities["ssh_host_key"] == "" {
+		t.Fatalf("%+v", p)
+	}
+	if _, err := Parse([]byte("[plugins.ssh]\nx = 1\n[plugins.ssh.settings]\nx = 2\n"), "toml"); err == nil || !strings.Contains(err.Error(), "plugins.ssh.x") {
+		t.Fatalf("duplicate setting: %v", err)
+	}
+	if _, err := Parse([]byte("[plugins.ssh.capabilities]\nk = \"env:SECRET\"\n"), "toml"); err == nil || !strings.Contains(err.Error(), "plugins.ssh.capabilities.k") {
+		t.Fatalf("bad grant: %v", err)
+	}
+}
