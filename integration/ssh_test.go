@@ -69,28 +69,37 @@ func startSSH(t *testing.T, extraSettings string) *sshEnv {
 	e.keyFile, pub = writeKey(t, dir, "id_ed25519")
 	fp := gossh.FingerprintSHA256(pub)
 	e.node.ok("", "peers", "add", "ops", "--ssh-key", fp,
-		"--scope", "ssh:exec", "--scope", "ssh:forward")
+		"--scope", "ssh:exec", "--scope", "ssh:forward", "--scope", "ssh:remote-forward")
 	e.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello from the web server\n") }))
 	t.Cleanup(e.web.Close)
 	webAddr := strings.TrimPrefix(e.web.URL, "http://")
 	e.plainAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	echoPath, _ := exec.LookPath("echo")
-	falsePath, _ := exec.LookPath("false")
-	uptimePath, _ := exec.LookPath("uptime")
+	for _, prog := range []string{"echo", "false", "uptime"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Fatalf("%s not in PATH: %v", prog, err)
+		}
+	}
+	// The plugin's settings sit directly under [plugins.ssh], as the
+	// handler spec writes them; exec_allow names are resolved in PATH by
+	// the plugin.
 	cfg := fmt.Sprintf(`[[listeners.plain]]
 addr = %q
 alpn = "alknet/ssh"
 
-[plugins.ssh.settings]
-forward_allow = [%q]
-remote_forward_allow = ["127.0.0.1:*"]
+[plugins.ssh]
+exec_allow = ["echo", "false", "uptime"]
 %s
 
-[plugins.ssh.settings.exec]
-echo = %q
-false = %q
-uptime = %q
-`, e.plainAddr, webAddr, extraSettings, echoPath, falsePath, uptimePath)
+[[plugins.ssh.forward_rules]]
+target = %q
+action = "allow"
+direction = "local"
+
+[[plugins.ssh.forward_rules]]
+target = "127.0.0.1:*"
+action = "allow"
+direction = "remote"
+`, e.plainAddr, extraSettings, webAddr)
 	e.cfgPath = writeFile(t, filepath.Join(dir, "alknet.toml"), cfg, 0o600)
 	e.node.ok("", "init", "--show-mnemonic-once")
 	e.srv = startServe(t, e.node, "--config", e.cfgPath)
@@ -160,6 +169,15 @@ func TestSSHExecThroughProxyCommand(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "not allowed") {
 		t.Fatalf("non-allow-listed command: exit %d %s", code, errs)
 	}
+	// The git bridge needs git:read / git:write, which ops lacks.
+	_, errs, code = e.ssh(true, "git-receive-pack", "'/team/app.git'")
+	if code != 1 || !strings.Contains(errs, "permission denied: git:write required") {
+		t.Fatalf("git-receive-pack without git:write: exit %d %s", code, errs)
+	}
+	_, errs, code = e.ssh(true, "git-upload-pack", "'/team/app.git'")
+	if code != 1 || !strings.Contains(errs, "permission denied: git:read required") {
+		t.Fatalf("git-upload-pack without git:read: exit %d %s", code, errs)
+	}
 	// An unknown key is refused and logged result=reject.
 	stranger, _ := writeKey(t, t.TempDir(), "stranger")
 	args := append(e.sshArgs(true), "-i", stranger, "ops@node", "uptime")
@@ -226,7 +244,9 @@ func TestSSHForwarding(t *testing.T) {
 		t.Fatalf("denied target reachable through -D: %v %s", err, out)
 	}
 	// -R: a port on the node forwarded back to a server on the client side.
-	back := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served from the client side\n") }))
+	back := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "served from the client side\n")
+	}))
 	defer back.Close()
 	rport := freePort(t)
 	rev := exec.Command("ssh", append(e.sshArgs(true), "-N", "-o", "ExitOnForwardFailure=yes",
@@ -238,6 +258,15 @@ func TestSSHForwarding(t *testing.T) {
 	if body := curlRetry(t, fmt.Sprintf("http://127.0.0.1:%d/", rport)); body != "served from the client side\n" {
 		t.Fatalf("curl to the -R port on the node: %q", body)
 	}
+	// -R on an address no remote rule allows: the node refuses it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ssh", append(e.sshArgs(true), "-N", "-o", "ExitOnForwardFailure=yes",
+		"-R", fmt.Sprintf("127.0.0.2:%d:%s", freePort(t), strings.TrimPrefix(back.URL, "http://")), "ops@node")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "remote port forwarding failed") {
+		t.Fatalf("-R outside the forwarding rules: %v %s", err, out)
+	}
+	e.srv.waitLog("forward refused", "kind=tcpip-forward")
 	if strings.Contains(e.srv.logs.String(), webAddr) {
 		t.Fatal("a forwarding destination was logged")
 	}

@@ -96,7 +96,7 @@ func (a *authenticator) resolve(meta gossh.ConnMetadata, key gossh.PublicKey) (*
 		}
 		scopes := slices.Clone(kf.scopes)
 		if e.noForward {
-			scopes = slices.DeleteFunc(scopes, func(s string) bool { return s == ScopeForward })
+			scopes = withoutForwarding(scopes)
 		}
 		return permissions(&sdk.Identity{ID: kf.identity, Scopes: scopes}, sourceKeys, e.noPTY, nil), nil
 	}
@@ -137,10 +137,16 @@ func (a *authenticator) certificate(meta gossh.ConnMetadata, cert *gossh.Certifi
 	}
 	scopes := slices.Clone(a.cfg.cas[ca].scopes)
 	if _, ok := cert.Extensions["permit-port-forwarding"]; !ok {
-		scopes = slices.DeleteFunc(scopes, func(s string) bool { return s == ScopeForward })
+		scopes = withoutForwarding(scopes)
 	}
 	_, pty := cert.Extensions["permit-pty"]
 	return permissions(&sdk.Identity{ID: cert.KeyId, Scopes: scopes}, sourceCert, !pty, cert.CriticalOptions), nil
+}
+
+// withoutForwarding removes the forwarding scopes (-L/-D and -R), as
+// OpenSSH's no-port-forwarding does.
+func withoutForwarding(scopes []string) []string {
+	return slices.DeleteFunc(scopes, func(s string) bool { return s == ScopeForward || s == ScopeRemoteForward })
 }
 
 func permissions(id *sdk.Identity, source string, noPTY bool, critical map[string]string) *gossh.Permissions {

@@ -145,6 +145,10 @@ func (c *serverConn) channel(ctx context.Context, nch gossh.NewChannel) {
 	case "direct-tcpip":
 		c.directTCPIP(ctx, nch)
 	default:
+		// x11 and auth-agent@openssh.com (only a server asks a client for
+		// those), direct-streamlocal@openssh.com (-L to a socket) and
+		// anything unknown. The extra data is not logged: it may name a
+		// forwarding destination.
 		c.log.Info("channel refused", "type", clip(t))
 		_ = nch.Reject(gossh.UnknownChannelType, "channel type not supported")
 	}
@@ -161,9 +165,15 @@ func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *gossh.Requ
 		case "no-more-sessions@openssh.com":
 			c.noMoreSessions.Store(true)
 			_ = req.Reply(true, nil)
+		case "keepalive@openssh.com":
+			// ServerAliveInterval: failure is the expected answer, and
+			// not worth a log line every few seconds.
+			_ = req.Reply(false, nil)
 		default:
-			// keepalive@openssh.com and friends: failure is the expected
-			// answer to a request the server does not know.
+			// streamlocal-forward@openssh.com (-R to a socket) and
+			// anything else the server does not know. The payload is not
+			// logged: it may name a forwarding address.
+			c.log.Info("global request refused", "type", clip(req.Type))
 			_ = req.Reply(false, nil)
 		}
 	}
@@ -199,8 +209,8 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch gossh.NewChannel) {
 		_ = nch.Reject(gossh.Prohibited, "port forwarding is not allowed for this identity")
 		return
 	}
-	if !allowed(c.cfg.forward, m.Host, int(m.Port)) {
-		c.log.Info("forward refused", "kind", "direct-tcpip", "reason", "destination not in forward_allow")
+	if !forwardAllowed(c.cfg.forwardRules, dirLocal, m.Host, int(m.Port)) {
+		c.log.Info("forward refused", "kind", "direct-tcpip", "reason", "denied by forward_rules")
 		_ = nch.Reject(gossh.Prohibited, "forwarding to this destination is not allowed")
 		return
 	}
@@ -262,12 +272,12 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 	if err := gossh.Unmarshal(payload, &m); err != nil || m.Port > 65535 {
 		return false, nil
 	}
-	if !c.id.HasScope(ScopeForward) {
-		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "identity lacks scope "+ScopeForward)
+	if !c.id.HasScope(ScopeRemoteForward) {
+		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "identity lacks scope "+ScopeRemoteForward)
 		return false, nil
 	}
-	if !allowed(c.cfg.remoteForward, m.Addr, int(m.Port)) {
-		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "address not in remote_forward_allow")
+	if !forwardAllowed(c.cfg.forwardRules, dirRemote, m.Addr, int(m.Port)) {
+		c.log.Info("forward refused", "kind", "tcpip-forward", "reason", "denied by forward_rules")
 		return false, nil
 	}
 	bind := m.Addr

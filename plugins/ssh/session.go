@@ -19,7 +19,7 @@ import (
 
 // Exit statuses the plugin reports itself, as a shell would.
 const (
-	statusNotAllowed = 127 // command not in the allow-list (or refused)
+	statusNotAllowed = 127 // command not in exec_allow (or refused)
 	statusCannotRun  = 126 // the program could not be started
 	statusUsage      = 128 // malformed git command
 )
@@ -88,10 +88,18 @@ func (s *session) request(req *gossh.Request) {
 	case "subsystem":
 		s.subsystem(req)
 	case "env":
-		// Environment variables are never passed to programs.
-		s.c.log.Debug("request refused", "type", "env")
+		// Environment variables are never passed to programs. The name is
+		// logged, never the value.
+		var m struct{ Name, Value string }
+		if gossh.Unmarshal(req.Payload, &m) == nil {
+			s.c.log.Info("request refused", "type", "env", "name", clip(m.Name))
+		} else {
+			s.c.log.Info("request refused", "type", "env")
+		}
 		_ = req.Reply(false, nil)
 	case "x11-req", "auth-agent-req@openssh.com":
+		// X11 and agent forwarding are never offered; the payload (an X11
+		// cookie) is not logged.
 		s.c.log.Info("request refused", "type", req.Type)
 		_ = req.Reply(false, nil)
 	default:
@@ -177,7 +185,9 @@ func (s *session) exit(status int) {
 	_ = s.ch.Close()
 }
 
-// exec runs an allow-listed program, or bridges a git service.
+// exec runs an allow-listed program, or bridges a git service for an
+// identity with git:read (upload-pack, upload-archive) or git:write
+// (receive-pack).
 func (s *session) exec(req *gossh.Request) {
 	var m struct{ Command string }
 	if s.started || gossh.Unmarshal(req.Payload, &m) != nil {
@@ -208,6 +218,15 @@ func (s *session) exec(req *gossh.Request) {
 	}
 	switch name {
 	case "git-upload-pack", "git-receive-pack", "git-upload-archive":
+		scope := ScopeGitRead
+		if name == "git-receive-pack" {
+			scope = ScopeGitWrite
+		}
+		if !s.c.id.HasScope(scope) {
+			s.c.log.Info("exec refused", "command", name, "reason", "identity lacks scope "+scope)
+			s.refuse(req, 1, "permission denied: %s required", scope)
+			return
+		}
 		s.started = true
 		_ = req.Reply(true, nil)
 		if len(words) != 2 {
@@ -217,7 +236,7 @@ func (s *session) exec(req *gossh.Request) {
 		s.git(name, words[1])
 		return
 	}
-	s.c.log.Info("exec refused", "command", clip(name), "reason", "not in the exec allow-list")
+	s.c.log.Info("exec refused", "command", clip(name), "reason", "not in exec_allow")
 	s.refuse(req, statusNotAllowed, "command not allowed: %s", name)
 }
 
@@ -228,7 +247,7 @@ func (s *session) shell(req *gossh.Request) {
 		return
 	}
 	if s.c.cfg.shell == "" {
-		s.c.log.Info("shell refused", "reason", "no shell configured")
+		s.c.log.Info("shell refused", "reason", "allow_shell is not set")
 		s.refuse(req, statusNotAllowed, "alknet: interactive shells are not enabled on this node; run an allowed command instead (ssh host <command>)")
 		return
 	}

@@ -2,12 +2,14 @@ package ssh
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,21 +19,24 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// Settings is the plugin's configuration, the node's
-// [plugins.ssh.settings] table. Every key is documented in README.md.
+// Settings is the plugin's configuration: the keys of the node's
+// [plugins.ssh] table (or its [plugins.ssh.settings] sub-table). Every key
+// is documented in README.md.
 type Settings struct {
 	// HostKeyFile is an OpenSSH PEM private key (mode 0600) used instead
 	// of the ssh_host_key capability.
 	HostKeyFile string `json:"host_key_file,omitempty"`
-	// Exec maps a command name to the absolute program it runs.
-	Exec map[string]string `json:"exec,omitempty"`
-	// Shell is the absolute path of the shell for shell requests; empty
-	// refuses them.
+	// ExecAllow is the allow-list of programs exec requests may run.
+	ExecAllow ExecAllow `json:"exec_allow,omitzero"`
+	// AllowShell enables shell requests (scope ssh:shell).
+	AllowShell bool `json:"allow_shell,omitempty"`
+	// Shell is the absolute path of the shell for shell requests
+	// (default /bin/sh); it enables nothing by itself.
 	Shell string `json:"shell,omitempty"`
-	// ForwardAllow lists host:port patterns direct-tcpip may reach.
-	ForwardAllow []string `json:"forward_allow,omitempty"`
-	// RemoteForwardAllow lists host:port patterns tcpip-forward may bind.
-	RemoteForwardAllow []string `json:"remote_forward_allow,omitempty"`
+	// ForwardRules decide which destinations -L/-D may reach and which
+	// addresses -R may listen on: the first matching rule wins, no match
+	// denies.
+	ForwardRules []ForwardRule `json:"forward_rules,omitempty"`
 	// AuthorizedKeys maps OpenSSH authorized_keys files to identities.
 	AuthorizedKeys []AuthorizedKeys `json:"authorized_keys,omitempty"`
 	// CertAuthorities are user-certificate authorities.
@@ -42,6 +47,66 @@ type Settings struct {
 	// HandshakeTimeout bounds the banner, key exchange and authentication
 	// (a Go duration, default "30s").
 	HandshakeTimeout string `json:"handshake_timeout,omitempty"`
+}
+
+// ExecAllow is the exec allow-list in either of its two forms: a list of
+// program names, each resolved in PATH when the plugin is configured
+// (["uptime", "git-upload-pack"]), or a table of command name → absolute
+// program path ({"uptime": "/usr/bin/uptime"}).
+type ExecAllow struct {
+	Names []string          // list form
+	Paths map[string]string // table form
+}
+
+// IsZero reports an empty allow-list (for omitzero).
+func (e ExecAllow) IsZero() bool { return e.Names == nil && e.Paths == nil }
+
+// UnmarshalJSON accepts a list of names or an object of name → path.
+func (e *ExecAllow) UnmarshalJSON(b []byte) error {
+	*e = ExecAllow{}
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		return nil
+	case len(b) > 0 && b[0] == '[':
+		if err := json.Unmarshal(b, &e.Names); err != nil {
+			return errors.New("exec_allow: want a list of program names ([\"uptime\", \"git-upload-pack\"]) or a table of name = \"/absolute/path\"")
+		}
+		if e.Names == nil {
+			e.Names = []string{}
+		}
+		return nil
+	case len(b) > 0 && b[0] == '{':
+		if err := json.Unmarshal(b, &e.Paths); err != nil {
+			return errors.New("exec_allow: a table maps a command name to an absolute program path (uptime = \"/usr/bin/uptime\")")
+		}
+		if e.Paths == nil {
+			e.Paths = map[string]string{}
+		}
+		return nil
+	}
+	return errors.New("exec_allow: want a list of program names ([\"uptime\", \"git-upload-pack\"]) or a table of name = \"/absolute/path\"")
+}
+
+// MarshalJSON writes the form the allow-list was given in.
+func (e ExecAllow) MarshalJSON() ([]byte, error) {
+	if e.Paths != nil {
+		return json.Marshal(e.Paths)
+	}
+	if e.Names != nil {
+		return json.Marshal(e.Names)
+	}
+	return []byte("null"), nil
+}
+
+// ForwardRule is one [[plugins.ssh.forward_rules]] entry.
+type ForwardRule struct {
+	// Target is a host:port pattern; "*" matches any host or any port.
+	Target string `json:"target"`
+	// Action is "allow" or "deny".
+	Action string `json:"action"`
+	// Direction is "local" (-L, -D), "remote" (-R) or "both" (default).
+	Direction string `json:"direction,omitempty"`
 }
 
 // AuthorizedKeys maps every key of an OpenSSH authorized_keys file to one
@@ -63,15 +128,16 @@ type CertAuthority struct {
 const (
 	defaultMaxAuthAttempts  = 5
 	defaultHandshakeTimeout = 30 * time.Second
+	defaultShell            = "/bin/sh"
 )
 
 // config is Settings validated and ready to use.
 type config struct {
 	hostKey          gossh.Signer // nil: use the ssh_host_key capability
 	exec             map[string]string
-	shell            string
-	forward          []pattern
-	remoteForward    []pattern
+	shell            string // empty: shell requests are refused
+	shellIdle        string // shell set without allow_shell (warned about)
+	forwardRules     []forwardRule
 	keyFiles         []*keyFile
 	cas              []certAuthority
 	maxAuthAttempts  int
@@ -92,7 +158,7 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("ssh settings: %w (see the plugin README for the keys of [plugins.ssh.settings])", err)
+			return nil, fmt.Errorf("ssh settings: %w (see the plugin README for the keys of [plugins.ssh])", err)
 		}
 	}
 	c := &config{exec: map[string]string{}, maxAuthAttempts: defaultMaxAuthAttempts, handshakeTimeout: defaultHandshakeTimeout}
@@ -103,27 +169,45 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		}
 		c.hostKey = k
 	}
-	for name, path := range s.Exec {
-		if name == "" || strings.ContainsAny(name, " \t\r\n'\"\\") {
-			return nil, fmt.Errorf("ssh settings: exec: command name %q must be one word without quotes", name)
+	for name, path := range s.ExecAllow.Paths {
+		if err := checkCommandName(name); err != nil {
+			return nil, err
 		}
 		if err := checkProgram(path); err != nil {
-			return nil, fmt.Errorf("ssh settings: exec.%s: %w", name, err)
+			return nil, fmt.Errorf("ssh settings: exec_allow.%s: %w", name, err)
 		}
 		c.exec[name] = path
 	}
-	if s.Shell != "" {
-		if err := checkProgram(s.Shell); err != nil {
+	for _, name := range s.ExecAllow.Names {
+		if err := checkCommandName(name); err != nil {
+			return nil, err
+		}
+		if strings.Contains(name, "/") {
+			return nil, fmt.Errorf("ssh settings: exec_allow: %q: list program names, not paths (or use the table form: name = \"/absolute/path\")", name)
+		}
+		path, err := resolveProgram(name)
+		if err != nil {
+			return nil, fmt.Errorf("ssh settings: exec_allow: program %q: %w", name, err)
+		}
+		c.exec[name] = path
+	}
+	if s.Shell != "" && !filepath.IsAbs(s.Shell) {
+		return nil, fmt.Errorf("ssh settings: shell: %q must be an absolute path", s.Shell)
+	}
+	if s.AllowShell {
+		c.shell = cmp.Or(s.Shell, defaultShell)
+		if err := checkProgram(c.shell); err != nil {
 			return nil, fmt.Errorf("ssh settings: shell: %w", err)
 		}
-		c.shell = s.Shell
+	} else if s.Shell != "" {
+		c.shellIdle = s.Shell
 	}
-	var err error
-	if c.forward, err = parsePatterns("forward_allow", s.ForwardAllow); err != nil {
-		return nil, err
-	}
-	if c.remoteForward, err = parsePatterns("remote_forward_allow", s.RemoteForwardAllow); err != nil {
-		return nil, err
+	for i, r := range s.ForwardRules {
+		fr, err := parseForwardRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("ssh settings: forward_rules[%d]: %w", i, err)
+		}
+		c.forwardRules = append(c.forwardRules, fr)
 	}
 	for i, ak := range s.AuthorizedKeys {
 		if ak.Identity == "" {
@@ -162,6 +246,31 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		c.handshakeTimeout = d
 	}
 	return c, nil
+}
+
+// checkCommandName requires a command name an exec request can name:
+// one word, no quotes.
+func checkCommandName(name string) error {
+	if name == "" || strings.ContainsAny(name, " \t\r\n'\"\\") {
+		return fmt.Errorf("ssh settings: exec_allow: command name %q must be one word without quotes", name)
+	}
+	return nil
+}
+
+// resolveProgram finds a program name in PATH (the plugin's, which the
+// node passes on) as an absolute path to an executable file.
+func resolveProgram(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("not found in PATH (%s)", searchPath())
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return "", err
+	}
+	if err := checkProgram(p); err != nil {
+		return "", err
+	}
+	return p, nil
 }
 
 // checkProgram requires an absolute path to an executable regular file.
@@ -203,56 +312,107 @@ func loadHostKey(path string) (gossh.Signer, error) {
 	return k, nil
 }
 
-// pattern is a host:port allow-list entry; "*" matches any host or port.
+// pattern is the host:port target of a forwarding rule; "*" matches any
+// host or port.
 type pattern struct {
 	host string // lower-case, "*" for any
 	ip   netip.Addr
 	port int // -1 for any
 }
 
-func parsePatterns(key string, in []string) ([]pattern, error) {
-	var out []pattern
-	for _, s := range in {
-		h, p, err := net.SplitHostPort(s)
-		if err != nil {
-			return nil, fmt.Errorf("ssh settings: %s: %q: want host:port (port may be *, e.g. \"127.0.0.1:*\")", key, s)
-		}
-		pt := pattern{host: strings.ToLower(h), port: -1}
-		if ip, err := netip.ParseAddr(h); err == nil {
-			pt.ip = ip.Unmap()
-		}
-		if p != "*" {
-			n, err := strconv.Atoi(p)
-			if err != nil || n < 1 || n > 65535 {
-				return nil, fmt.Errorf("ssh settings: %s: %q: port must be 1-65535 or *", key, s)
-			}
-			pt.port = n
-		}
-		out = append(out, pt)
+// parsePattern parses a host:port pattern.
+func parsePattern(s string) (pattern, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return pattern{}, fmt.Errorf("target %q: want host:port (port may be *, e.g. \"127.0.0.1:*\")", s)
 	}
-	return out, nil
+	pt := pattern{host: strings.ToLower(h), port: -1}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		pt.ip = ip.Unmap()
+	}
+	if p != "*" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return pattern{}, fmt.Errorf("target %q: port must be 1-65535 or *", s)
+		}
+		pt.port = n
+	}
+	return pt, nil
 }
 
-// allowed reports whether host:port matches one of the patterns. Hosts
-// compare literally (IP addresses by value): a name is never resolved,
-// so "localhost:80" does not allow "127.0.0.1:80".
-func allowed(pats []pattern, host string, port int) bool {
-	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
-	ip, ipErr := netip.ParseAddr(host)
-	for _, p := range pats {
-		if p.port != -1 && p.port != port {
+// Directions of forwarding a rule applies to.
+const (
+	dirLocal  = "local"  // direct-tcpip: ssh -L, ssh -D
+	dirRemote = "remote" // tcpip-forward: ssh -R
+	dirBoth   = "both"
+)
+
+// forwardRule is a validated ForwardRule.
+type forwardRule struct {
+	target    pattern
+	allow     bool
+	direction string // dirLocal, dirRemote or dirBoth
+}
+
+func parseForwardRule(r ForwardRule) (forwardRule, error) {
+	var fr forwardRule
+	if r.Target == "" {
+		return fr, errors.New("target is required (host:port, e.g. \"127.0.0.1:5432\")")
+	}
+	var err error
+	if fr.target, err = parsePattern(r.Target); err != nil {
+		return fr, err
+	}
+	switch strings.ToLower(r.Action) {
+	case "allow":
+		fr.allow = true
+	case "deny":
+	case "":
+		return fr, errors.New("action is required (\"allow\" or \"deny\")")
+	default:
+		return fr, fmt.Errorf("action %q: want \"allow\" or \"deny\"", r.Action)
+	}
+	switch d := strings.ToLower(r.Direction); d {
+	case "":
+		fr.direction = dirBoth
+	case dirLocal, dirRemote, dirBoth:
+		fr.direction = d
+	default:
+		return fr, fmt.Errorf("direction %q: want \"local\", \"remote\" or \"both\"", r.Direction)
+	}
+	return fr, nil
+}
+
+// forwardAllowed applies the forwarding rules to host:port in direction
+// (dirLocal or dirRemote): the first rule of that direction whose target
+// matches decides; no match denies.
+func forwardAllowed(rules []forwardRule, direction, host string, port int) bool {
+	for _, r := range rules {
+		if r.direction != dirBoth && r.direction != direction {
 			continue
 		}
-		switch {
-		case p.host == "*":
-			return true
-		case p.ip.IsValid() && ipErr == nil:
-			if p.ip == ip.Unmap() {
-				return true
-			}
-		case p.host == host:
-			return true
+		if matches(r.target, host, port) {
+			return r.allow
 		}
 	}
 	return false
+}
+
+// matches reports whether host:port matches the pattern. Hosts compare
+// literally (IP addresses by value): a name is never resolved, so
+// "localhost:80" does not match "127.0.0.1:80".
+func matches(p pattern, host string, port int) bool {
+	if p.port != -1 && p.port != port {
+		return false
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	switch {
+	case p.host == "*":
+		return true
+	case p.ip.IsValid():
+		ip, err := netip.ParseAddr(host)
+		return err == nil && p.ip == ip.Unmap()
+	default:
+		return p.host == host
+	}
 }

@@ -8,10 +8,11 @@
 // ssh_keys, authorized_keys files mapped to an identity, or OpenSSH user
 // certificates of configured authorities. What an identity may do is
 // decided by its scopes: ssh:exec (allow-listed programs, no shell
-// involved), ssh:shell, ssh:forward (-L, -D, -R within allow-lists) and
-// ssh:sftp (the sftp subsystem, bridged to the node's alknet/sftp
-// handler); git-upload-pack and git-receive-pack are bridged to alknet/git,
-// which authorizes them itself. See README.md.
+// involved), ssh:shell (if allow_shell), ssh:forward (-L, -D) and
+// ssh:remote-forward (-R) within the forwarding rules, ssh:sftp (the sftp
+// subsystem, bridged to the node's alknet/sftp handler), git:read
+// (git-upload-pack, git-upload-archive) and git:write (git-receive-pack),
+// bridged to alknet/git. See README.md.
 package ssh
 
 import (
@@ -47,10 +48,13 @@ const (
 
 // Scopes an identity needs.
 const (
-	ScopeExec    = "ssh:exec"    // run programs of the exec allow-list
-	ScopeShell   = "ssh:shell"   // interactive shell (shell setting)
-	ScopeForward = "ssh:forward" // -L/-D (direct-tcpip) and -R (tcpip-forward)
-	ScopeSFTP    = "ssh:sftp"    // the sftp subsystem
+	ScopeExec          = "ssh:exec"           // run programs of the exec_allow allow-list
+	ScopeShell         = "ssh:shell"          // interactive shell (allow_shell setting)
+	ScopeForward       = "ssh:forward"        // -L/-D (direct-tcpip)
+	ScopeRemoteForward = "ssh:remote-forward" // -R (tcpip-forward)
+	ScopeSFTP          = "ssh:sftp"           // the sftp subsystem
+	ScopeGitRead       = "git:read"           // git-upload-pack, git-upload-archive through the Git bridge
+	ScopeGitWrite      = "git:write"          // git-receive-pack through the Git bridge
 )
 
 // ALPNs of the handlers SSH bridges to.
@@ -114,10 +118,15 @@ const configSchema = `{
   "additionalProperties": false,
   "properties": {
     "host_key_file": {"type": "string", "description": "OpenSSH private key (mode 0600) instead of the ssh_host_key capability"},
-    "exec": {"type": "object", "additionalProperties": {"type": "string"}, "description": "command name -> absolute program path"},
-    "shell": {"type": "string", "description": "absolute path of the shell for shell requests; unset refuses them"},
-    "forward_allow": {"type": "array", "items": {"type": "string"}, "description": "host:port patterns -L/-D may reach (port may be *)"},
-    "remote_forward_allow": {"type": "array", "items": {"type": "string"}, "description": "host:port patterns -R may listen on (port may be *)"},
+    "exec_allow": {"description": "programs exec requests may run (scope ssh:exec): a list of program names resolved in PATH at start, or a table of command name -> absolute program path",
+      "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object", "additionalProperties": {"type": "string"}}]},
+    "allow_shell": {"type": "boolean", "default": false, "description": "enable shell requests (scope ssh:shell)"},
+    "shell": {"type": "string", "default": "/bin/sh", "description": "absolute path of the shell for shell requests, if allow_shell"},
+    "forward_rules": {"type": "array", "description": "forwarding rules: the first whose target matches decides; no match denies",
+      "items": {"type": "object", "required": ["target", "action"], "additionalProperties": false,
+        "properties": {"target": {"type": "string", "description": "host:port pattern; * for any host or any port"},
+          "action": {"enum": ["allow", "deny"]},
+          "direction": {"enum": ["local", "remote", "both"], "default": "both", "description": "local: -L/-D (direct-tcpip); remote: -R (tcpip-forward)"}}}},
     "authorized_keys": {"type": "array", "items": {"type": "object", "required": ["file", "identity"], "additionalProperties": false,
       "properties": {"file": {"type": "string"}, "identity": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}}}},
     "cert_authorities": {"type": "array", "items": {"type": "object", "required": ["public_key"], "additionalProperties": false,
@@ -132,6 +141,9 @@ func (h *Handler) Configure(_ context.Context, settings json.RawMessage, host *s
 	cfg, err := parseSettings(settings)
 	if err != nil {
 		return err
+	}
+	if cfg.shellIdle != "" {
+		h.logger().Warn("shell is set but allow_shell is not: shell requests are refused", "shell", cfg.shellIdle)
 	}
 	h.cfg.Store(cfg)
 	h.host.Store(host)

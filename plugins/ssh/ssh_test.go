@@ -34,7 +34,7 @@ import (
 // the logs.
 const remoteAddr = "192.0.2.7:40000"
 
-var allScopes = []string{ssh.ScopeExec, ssh.ScopeShell, ssh.ScopeForward, ssh.ScopeSFTP}
+var allScopes = []string{ssh.ScopeExec, ssh.ScopeShell, ssh.ScopeForward, ssh.ScopeRemoteForward, ssh.ScopeSFTP, ssh.ScopeGitRead, ssh.ScopeGitWrite}
 
 // logBuffer collects the plugin's JSON log lines.
 type logBuffer struct {
@@ -134,7 +134,7 @@ func newFixture(t *testing.T, edit func(dir string, settings map[string]any)) *f
 	writeAuthorizedKeys(t, aliceFile, "# alice's laptop", strings.TrimSpace(string(gossh.MarshalAuthorizedKey(f.alice.PublicKey())))+" alice@laptop")
 	writeAuthorizedKeys(t, bobFile, string(gossh.MarshalAuthorizedKey(f.bob.PublicKey())))
 	settings := map[string]any{
-		"exec": map[string]string{
+		"exec_allow": map[string]string{
 			"echo": lookPath(t, "echo"), "false": lookPath(t, "false"),
 			"cat": lookPath(t, "cat"), "sleep": lookPath(t, "sleep"),
 		},
@@ -142,7 +142,7 @@ func newFixture(t *testing.T, edit func(dir string, settings map[string]any)) *f
 			{"file": aliceFile, "identity": "alice", "scopes": allScopes},
 			{"file": bobFile, "identity": "bob"},
 		},
-		"remote_forward_allow": []string{"127.0.0.1:*"},
+		"forward_rules": []map[string]any{{"target": "127.0.0.1:*", "action": "allow", "direction": "remote"}},
 	}
 	if edit != nil {
 		edit(f.dir, settings)
@@ -296,6 +296,18 @@ func TestHostKeyFile(t *testing.T) {
 	}
 }
 
+// addIdentity adds an authorized_keys entry for a new key with scopes
+// (inside a newFixture edit function) and returns the key.
+func addIdentity(t *testing.T, dir string, settings map[string]any, id string, scopes ...string) gossh.Signer {
+	t.Helper()
+	k := newSigner(t)
+	file := filepath.Join(dir, id+"_keys")
+	writeAuthorizedKeys(t, file, string(gossh.MarshalAuthorizedKey(k.PublicKey())))
+	settings["authorized_keys"] = append(settings["authorized_keys"].([]map[string]any),
+		map[string]any{"file": file, "identity": id, "scopes": scopes})
+	return k
+}
+
 func TestSettingsErrors(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
@@ -304,12 +316,25 @@ func TestSettingsErrors(t *testing.T) {
 		settings map[string]any
 		want     string
 	}{
-		{map[string]any{"exec_allow": []string{"ls"}}, `"exec_allow"`},
+		// Former names are unknown keys now, named in the error.
+		{map[string]any{"exec": map[string]string{"ls": "/bin/ls"}}, `"exec"`},
+		{map[string]any{"forward_allow": []string{"127.0.0.1:22"}}, `"forward_allow"`},
+		{map[string]any{"remote_forward_allow": []string{"127.0.0.1:*"}}, `"remote_forward_allow"`},
 		{map[string]any{"authorized_keys": []map[string]any{{"file": keys, "identity": "x", "scope": []string{"a"}}}}, `"scope"`},
-		{map[string]any{"exec": map[string]string{"ls": "ls"}}, "exec.ls"},
-		{map[string]any{"exec": map[string]string{"nope": "/nonexistent/program"}}, "exec.nope"},
+		{map[string]any{"forward_rules": []map[string]any{{"target": "127.0.0.1:22", "action": "allow", "dir": "local"}}}, `"dir"`},
+		{map[string]any{"exec_allow": map[string]string{"ls": "ls"}}, "exec_allow.ls"},
+		{map[string]any{"exec_allow": map[string]string{"nope": "/nonexistent/program"}}, "exec_allow.nope"},
+		{map[string]any{"exec_allow": []string{"echo", "alknet-no-such-program"}}, `"alknet-no-such-program"`},
+		{map[string]any{"exec_allow": []string{"/bin/ls"}}, `"/bin/ls"`},
+		{map[string]any{"exec_allow": []string{"two words"}}, `"two words"`},
+		{map[string]any{"exec_allow": "uptime"}, "exec_allow"},
+		{map[string]any{"exec_allow": []int{1}}, "exec_allow"},
 		{map[string]any{"shell": "sh"}, "shell"},
-		{map[string]any{"forward_allow": []string{"localhost"}}, "forward_allow"},
+		{map[string]any{"allow_shell": true, "shell": "/nonexistent/shell"}, "shell"},
+		{map[string]any{"allow_shell": "yes"}, "allow_shell"},
+		{map[string]any{"forward_rules": []map[string]any{{"target": "localhost", "action": "allow"}}}, "forward_rules[0]"},
+		{map[string]any{"forward_rules": []map[string]any{{"target": "127.0.0.1:1", "action": "allow"}, {"target": "*:*"}}}, "forward_rules[1]: action is required"},
+		{map[string]any{"forward_rules": []map[string]any{{"target": "*:*", "action": "allow", "direction": "up"}}}, "forward_rules[0]"},
 		{map[string]any{"authorized_keys": []map[string]any{{"file": filepath.Join(dir, "missing"), "identity": "x"}}}, "authorized_keys[0]"},
 		{map[string]any{"authorized_keys": []map[string]any{{"file": keys}}}, "identity is required"},
 		{map[string]any{"cert_authorities": []map[string]any{{"public_key": "not a key"}}}, "cert_authorities[0]"},
@@ -320,6 +345,26 @@ func TestSettingsErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("settings %v: error %v; want one naming %s", tc.settings, err, tc.want)
 		}
+	}
+}
+
+func TestExecAllowList(t *testing.T) {
+	lookPath(t, "echo")
+	lookPath(t, "true")
+	f := newFixture(t, func(_ string, s map[string]any) { s["exec_allow"] = []string{"echo", "true"} })
+	c := f.mustDial(f.alice)
+	if out, errOut, status := run(t, c, "echo 'by name'", nil); out != "by name\n" || errOut != "" || status != 0 {
+		t.Fatalf("echo from the list form: stdout %q stderr %q status %d", out, errOut, status)
+	}
+	if _, _, status := run(t, c, "true", nil); status != 0 {
+		t.Fatalf("true from the list form: status %d", status)
+	}
+	// Only the exact names: not a path, not another program.
+	if _, errOut, status := run(t, c, lookPath(t, "echo")+" hi", nil); status != 127 || !strings.Contains(errOut, "command not allowed") {
+		t.Fatalf("a path instead of a listed name: %q %d", errOut, status)
+	}
+	if _, errOut, status := run(t, c, "cat", nil); status != 127 || !strings.Contains(errOut, "command not allowed: cat") {
+		t.Fatalf("a program not in the list: %q %d", errOut, status)
 	}
 }
 
@@ -457,7 +502,7 @@ func TestClientGoneKillsProgram(t *testing.T) {
 }
 
 func TestShellWithPTY(t *testing.T) {
-	f := newFixture(t, func(_ string, s map[string]any) { s["shell"] = lookPath(t, "sh") })
+	f := newFixture(t, func(_ string, s map[string]any) { s["allow_shell"], s["shell"] = true, lookPath(t, "sh") })
 	c := f.mustDial(f.alice)
 	s, err := c.NewSession()
 	if err != nil {
@@ -484,6 +529,33 @@ func TestShellWithPTY(t *testing.T) {
 	}
 }
 
+func TestShellDefault(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	f := newFixture(t, func(_ string, s map[string]any) { s["allow_shell"] = true })
+	ok, out, errOut, status := request(f.mustDial(f.alice), "shell", nil)
+	// No terminal: the shell reads its commands from the channel, which
+	// request closed at once, so it exits 0 without output.
+	if !ok || status != 0 || out != "" || errOut != "" {
+		t.Fatalf("default shell: accepted %v, status %d, stdout %q, stderr %q", ok, status, out, errOut)
+	}
+	s, err := f.mustDial(f.alice).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var buf bytes.Buffer
+	s.Stdout = &buf
+	s.Stdin = strings.NewReader("echo \"shell=$SHELL\"\n")
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(); err != nil || buf.String() != "shell=/bin/sh\n" {
+		t.Fatalf("allow_shell without shell: %v %q; want /bin/sh", err, buf.String())
+	}
+}
+
 func TestShellRefused(t *testing.T) {
 	shell := func(c *gossh.Client) (string, int) {
 		ok, _, errOut, status := request(c, "shell", nil)
@@ -492,12 +564,20 @@ func TestShellRefused(t *testing.T) {
 		}
 		return errOut, status
 	}
-	f := newFixture(t, nil) // no shell setting
+	f := newFixture(t, nil) // no allow_shell
 	if errOut, status := shell(f.mustDial(f.alice)); status != 127 || !strings.Contains(errOut, "shells are not enabled") {
-		t.Fatalf("shell without the shell setting: %q %d", errOut, status)
+		t.Fatalf("shell without allow_shell: %q %d", errOut, status)
 	}
+	// shell alone enables nothing (and the node's log says so).
 	g := newFixture(t, func(_ string, s map[string]any) { s["shell"] = lookPath(t, "sh") })
-	if errOut, status := shell(g.mustDial(g.bob)); status != 127 || !strings.Contains(errOut, "lacks scope ssh:shell") {
+	if errOut, status := shell(g.mustDial(g.alice)); status != 127 || !strings.Contains(errOut, "shells are not enabled") {
+		t.Fatalf("shell set without allow_shell: %q %d", errOut, status)
+	}
+	if len(g.logs.lines("shell is set but allow_shell is not: shell requests are refused")) != 1 {
+		t.Fatalf("no warning about shell without allow_shell:\n%s", g.logs)
+	}
+	h := newFixture(t, func(_ string, s map[string]any) { s["allow_shell"] = true })
+	if errOut, status := shell(h.mustDial(h.bob)); status != 127 || !strings.Contains(errOut, "lacks scope ssh:shell") {
 		t.Fatalf("shell for an identity without ssh:shell: %q %d", errOut, status)
 	}
 }
@@ -597,7 +677,15 @@ func TestLocalForward(t *testing.T) {
 	target := srv.Listener.Addr().String()
 	denied, _ := net.Listen("tcp", "127.0.0.1:0") // reachable, but not allowed
 	defer denied.Close()
-	f := newFixture(t, func(_ string, s map[string]any) { s["forward_allow"] = []string{target} })
+	var remoteOnly gossh.Signer
+	f := newFixture(t, func(dir string, s map[string]any) {
+		s["forward_rules"] = []map[string]any{
+			{"target": denied.Addr().String(), "action": "deny"},
+			{"target": target, "action": "allow", "direction": "local"},
+			{"target": "127.0.0.1:*", "action": "allow", "direction": "remote"},
+		}
+		remoteOnly = addIdentity(t, dir, s, "carol", ssh.ScopeRemoteForward)
+	})
 	c := f.mustDial(f.alice)
 
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(_ context.Context, n, a string) (net.Conn, error) { return c.Dial(n, a) }}}
@@ -612,16 +700,26 @@ func TestLocalForward(t *testing.T) {
 	}
 
 	if _, err := c.Dial("tcp", denied.Addr().String()); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
-		t.Fatalf("-L to a destination outside forward_allow: %v", err)
+		t.Fatalf("-L to a destination a rule denies: %v", err)
+	}
+	// No rule matches (the 127.0.0.1:* rule is for -R only): denied.
+	other, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer other.Close()
+	if _, err := c.Dial("tcp", other.Addr().String()); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("-L to a destination no local rule matches: %v", err)
 	}
 	if _, err := f.mustDial(f.bob).Dial("tcp", target); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
 		t.Fatalf("-L by an identity without ssh:forward: %v", err)
 	}
-	if len(f.logs.lines("forward refused")) != 2 {
+	// ssh:remote-forward does not allow -L.
+	if _, err := f.mustDial(remoteOnly).Dial("tcp", target); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("-L by an identity with only ssh:remote-forward: %v", err)
+	}
+	if len(f.logs.lines("forward refused")) != 4 {
 		t.Fatalf("refusals not logged:\n%s", f.logs)
 	}
 	// D10: destinations never reach the logs.
-	for _, dest := range []string{target, denied.Addr().String()} {
+	for _, dest := range []string{target, denied.Addr().String(), other.Addr().String()} {
 		_, port, _ := net.SplitHostPort(dest)
 		if strings.Contains(f.logs.String(), ":"+port) {
 			t.Fatalf("a forwarding destination (%s) was logged:\n%s", dest, f.logs)
@@ -630,7 +728,13 @@ func TestLocalForward(t *testing.T) {
 }
 
 func TestRemoteForward(t *testing.T) {
-	f := newFixture(t, nil) // remote_forward_allow = ["127.0.0.1:*"]
+	var forwardOnly, remoteOnly gossh.Signer
+	f := newFixture(t, func(dir string, s map[string]any) {
+		// The default rule (127.0.0.1:* allowed, remote) after a deny.
+		s["forward_rules"] = append([]map[string]any{{"target": "127.0.0.1:1", "action": "deny"}}, s["forward_rules"].([]map[string]any)...)
+		forwardOnly = addIdentity(t, dir, s, "dave", ssh.ScopeForward)
+		remoteOnly = addIdentity(t, dir, s, "carol", ssh.ScopeRemoteForward)
+	})
 	c := f.mustDial(f.alice)
 	ln, err := c.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -662,13 +766,27 @@ func TestRemoteForward(t *testing.T) {
 		t.Fatal("the port stayed open after cancel-tcpip-forward")
 	}
 
-	// Outside remote_forward_allow, and without the scope: refused.
+	// No rule matches, a rule denies, or no ssh:remote-forward: refused.
 	if _, err := c.Listen("tcp", "127.0.0.2:0"); err == nil {
-		t.Fatal("-R outside remote_forward_allow accepted")
+		t.Fatal("-R on an address no rule allows accepted")
+	}
+	if _, err := c.Listen("tcp", "127.0.0.1:1"); err == nil {
+		t.Fatal("-R on an address a rule denies accepted")
 	}
 	if _, err := f.mustDial(f.bob).Listen("tcp", "127.0.0.1:0"); err == nil {
-		t.Fatal("-R by an identity without ssh:forward accepted")
+		t.Fatal("-R by an identity without scopes accepted")
 	}
+	if _, err := f.mustDial(forwardOnly).Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("-R by an identity with ssh:forward but not ssh:remote-forward accepted")
+	}
+	if len(f.logs.lines("forward refused")) != 4 {
+		t.Fatalf("refusals not logged:\n%s", f.logs)
+	}
+	ln3, err := f.mustDial(remoteOnly).Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("-R with ssh:remote-forward only: %v", err)
+	}
+	_ = ln3.Close()
 
 	// The connection's end closes its listeners.
 	c2 := f.mustDial(f.alice)
@@ -724,15 +842,122 @@ func TestGitWithoutHandler(t *testing.T) {
 	}
 }
 
+func TestGitNeedsScopes(t *testing.T) {
+	var reader gossh.Signer
+	f := newFixture(t, func(dir string, s map[string]any) { reader = addIdentity(t, dir, s, "reader", ssh.ScopeGitRead) })
+	notInstalled := "alknet: the git handler is not installed on this node (alknet plugin install alknet-plugin-git)"
+	for _, tc := range []struct {
+		who        gossh.Signer
+		cmd        string
+		wantStderr string
+	}{
+		{f.bob, "git-upload-pack '/team/app.git'", "permission denied: git:read required"},
+		{f.bob, "git-upload-archive '/team/app.git'", "permission denied: git:read required"},
+		{f.bob, "git-receive-pack '/team/app.git'", "permission denied: git:write required"},
+		{reader, "git-receive-pack '/team/app.git'", "permission denied: git:write required"},
+		// With the scope, the bridge is tried (and finds no handler here).
+		{reader, "git-upload-pack '/team/app.git'", notInstalled},
+		{reader, "git-upload-archive '/team/app.git'", notInstalled},
+	} {
+		out, errOut, status := run2(f.mustDial(tc.who), tc.cmd)
+		if out != "" || status != 1 || strings.TrimSpace(errOut) != tc.wantStderr {
+			t.Errorf("%s: stdout %q stderr %q status %d; want status 1 and %q", tc.cmd, out, errOut, status, tc.wantStderr)
+		}
+	}
+	if n := len(f.logs.lines("exec refused")); n != 4 {
+		t.Fatalf("%d exec refusals logged; want 4:\n%s", n, f.logs)
+	}
+	if strings.Contains(f.logs.String(), "/team/app.git") {
+		t.Fatalf("a repository path was logged:\n%s", f.logs)
+	}
+}
+
+func TestRefusedRequestsAreLogged(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.mustDial(f.alice)
+	ch, _, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	const secret = "s3cr3t-value-0123456789"
+	for _, r := range []struct {
+		typ     string
+		payload []byte
+	}{
+		{"env", gossh.Marshal(struct{ Name, Value string }{"AWS_SECRET_ACCESS_KEY", secret})},
+		{"x11-req", gossh.Marshal(struct {
+			Single       bool
+			Protocol     string
+			Cookie       string
+			ScreenNumber uint32
+		}{false, "MIT-MAGIC-COOKIE-1", secret, 0})},
+		{"auth-agent-req@openssh.com", nil},
+	} {
+		if ok, err := ch.SendRequest(r.typ, true, r.payload); ok || err != nil {
+			t.Fatalf("%s: accepted %v, %v", r.typ, ok, err)
+		}
+	}
+	for _, typ := range []string{"x11", "auth-agent@openssh.com", "direct-streamlocal@openssh.com", "tun@openssh.com"} {
+		_, _, err := c.OpenChannel(typ, gossh.Marshal(struct{ Path, A string }{"/run/" + secret, secret}))
+		var oce *gossh.OpenChannelError
+		if !errors.As(err, &oce) {
+			t.Fatalf("channel %s: %v; want a refusal", typ, err)
+		}
+	}
+	if ok, _, err := c.SendRequest("streamlocal-forward@openssh.com", true, gossh.Marshal(struct{ Path string }{"/tmp/" + secret})); ok || err != nil {
+		t.Fatalf("streamlocal-forward: accepted %v, %v", ok, err)
+	}
+	_ = c.Close()
+	waitFor(t, "the connection to end", func() bool { return len(f.logs.lines("ssh connection closed")) == 1 })
+
+	// Counted at the node's level (info): a debug line would not reach
+	// operators.
+	count := func(msg, typ string) int {
+		n := 0
+		for _, l := range f.logs.lines(msg) {
+			if l["type"] == typ && l["@level"] == "info" {
+				n++
+			}
+		}
+		return n
+	}
+	for _, typ := range []string{"env", "x11-req", "auth-agent-req@openssh.com"} {
+		if n := count("request refused", typ); n != 1 {
+			t.Errorf("%d log lines for the refused %s request; want 1", n, typ)
+		}
+	}
+	for _, typ := range []string{"x11", "auth-agent@openssh.com", "direct-streamlocal@openssh.com", "tun@openssh.com"} {
+		if n := count("channel refused", typ); n != 1 {
+			t.Errorf("%d log lines for the refused %s channel; want 1", n, typ)
+		}
+	}
+	if n := count("global request refused", "streamlocal-forward@openssh.com"); n != 1 {
+		t.Errorf("%d log lines for the refused streamlocal-forward; want 1", n)
+	}
+	if strings.Contains(f.logs.String(), secret) {
+		t.Fatalf("a secret or a destination reached the logs:\n%s", f.logs)
+	}
+	if t.Failed() {
+		t.Log(f.logs)
+	}
+}
+
 func TestCertificateAuthority(t *testing.T) {
 	ca := newSigner(t)
 	f := newFixture(t, func(_ string, s map[string]any) {
-		s["cert_authorities"] = []map[string]any{{"public_key": string(gossh.MarshalAuthorizedKey(ca.PublicKey())), "scopes": []string{ssh.ScopeExec}}}
+		s["cert_authorities"] = []map[string]any{{"public_key": string(gossh.MarshalAuthorizedKey(ca.PublicKey())),
+			"scopes": []string{ssh.ScopeExec, ssh.ScopeForward, ssh.ScopeRemoteForward}}}
+		s["forward_rules"] = []map[string]any{{"target": "127.0.0.1:*", "action": "allow"}}
 	})
-	certSigner := func(keyID string, from, to time.Time) gossh.Signer {
+	certSigner := func(keyID string, from, to time.Time, extensions ...string) gossh.Signer {
 		user := newSigner(t)
+		ext := map[string]string{}
+		for _, e := range extensions {
+			ext[e] = ""
+		}
 		cert := &gossh.Certificate{Key: user.PublicKey(), KeyId: keyID, CertType: gossh.UserCert, ValidPrincipals: []string{"someone-else"},
-			ValidAfter: uint64(from.Unix()), ValidBefore: uint64(to.Unix()), Permissions: gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}}}
+			ValidAfter: uint64(from.Unix()), ValidBefore: uint64(to.Unix()), Permissions: gossh.Permissions{Extensions: ext}}
 		if err := cert.SignCert(rand.Reader, ca); err != nil {
 			t.Fatal(err)
 		}
@@ -743,7 +968,7 @@ func TestCertificateAuthority(t *testing.T) {
 		return s
 	}
 	now := time.Now()
-	c, _, err := f.dial(certSigner("carol@example", now.Add(-time.Hour), now.Add(time.Hour)))
+	c, _, err := f.dial(certSigner("carol@example", now.Add(-time.Hour), now.Add(time.Hour), "permit-pty"))
 	if err != nil {
 		t.Fatalf("valid certificate: %v", err)
 	}
@@ -754,6 +979,28 @@ func TestCertificateAuthority(t *testing.T) {
 	if err != nil || !strings.Contains(string(out[0]), `"id":"carol@example","auth":"certificate","remote_addr":"192.0.2.7:40000","user":"anyone"`) {
 		t.Fatalf("ssh/sessions: %s %v", out, err)
 	}
+	// Without permit-port-forwarding: neither -L nor -R.
+	target, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer target.Close()
+	if _, err := c.Dial("tcp", target.Addr().String()); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
+		t.Fatalf("-L with a certificate without permit-port-forwarding: %v", err)
+	}
+	if _, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("-R with a certificate without permit-port-forwarding accepted")
+	}
+	// With it: both.
+	fwd := f.mustDial(certSigner("frank", now.Add(-time.Hour), now.Add(time.Hour), "permit-port-forwarding"))
+	conn, err := fwd.Dial("tcp", target.Addr().String())
+	if err != nil {
+		t.Fatalf("-L with permit-port-forwarding: %v", err)
+	}
+	_ = conn.Close()
+	ln, err := fwd.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("-R with permit-port-forwarding: %v", err)
+	}
+	_ = ln.Close()
+
 	if _, _, err := f.dial(certSigner("dave", now.Add(-2*time.Hour), now.Add(-time.Hour))); err == nil {
 		t.Fatal("an expired certificate was accepted")
 	}
@@ -767,7 +1014,11 @@ func TestCertificateAuthority(t *testing.T) {
 }
 
 func TestAuthorizedKeysReloadAndRestrict(t *testing.T) {
-	f := newFixture(t, nil)
+	// Forwarding on loopback allowed both ways, so only the key's
+	// restriction can refuse it.
+	f := newFixture(t, func(_ string, s map[string]any) {
+		s["forward_rules"] = []map[string]any{{"target": "127.0.0.1:*", "action": "allow"}}
+	})
 	carol := newSigner(t)
 	if _, _, err := f.dial(carol); err == nil {
 		t.Fatal("carol authenticated before her key was added")
@@ -789,6 +1040,15 @@ func TestAuthorizedKeysReloadAndRestrict(t *testing.T) {
 	if _, err := c.Dial("tcp", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "administratively prohibited") {
 		t.Fatalf("restrict did not remove forwarding: %v", err)
 	}
+	if _, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("restrict did not remove remote forwarding")
+	}
+	// alice's own key (same file, no restriction) may forward.
+	ln, err := f.mustDial(f.alice).Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("alice -R: %v", err)
+	}
+	_ = ln.Close()
 	// An option the plugin cannot enforce (command=) disables the line:
 	// bob still authenticates, but only through his own file (no scopes).
 	if out, _, status := run2(f.mustDial(f.bob), "echo hi"); status != 127 {

@@ -2,6 +2,7 @@ package ssh
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -61,11 +62,25 @@ func FuzzSplitWords(f *testing.F) {
 	})
 }
 
-func TestAllowedPatterns(t *testing.T) {
-	pats, err := parsePatterns("forward_allow", []string{"127.0.0.1:*", "localhost:8080", "[::1]:22", "db.internal:5432"})
-	if err != nil {
-		t.Fatal(err)
+func rules(t *testing.T, in ...ForwardRule) []forwardRule {
+	t.Helper()
+	var out []forwardRule
+	for _, r := range in {
+		fr, err := parseForwardRule(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fr)
 	}
+	return out
+}
+
+func TestForwardTargetPatterns(t *testing.T) {
+	var in []ForwardRule
+	for _, target := range []string{"127.0.0.1:*", "localhost:8080", "[::1]:22", "db.internal:5432", "*:443"} {
+		in = append(in, ForwardRule{Target: target, Action: "allow"})
+	}
+	rs := rules(t, in...)
 	for _, tc := range []struct {
 		host string
 		port int
@@ -78,22 +93,67 @@ func TestAllowedPatterns(t *testing.T) {
 		{"LOCALHOST", 8080, true},
 		{"localhost", 8081, false},
 		{"::1", 22, true},
+		{"[::1]", 22, true},
 		{"0:0::1", 22, true},
 		{"::1", 23, false},
 		{"db.internal", 5432, true},
 		{"db.internal.evil", 5432, false},
 		{"10.0.0.1", 5432, false},
+		{"example.org", 443, true},
+		{"10.9.8.7", 443, true},
 	} {
-		if got := allowed(pats, tc.host, tc.port); got != tc.want {
-			t.Errorf("allowed(%s:%d) = %v; want %v", tc.host, tc.port, got, tc.want)
+		for _, dir := range []string{dirLocal, dirRemote} {
+			if got := forwardAllowed(rs, dir, tc.host, tc.port); got != tc.want {
+				t.Errorf("forwardAllowed(%s, %s:%d) = %v; want %v", dir, tc.host, tc.port, got, tc.want)
+			}
 		}
 	}
-	if allowed(nil, "127.0.0.1", 80) {
-		t.Error("an empty allow-list allowed something")
+	if forwardAllowed(nil, dirLocal, "127.0.0.1", 80) || forwardAllowed(nil, dirRemote, "127.0.0.1", 80) {
+		t.Error("no rules allowed something")
 	}
-	for _, bad := range []string{"127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:http"} {
-		if _, err := parsePatterns("forward_allow", []string{bad}); err == nil || !strings.Contains(err.Error(), "forward_allow") {
-			t.Errorf("pattern %q accepted (%v)", bad, err)
+}
+
+func TestForwardRulesOrderAndDirection(t *testing.T) {
+	rs := rules(t,
+		ForwardRule{Target: "127.0.0.1:22", Action: "deny"},
+		ForwardRule{Target: "127.0.0.1:*", Action: "allow", Direction: "local"},
+		ForwardRule{Target: "*:8080", Action: "allow", Direction: "remote"},
+		ForwardRule{Target: "*:*", Action: "deny"},
+		ForwardRule{Target: "*:9090", Action: "allow"}, // after a catch-all deny: never reached
+	)
+	for _, tc := range []struct {
+		dir  string
+		host string
+		port int
+		want bool
+	}{
+		{dirLocal, "127.0.0.1", 22, false},    // first rule wins over the allow after it
+		{dirRemote, "127.0.0.1", 22, false},   // a rule without direction applies both ways
+		{dirLocal, "127.0.0.1", 5432, true},   // local only
+		{dirRemote, "127.0.0.1", 5432, false}, // ... not remote
+		{dirRemote, "0.0.0.0", 8080, true},    // remote only
+		{dirLocal, "10.0.0.1", 8080, false},   // ... not local
+		{dirLocal, "10.0.0.1", 9090, false},   // the catch-all deny came first
+	} {
+		if got := forwardAllowed(rs, tc.dir, tc.host, tc.port); got != tc.want {
+			t.Errorf("forwardAllowed(%s, %s:%d) = %v; want %v", tc.dir, tc.host, tc.port, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		rule ForwardRule
+		want string
+	}{
+		{ForwardRule{Target: "127.0.0.1", Action: "allow"}, "host:port"},
+		{ForwardRule{Target: "127.0.0.1:0", Action: "allow"}, "port must be"},
+		{ForwardRule{Target: "127.0.0.1:70000", Action: "allow"}, "port must be"},
+		{ForwardRule{Target: "127.0.0.1:http", Action: "allow"}, "port must be"},
+		{ForwardRule{Action: "allow"}, "target is required"},
+		{ForwardRule{Target: "127.0.0.1:22"}, "action is required"},
+		{ForwardRule{Target: "127.0.0.1:22", Action: "permit"}, `action "permit"`},
+		{ForwardRule{Target: "127.0.0.1:22", Action: "allow", Direction: "in"}, `direction "in"`},
+	} {
+		if _, err := parseForwardRule(tc.rule); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("rule %+v: error %v; want one containing %q", tc.rule, err, tc.want)
 		}
 	}
 }
@@ -119,15 +179,29 @@ func TestKeyOptions(t *testing.T) {
 	}
 }
 
-func TestManifestSchemaIsJSON(t *testing.T) {
+func TestManifestSchemaMatchesSettings(t *testing.T) {
 	var v map[string]any
 	if err := json.Unmarshal([]byte(configSchema), &v); err != nil {
 		t.Fatal(err)
 	}
 	props := v["properties"].(map[string]any)
-	for _, k := range []string{"host_key_file", "exec", "shell", "forward_allow", "remote_forward_allow", "authorized_keys", "cert_authorities", "max_auth_attempts", "handshake_timeout"} {
+	keys := map[string]bool{}
+	st := reflect.TypeFor[Settings]()
+	for i := range st.NumField() {
+		k, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ",")
+		keys[k] = true
 		if _, ok := props[k]; !ok {
 			t.Errorf("config schema lacks %s", k)
+		}
+	}
+	for k := range props {
+		if !keys[k] {
+			t.Errorf("config schema has %s, which Settings does not accept", k)
+		}
+	}
+	for _, k := range []string{"exec_allow", "allow_shell", "shell", "forward_rules"} {
+		if !keys[k] {
+			t.Errorf("Settings lacks %s", k)
 		}
 	}
 }
