@@ -1060,13 +1060,28 @@ func TestSessionsOperation(t *testing.T) {
 	f := newFixture(t, nil)
 	admin := &sdk.Identity{ID: "op", Scopes: []string{"admin"}}
 	c := f.mustDial(f.alice)
-	out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, admin, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The client's handshake can finish a moment before the server has
+	// recorded the session: poll briefly.
 	var list []map[string]any
-	if err := json.Unmarshal(out[0], &list); err != nil || len(list) != 1 || list[0]["id"] != "alice" || list[0]["auth"] != "authorized_keys" {
-		t.Fatalf("ssh/sessions: %s %v", out, err)
+	var out []json.RawMessage
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var err error
+		out, err = f.h.Call(context.Background(), "ssh/sessions", nil, nil, admin, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list = nil
+		if err := json.Unmarshal(out[0], &list); err == nil && len(list) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ssh/sessions never listed the session: %s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if list[0]["id"] != "alice" || list[0]["auth"] != "authorized_keys" {
+		t.Fatalf("ssh/sessions: %s", out)
 	}
 	_ = c.Close()
 	if _, err := f.h.Call(context.Background(), "ssh/nope", nil, nil, admin, false); err == nil {
