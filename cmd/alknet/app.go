@@ -119,6 +119,16 @@ func (a *app) config(d datadir.Dir) (*config.Config, error) {
 	return cfg, nil
 }
 
+// openNodeVault opens the vault of the data directory in use.
+func (a *app) openNodeVault() (*vault.Vault, datadir.Dir, error) {
+	d, err := a.dataDir()
+	if err != nil {
+		return nil, d, err
+	}
+	v, _, err := a.openVault(d)
+	return v, d, err
+}
+
 // openVault opens the node's vault, asking for the passphrase if sealed.
 func (a *app) openVault(d datadir.Dir) (*vault.Vault, vault.Info, error) {
 	f, err := vault.ReadFile(d.VaultPath())

@@ -25,11 +25,7 @@ input, never from the command line or the environment.`,
 }
 
 func (a *app) credentialStore() (*vault.CredentialStore, *vault.Vault, error) {
-	d, err := a.dataDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	v, _, err := a.openVault(d)
+	v, d, err := a.openNodeVault()
 	if err != nil {
 		return nil, nil, err
 	}

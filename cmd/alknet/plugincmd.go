@@ -23,6 +23,16 @@ import (
 	"alknet.dev/alknet/core/vault"
 )
 
+// pluginLock opens the store and reads its lock file.
+func (a *app) pluginLock() (*pluginhost.Store, *pluginhost.Lock, error) {
+	store, _, err := a.pluginStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	lock, err := store.Load()
+	return store, lock, err
+}
+
 func (a *app) pluginStore() (*pluginhost.Store, string, error) {
 	d, err := a.dataDir()
 	if err != nil {
@@ -229,11 +239,7 @@ func (a *app) pluginListCmd() *cobra.Command {
 		Short: "List installed plugins with version, digest, protocol, ALPNs and state",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			store, _, err := a.pluginStore()
-			if err != nil {
-				return err
-			}
-			lock, err := store.Load()
+			store, lock, err := a.pluginLock()
 			if err != nil {
 				return err
 			}
@@ -275,11 +281,7 @@ func (a *app) pluginInfoCmd() *cobra.Command {
 		Short: "Show what an installed plugin declares (versions, ALPNs, operations, source)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			store, _, err := a.pluginStore()
-			if err != nil {
-				return err
-			}
-			lock, err := store.Load()
+			_, lock, err := a.pluginLock()
 			if err != nil {
 				return err
 			}
@@ -386,11 +388,7 @@ func (a *app) pluginVerifyCmd() *cobra.Command {
 		Short: "Re-hash every installed plugin against the lock file",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			store, _, err := a.pluginStore()
-			if err != nil {
-				return err
-			}
-			lock, err := store.Load()
+			store, lock, err := a.pluginLock()
 			if err != nil {
 				return err
 			}
@@ -459,27 +457,11 @@ publisher fingerprint with plugins.trusted_publishers.`,
 			}
 			var key vault.PrivateKey
 			if keyFile != "" {
-				s, err := vault.ReadPassphraseFile(keyFile)
-				if err != nil {
-					return err
-				}
-				seed := s.Bytes()
-				if len(seed) == 64 {
-					if b, err := hex.DecodeString(string(seed)); err == nil {
-						seed = b
-					}
-				}
-				key, err = vault.PrivateKeyFromSeed(seed)
-				s.Wipe()
-				if err != nil {
+				if key, err = vault.ReadSeedFile(keyFile); err != nil {
 					return fmt.Errorf("--key-file: %w", err)
 				}
 			} else {
-				d, err := a.dataDir()
-				if err != nil {
-					return err
-				}
-				v, _, err := a.openVault(d)
+				v, _, err := a.openNodeVault()
 				if err != nil {
 					return err
 				}

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -325,20 +324,9 @@ func (n *node) identity(cfg *config.Config) (endpoint.CertSource, string, func(c
 // mode 0600) or from the vault.
 func (n *node) rawKey(cfg *config.Config) (vault.PrivateKey, error) {
 	if cfg.TLS.KeyFile != "" {
-		s, err := vault.ReadPassphraseFile(cfg.TLS.KeyFile)
+		k, err := vault.ReadSeedFile(cfg.TLS.KeyFile)
 		if err != nil {
 			return vault.PrivateKey{}, fmt.Errorf("tls.key_file: %w", err)
-		}
-		defer s.Wipe()
-		seed := s.Bytes()
-		if len(seed) == 64 {
-			if b, err := hex.DecodeString(string(seed)); err == nil {
-				seed = b
-			}
-		}
-		k, err := vault.PrivateKeyFromSeed(seed)
-		if err != nil {
-			return vault.PrivateKey{}, fmt.Errorf("tls.key_file %s: %w (32 raw bytes or 64 hex digits)", cfg.TLS.KeyFile, err)
 		}
 		return k, nil
 	}

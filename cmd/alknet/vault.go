@@ -232,11 +232,7 @@ atomic write: on any error nothing changes.`,
 			if !cmd.Flags().Changed("to") {
 				return errors.New("give the new key version with --to N (N >= 2)")
 			}
-			d, err := a.dataDir()
-			if err != nil {
-				return err
-			}
-			v, _, err := a.openVault(d)
+			v, d, err := a.openNodeVault()
 			if err != nil {
 				return err
 			}
@@ -275,11 +271,7 @@ m/74'/3'/0'/0' message key. Only hardened indices exist for ed25519.`,
 			if _, err := vault.ParsePath(args[0]); err != nil {
 				return err
 			}
-			d, err := a.dataDir()
-			if err != nil {
-				return err
-			}
-			v, _, err := a.openVault(d)
+			v, _, err := a.openNodeVault()
 			if err != nil {
 				return err
 			}

@@ -275,27 +275,28 @@ func strictTables(v *viper.Viper) error {
 // knownKeys lists every dotted key of Config from its mapstructure tags.
 func knownKeys() map[string]bool {
 	out := map[string]bool{}
+	walkKeys(func(key string, _ reflect.StructField) { out[key] = true })
+	return out
+}
+
+// walkKeys calls f for every leaf setting of Config with its dotted key.
+func walkKeys(f func(key string, field reflect.StructField)) {
 	var walk func(t reflect.Type, prefix string)
 	walk = func(t reflect.Type, prefix string) {
 		for i := range t.NumField() {
-			f := t.Field(i)
-			name := f.Tag.Get("mapstructure")
-			if name == "" {
+			fld := t.Field(i)
+			name := fld.Tag.Get("mapstructure")
+			if name == "" || strings.HasPrefix(name, ",") {
 				continue
 			}
-			if strings.HasPrefix(name, ",") {
+			if fld.Type.Kind() == reflect.Struct && fld.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(fld.Type, prefix+name+".")
 				continue
 			}
-			key := prefix + name
-			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
-				walk(f.Type, key+".")
-				continue
-			}
-			out[key] = true
+			f(prefix+name, fld)
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
-	return out
 }
 
 // Parse reads a config file's bytes (format: toml, yaml or json) on top of
@@ -446,25 +447,7 @@ func StaticChanges(old, new *Config) []string {
 // Docs lists every key with its description, for `alknet config docs`.
 func Docs() []KeyDoc {
 	var out []KeyDoc
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name := f.Tag.Get("mapstructure")
-			if name == "" {
-				continue
-			}
-			if strings.HasPrefix(name, ",") {
-				continue
-			}
-			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
-				walk(f.Type, prefix+name+".")
-				continue
-			}
-			out = append(out, KeyDoc{Key: prefix + name, Doc: f.Tag.Get("doc")})
-		}
-	}
-	walk(reflect.TypeOf(Config{}), "")
+	walkKeys(func(key string, f reflect.StructField) { out = append(out, KeyDoc{Key: key, Doc: f.Tag.Get("doc")}) })
 	out = append(out,
 		KeyDoc{Key: "plugins.<name>.version", Doc: "pin this plugin's version (else `alknet plugin use`, else the highest installed)"},
 		KeyDoc{Key: "plugins.<name>.settings", Doc: "the plugin's own settings (a table; see the plugin's README)"},

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -69,6 +70,28 @@ func PrivateKeyFromSeed(seed []byte) (PrivateKey, error) {
 		return PrivateKey{}, fmt.Errorf("ed25519 seed must be %d bytes, got %d", ed25519.SeedSize, len(seed))
 	}
 	return newPrivateKey(seed), nil
+}
+
+// ReadSeedFile reads an Ed25519 key from a file only its owner can read:
+// the 32-byte RFC 8032 seed, raw or as 64 hex digits.
+func ReadSeedFile(path string) (PrivateKey, error) {
+	s, err := ReadPassphraseFile(path)
+	if err != nil {
+		return PrivateKey{}, err
+	}
+	defer s.Wipe()
+	seed := s.Bytes()
+	if len(seed) == 2*ed25519.SeedSize {
+		if b, err := hex.DecodeString(string(seed)); err == nil {
+			defer wipe(b)
+			seed = b
+		}
+	}
+	k, err := PrivateKeyFromSeed(seed)
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("%s: %w (32 raw bytes or 64 hex digits)", path, err)
+	}
+	return k, nil
 }
 
 // Public returns the Ed25519 public key.
