@@ -65,6 +65,7 @@ func suite() []benchmark {
 	all = append(all, m2...)
 	all = append(all, m3...)
 	all = append(all, m4...)
+	all = append(all, m5...)
 	return all
 }
 
@@ -267,7 +268,7 @@ func printTable(w io.Writer, rep report) {
 	}
 	fmt.Fprintf(w, "Alknet benchmarks — %s, %s, %.0f s\n", rep.Started.Format("2006-01-02 15:04"), mode, rep.DurationSeconds)
 	fmt.Fprintf(w, "%s\n", rep.Machine.summary())
-	fmt.Fprintf(w, "Median of alternating rounds over 127.0.0.1 (± is half the min–max spread); M2/M3 rows run in this process, M4 rows against ./bin/alknet serve processes.\n")
+	fmt.Fprintf(w, "Median of alternating rounds over 127.0.0.1 (± is half the min–max spread); M2/M3 rows run in this process, M4/M5 rows against ./bin/alknet serve processes (M5 anchors: OpenSSH sshd).\n")
 	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n")
 	fmt.Fprintf(w, "Δ = Alknet − anchor, in the row's unit: what Alknet adds to a baseline; its goal is an upper bound.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
