@@ -15,7 +15,7 @@ import (
 // and the same figure for its anchor, both measured in this run.
 type benchmark struct {
 	Name        string // short identifier, used by -only
-	Milestone   string // the milestone that introduced the row (e.g. "M2")
+	Area        string // what the row measures: endpoint, call, plugins, ssh
 	Description string
 	Unit        string
 	// HigherIsBetter says which way the unit points. The ratio is always
@@ -150,7 +150,7 @@ func (s series) spread() float64 {
 // result is one row as printed and as written to JSON.
 type result struct {
 	Name           string  `json:"name"`
-	Milestone      string  `json:"milestone"`
+	Area           string  `json:"area"`
 	Description    string  `json:"description"`
 	Unit           string  `json:"unit"`
 	HigherIsBetter bool    `json:"higher_is_better"`
@@ -188,7 +188,7 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 	res := make([]result, len(rows))
 	for i, r := range rows {
 		res[i] = result{
-			Name: r.Name, Milestone: b.Milestone, Description: r.Description, Unit: r.Unit,
+			Name: r.Name, Area: b.Area, Description: r.Description, Unit: r.Unit,
 			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, GoalMax: r.Max, Informational: r.Informational, Rounds: rounds,
 			Subject: series{Label: b.Subject.Label}, Anchor: series{Label: b.Anchor.Label},
 		}

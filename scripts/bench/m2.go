@@ -16,11 +16,11 @@ import (
 	"alknet.dev/alknet/core/endpoint"
 )
 
-// M2 (the node's front door): the endpoint with its built-in echo handler
+// The node's front door: the endpoint with its built-in echo handler
 // and the dial package, against bare quic-go and bare crypto/tls.
 var m2 = []benchmark{
 	{
-		Name: "echo-quic", Milestone: "M2", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.95,
+		Name: "echo-quic", Area: "endpoint", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.95,
 		Description: "one QUIC stream, 64 KiB writes then half-close, echoed back and read to EOF (pipe-like client)",
 		Rounds:      5, ShortRounds: 5,
 		Subject: variant{Label: "alknet endpoint + dial.Dial (pinned)", Start: func(ctx context.Context, e *env) (*instance, error) {
@@ -39,7 +39,7 @@ var m2 = []benchmark{
 		}},
 	},
 	{
-		Name: "handshake-quic", Milestone: "M2", Unit: "conn/s", HigherIsBetter: true, Goal: 0.9,
+		Name: "handshake-quic", Area: "endpoint", Unit: "conn/s", HigherIsBetter: true, Goal: 0.9,
 		Description: "sequential: full QUIC handshake, open a stream, 1-byte echo, close",
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: "alknet endpoint + dial.Dial (pinned)", Start: func(ctx context.Context, e *env) (*instance, error) {
@@ -58,7 +58,7 @@ var m2 = []benchmark{
 		}},
 	},
 	{
-		Name: "handshake-quic-c4", Milestone: "M2", Unit: "conn/s", HigherIsBetter: true, Goal: 0.9,
+		Name: "handshake-quic-c4", Area: "endpoint", Unit: "conn/s", HigherIsBetter: true, Goal: 0.9,
 		Description: "as handshake-quic with 4 concurrent clients",
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: "alknet endpoint + dial.Dial (pinned)", Start: func(ctx context.Context, e *env) (*instance, error) {
@@ -77,7 +77,7 @@ var m2 = []benchmark{
 		}},
 	},
 	{
-		Name: "echo-tcptls", Milestone: "M2", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.95, Informational: true,
+		Name: "echo-tcptls", Area: "endpoint", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.95, Informational: true,
 		Description: "as echo-quic over TCP+TLS 1.3 (dial.Options{TCP: true} to the endpoint's TCP port)",
 		Rounds:      5, ShortRounds: 5,
 		Subject: variant{Label: "alknet endpoint + dial.Dial TCP (pinned)", Start: func(ctx context.Context, e *env) (*instance, error) {

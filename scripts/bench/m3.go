@@ -26,14 +26,14 @@ import (
 	"alknet.dev/alknet/core/identity"
 )
 
-// M3 (the call protocol): unary calls over alknet/call — an endpoint
+// The call protocol: unary calls over alknet/call — an endpoint
 // serving a core-style registry through call.Adapter, called through one
 // shared call.Connection (QUIC, TLS 1.3, pinned) — against grpc-go unary
 // calls over TCP loopback through one shared grpc.ClientConn. Both echo
 // the same small JSON document.
 var m3 = []benchmark{
 	{
-		Name: "call-unary-p50", Milestone: "M3", Unit: "µs", HigherIsBetter: false, Goal: 1.0,
+		Name: "call-unary-p50", Area: "call", Unit: "µs", HigherIsBetter: false, Goal: 1.0,
 		Description: "one sequential caller on one connection: p50 latency of a unary echo call of " + string(callInput) + "; " + anchorNote,
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: callLabel, Start: startCallSubject(sequential)},
@@ -46,21 +46,21 @@ var m3 = []benchmark{
 		},
 	},
 	{
-		Name: "call-unary-c64", Milestone: "M3", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0,
+		Name: "call-unary-c64", Area: "call", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0,
 		Description: "64 concurrent callers sharing one connection, unary echo calls; " + anchorNote,
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: callLabel, Start: startCallSubject(concurrent(64))},
 		Anchor:  variant{Label: grpcLabel, Start: startGRPCAnchor(false, concurrent(64))},
 	},
 	{
-		Name: "call-batch-100", Milestone: "M3", Unit: "batch/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
+		Name: "call-batch-100", Area: "call", Unit: "batch/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
 		Description: "sequential batches of 100 echo calls on one connection: conn.Batch against 100 concurrent grpc unary calls; " + anchorNote,
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: callLabel + ", Batch", Start: startCallSubject(batches(100))},
 		Anchor:  variant{Label: grpcLabel + ", 100 goroutines", Start: startGRPCAnchor(false, batches(100))},
 	},
 	{
-		Name: "call-unary-c64-tls", Milestone: "M3", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
+		Name: "call-unary-c64-tls", Area: "call", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
 		Description: "as call-unary-c64 with the anchor on TLS 1.3 (same certificate, grpc credentials.NewTLS): both sides encrypted",
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: callLabel, Start: startCallSubject(concurrent(64))},

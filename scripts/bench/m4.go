@@ -24,7 +24,7 @@ import (
 	"alknet.dev/alknet/core/identity"
 )
 
-// M4 (plugins): a real `bin/alknet serve` process with the echo plugin
+// Plugins: a real `bin/alknet serve` process with the echo plugin
 // (bin/alknet-plugin-echo, installed automatically from beside the binary)
 // — the stream bridge against bare quic-go, plugin operations against an
 // in-core operation of the same node, the plugin's cold start and restart
@@ -37,7 +37,7 @@ var m4 = []benchmark{
 	echoPluginBench("echo-plugin", "", false),
 	echoPluginBench("echo-plugin-nomtls", "[plugins]\nmtls = false\n", true),
 	{
-		Name: "echo-plugin-xproc", Milestone: "M4", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.75, Informational: true,
+		Name: "echo-plugin-xproc", Area: "plugins", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.75, Informational: true,
 		Description: "as echo-plugin against the bare quic-go echo run in a child process: the anchor's bytes cross a process boundary too (echo-plugin's cross two), so the ratio is what the core and the plugin hop cost beyond running the server as a process of its own",
 		Rounds:      5, ShortRounds: 3,
 		Subject: echoPluginBench("", "", false).Subject,
@@ -45,21 +45,21 @@ var m4 = []benchmark{
 	},
 	pluginCallBench(),
 	{
-		Name: "plugin-cold-start", Milestone: "M4", Unit: "ms", HigherIsBetter: false, Max: 150, Delta: true,
+		Name: "plugin-cold-start", Area: "plugins", Unit: "ms", HigherIsBetter: false, Max: 150, Delta: true,
 		Description: "launch `alknet serve` and wait for its dial string (printed once plugins are ready or failed): with the echo plugin minus with it disabled = the plugin's cold start (verify, exec, handshake, describe, configure)",
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: "alknet serve, echo plugin enabled", Start: startColdStart("", true)},
 		Anchor:  variant{Label: "alknet serve, echo plugin installed but [plugins.echo] disabled", Start: startColdStart("[plugins.echo]\ndisabled = true\n", false)},
 	},
 	{
-		Name: "plugin-restart", Milestone: "M4", Unit: "ms", HigherIsBetter: false, Max: 300,
+		Name: "plugin-restart", Area: "plugins", Unit: "ms", HigherIsBetter: false, Max: 300,
 		Description: "kill -9 the echo plugin process (pid from node/info) and retry new alknet/echo connections until a 1-byte echo succeeds; a fresh node per round, so each is the plugin's first crash (supervisor backoff 100 ms)",
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: "alknet serve + echo plugin, supervisor restart", Start: startRestart},
 		Anchor:  variant{Label: "none: the goal is absolute"},
 	},
 	{
-		Name: "rss-idle-core", Milestone: "M4", Unit: "MiB", HigherIsBetter: false, Informational: true,
+		Name: "rss-idle-core", Area: "plugins", Unit: "MiB", HigherIsBetter: false, Informational: true,
 		Description: "VmRSS of an idle `alknet serve` (echo plugin running, no traffic since start)",
 		Rounds:      3, ShortRounds: 2,
 		Subject: variant{Label: "alknet serve, /proc/PID/status VmRSS", Start: startRSS},
@@ -75,7 +75,7 @@ var m4 = []benchmark{
 // run with config (TOML), against the bare quic-go echo.
 func echoPluginBench(name, config string, info bool) benchmark {
 	b := benchmark{
-		Name: name, Milestone: "M4", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.75,
+		Name: name, Area: "plugins", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.75,
 		Description: "as echo-quic, served by the echo plugin: QUIC → alknet serve → gRPC (AutoMTLS, the default) → alknet-plugin-echo → back",
 		Rounds:      5, ShortRounds: 5,
 		Subject: variant{Label: "bin/alknet serve + echo plugin, dial.Dial (pinned)", Start: func(ctx context.Context, e *env) (*instance, error) {
@@ -216,7 +216,7 @@ func pluginCallBench() benchmark {
 		}
 	}
 	return benchmark{
-		Name: "plugin-call-p50", Milestone: "M4", Unit: "µs", HigherIsBetter: false, Max: 60, Delta: true,
+		Name: "plugin-call-p50", Area: "plugins", Unit: "µs", HigherIsBetter: false, Max: 60, Delta: true,
 		Description: "one sequential caller on one alknet/call connection: p50 of echo/say (plugin operation: core → gRPC Invoke → plugin) minus diag/say (in-core) on the same node, input " + string(callInput),
 		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: "echo/say (plugin) on alknet serve --enable-diag", Start: side("echo/say")},

@@ -21,7 +21,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// M5 (SSH): stock OpenSSH `ssh` against a real `bin/alknet serve` with the
+// SSH: stock OpenSSH `ssh` against a real `bin/alknet serve` with the
 // SSH plugin (bin/alknet-plugin-ssh; every other plugin disabled) and
 // against OpenSSH's own sshd (/usr/sbin/sshd, Debian package
 // openssh-server) started on a temporary config, both on 127.0.0.1 with
@@ -38,7 +38,7 @@ import (
 // post-quantum key exchange (some 80 ms on a 2-CPU VM).
 var m5 = []benchmark{
 	{
-		Name: "ssh-throughput-plain", Milestone: "M5", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.9,
+		Name: "ssh-throughput-plain", Area: "ssh", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.9,
 		Description: "stock ssh runs `head -c N /dev/zero` (N = 256 MiB, 64 MiB with -short); stdout read by the bench, bytes/s from the first byte to EOF: the SSH plugin on a [[listeners.plain]] TCP port vs sshd on TCP",
 		Rounds:      3, ShortRounds: 3,
 		Subject: variant{Label: alknetSSHLabel, Start: sshVariant(startAlknetSSH, sshBulk)},
@@ -49,7 +49,7 @@ var m5 = []benchmark{
 		},
 	},
 	{
-		Name: "ssh-ttfb", Milestone: "M5", Unit: "ms", HigherIsBetter: false, Goal: 0.67,
+		Name: "ssh-ttfb", Area: "ssh", Unit: "ms", HigherIsBetter: false, Goal: 0.67,
 		Description: "wall time of `ssh … host true` (connect, key exchange, public-key auth, exec, exit status): the SSH plugin on a [[listeners.plain]] TCP port vs sshd on TCP; ratio sshd/alknet, goal ≤ 1.5× sshd",
 		Rounds:      9, ShortRounds: 5,
 		Subject: variant{Label: alknetSSHLabel, Start: sshVariant(startAlknetSSH, sshTrue)},

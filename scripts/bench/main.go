@@ -59,7 +59,7 @@ import (
 	"alknet.dev/alknet/core/identity"
 )
 
-// suite is every row, in the order printed. Later milestones append theirs.
+// suite is every row, in the order printed. New areas append theirs.
 func suite() []benchmark {
 	var all []benchmark
 	all = append(all, m2...)
@@ -131,7 +131,7 @@ func run() int {
 	if *list {
 		for _, b := range all {
 			for _, r := range b.rows() {
-				fmt.Printf("%-20s %-3s %-7s goal %-12s %s\n", r.Name, b.Milestone, r.Unit, r.goal(), r.Description)
+				fmt.Printf("%-20s %-8s %-7s goal %-12s %s\n", r.Name, b.Area, r.Unit, r.goal(), r.Description)
 			}
 		}
 		return 0
@@ -268,7 +268,7 @@ func printTable(w io.Writer, rep report) {
 	}
 	fmt.Fprintf(w, "Alknet benchmarks — %s, %s, %.0f s\n", rep.Started.Format("2006-01-02 15:04"), mode, rep.DurationSeconds)
 	fmt.Fprintf(w, "%s\n", rep.Machine.summary())
-	fmt.Fprintf(w, "Median of alternating rounds over 127.0.0.1 (± is half the min–max spread); M2/M3 rows run in this process, M4/M5 rows against ./bin/alknet serve processes (M5 anchors: OpenSSH sshd).\n")
+	fmt.Fprintf(w, "Median of alternating rounds over 127.0.0.1 (± is half the min–max spread); endpoint and call rows run in this process, plugin and ssh rows against ./bin/alknet serve processes (ssh anchors: OpenSSH sshd).\n")
 	fmt.Fprintf(w, "Ratio = Alknet / anchor for rates, anchor / Alknet for times (µs, ms): 1.00 = parity, higher is better.\n")
 	fmt.Fprintf(w, "Δ = Alknet − anchor, in the row's unit: what Alknet adds to a baseline; its goal is an upper bound.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
