@@ -351,10 +351,10 @@ func TestSSHPluginCrashIsolated(t *testing.T) {
 		t.Fatal("ssh session did not end when the plugin died")
 	}
 	if _, err := conn.Call(tctx(t, 10*time.Second), "node/info", nil); err != nil {
-		t.Fatalf("alknet/call after the SSH plugin died: %v", err)
+		t.Fatalf("alknet/call after the SSH plugin died: %v\nnode logs:\n%s", err, e.srv.logs)
 	}
 	waitPlugin(t, conn, "ssh", func(p pluginStatus) bool { return p.State == "ready" && p.Pid != ssh.Pid })
 	if out, errs, code := e.ssh(true, "echo", "back"); code != 0 || out != "back\n" {
-		t.Fatalf("new ssh after restart: exit %d %q %s", code, out, errs)
+		t.Fatalf("new ssh after restart: exit %d %q %s\nnode logs:\n%s", code, out, errs, e.srv.logs)
 	}
 }
