@@ -580,3 +580,32 @@ func TestPluginSignatures(t *testing.T) {
 		t.Fatalf("signer not recorded:\n%s", lock)
 	}
 }
+
+// TestHungPluginRestarted: a plugin that stops answering (SIGSTOP) fails
+// its health checks and is replaced; its connections are closed with code 2.
+func TestHungPluginRestarted(t *testing.T) {
+	srv := startServe(t, newCLI(t, nil))
+	conn := callConn(t, srv, nil)
+	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
+	if err := syscall.Kill(p.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(p.Pid, syscall.SIGKILL)
+	start := time.Now()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		_, ps := nodeInfo(t, conn)
+		if q := ps["echo"]; q.State == "ready" && q.Pid != p.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hung plugin not replaced: %+v\n%s", ps["echo"], srv.logs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("hung plugin replaced after %v", time.Since(start).Round(time.Second))
+	srv.waitLog("plugin health check failed", "does not answer health checks")
+	if err := echoRoundTrip(tctx(t, 10*time.Second), srv, "alknet/echo", []byte("alive")); err != nil {
+		t.Fatalf("echo after the replacement: %v", err)
+	}
+}

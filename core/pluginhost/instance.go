@@ -161,14 +161,46 @@ func launch(ctx context.Context, o launchOptions) (*instance, error) {
 }
 
 // watch notices the process exit. Owned by the instance.
+// Health checking: a plugin that stops answering Health (hung, not
+// crashed) is treated like one that exited.
+const (
+	healthEvery    = 5 * time.Second
+	healthTimeout  = 3 * time.Second
+	healthFailures = 3
+)
+
 func (in *instance) watch() {
 	defer close(in.exited)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	h := time.NewTicker(healthEvery)
+	defer h.Stop()
+	failures := 0
 	for {
 		select {
 		case <-t.C:
 			if in.client.Exited() {
+				in.cancel()
+				return
+			}
+		case <-h.C:
+			ctx, cancel := context.WithTimeout(in.ctx, healthTimeout)
+			_, err := in.pc.Health(ctx, &pluginpb.Empty{})
+			cancel()
+			if err == nil {
+				failures = 0
+				continue
+			}
+			if in.ctx.Err() != nil {
+				return
+			}
+			failures++
+			in.log.Warn("plugin health check failed", "failures", failures, "error", err)
+			if failures >= healthFailures {
+				in.log.Error("plugin does not answer health checks; stopping it", "pid", in.pid)
+				if in.pid > 0 {
+					_ = syscall.Kill(-in.pid, syscall.SIGKILL)
+				}
 				in.cancel()
 				return
 			}
