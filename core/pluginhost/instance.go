@@ -40,6 +40,7 @@ type instance struct {
 	streams sync.Map // streamKey → endpoint.Stream waiting for Host.Stream
 	active  atomic.Int64
 	calls   sync.Map // request id → *inflight
+	mux     *callMux
 	hostSrv *grpc.Server
 	pid     int
 }
@@ -155,6 +156,9 @@ func launch(ctx context.Context, o launchOptions) (*instance, error) {
 	})
 	if _, err := pc.Configure(dctx, &pluginpb.ConfigureRequest{Settings: o.settings, NodeInfo: o.nodeInfo, HostBrokerId: id}); err != nil {
 		return fail(fmt.Errorf("configure: %w", err))
+	}
+	if in.mux, err = newCallMux(ictx, pc); err != nil {
+		return fail(fmt.Errorf("open the call stream: %w", err))
 	}
 	go in.watch()
 	return in, nil

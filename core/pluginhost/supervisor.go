@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -432,36 +431,39 @@ func (s *supervisor) forwarder(op Operation) call.Registration {
 		if info != nil {
 			req.ParentId, req.Identity, req.ForwardedFor, req.Internal = info.ParentID, identityJSON(info.Identity), identityJSON(info.ForwardedFor), info.Internal
 		}
-		st, err := in.pc.Invoke(ctx, req)
-		if err != nil {
-			return nil, s.unavailable(ctx)
-		}
-		for {
-			r, err := st.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil, call.Errorf(call.CodeInternal, "plugin %s ended the call without an answer", s.name)
-			}
-			if err != nil {
-				return nil, s.unavailable(ctx)
-			}
+		var out json.RawMessage
+		var callErr error
+		err = in.mux.call(ctx, req, func(r *pluginpb.InvokeResult) error {
 			switch r.GetKind() {
 			case pluginpb.InvokeResult_RESPONDED:
 				if emit == nil {
-					return r.GetOutput(), nil
+					out = r.GetOutput()
+					return nil
 				}
-				if err := emit(json.RawMessage(r.GetOutput())); err != nil {
-					return nil, err
-				}
-			case pluginpb.InvokeResult_COMPLETED:
-				return nil, nil
+				return emit(json.RawMessage(r.GetOutput()))
 			case pluginpb.InvokeResult_ERROR:
 				var ce call.Error
 				if json.Unmarshal(r.GetError(), &ce) != nil || ce.Code == "" {
-					return nil, call.Errorf(call.CodeInternal, "internal error")
+					callErr = call.Errorf(call.CodeInternal, "internal error")
+				} else {
+					callErr = &ce
 				}
-				return nil, &ce
 			}
+			return nil
+		})
+		if err != nil {
+			if errors.Is(err, errMuxClosed) {
+				return nil, s.unavailable(ctx)
+			}
+			return nil, err
 		}
+		if callErr != nil {
+			return nil, callErr
+		}
+		if out == nil && emit == nil {
+			return nil, call.Errorf(call.CodeInternal, "plugin %s ended the call without an answer", s.name)
+		}
+		return out, nil
 	}
 	reg := call.Registration{Spec: spec}
 	if op.OpType == call.Subscription {

@@ -128,6 +128,62 @@ func (s *server) CloseConnection(_ context.Context, r *pluginpb.CloseConnectionR
 }
 
 func (s *server) Invoke(r *pluginpb.InvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
+	return s.serveCall(st.Context(), r, func(res *pluginpb.InvokeResult, _ bool) error { return st.Send(res) })
+}
+
+// Calls serves every operation call of the core on one long-lived stream
+// (spec/plugins.md §3): requests and aborts in, results out, correlated
+// by id. Calls run concurrently; the stream's end cancels them all.
+func (s *server) Calls(st grpc.BidiStreamingServer[pluginpb.CallFrame, pluginpb.CallFrame]) error {
+	ctx, cancelAll := context.WithCancel(st.Context())
+	var (
+		mu      sync.Mutex // guards running and serialises Send
+		running = map[uint64]context.CancelFunc{}
+		wg      sync.WaitGroup
+	)
+	defer func() { cancelAll(); wg.Wait() }()
+	for {
+		f, err := st.Recv()
+		if err != nil {
+			return nil
+		}
+		id := f.GetId()
+		if f.GetAbort() {
+			mu.Lock()
+			if c := running[id]; c != nil {
+				c()
+			}
+			mu.Unlock()
+			continue
+		}
+		if f.GetRequest() == nil {
+			continue
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		mu.Lock()
+		running[id] = cancel
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+				cancel()
+			}()
+			_ = s.serveCall(cctx, f.GetRequest(), func(res *pluginpb.InvokeResult, last bool) error {
+				mu.Lock()
+				defer mu.Unlock()
+				return st.Send(&pluginpb.CallFrame{Id: id, Result: res, Last: last})
+			})
+		}()
+	}
+}
+
+// serveCall runs one operation call; send gets every result, last marks
+// the one that ends the call.
+func (s *server) serveCall(ctx context.Context, r *pluginpb.InvokeRequest, send func(*pluginpb.InvokeResult, bool) error) error {
 	s.mu.Lock()
 	host := s.host
 	s.mu.Unlock()
@@ -146,10 +202,10 @@ func (s *server) Invoke(r *pluginpb.InvokeRequest, st grpc.ServerStreamingServer
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
+			return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b}, false)
 		}
 	}
-	out, err := invokeSafely(st.Context(), s.h, call)
+	out, err := invokeSafely(ctx, s.h, call)
 	mu.Lock()
 	defer mu.Unlock()
 	if err != nil {
@@ -161,16 +217,16 @@ func (s *server) Invoke(r *pluginpb.InvokeRequest, st grpc.ServerStreamingServer
 			}
 		}
 		b, _ := json.Marshal(ce)
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: b})
+		return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: b}, true)
 	}
 	if r.GetSubscribe() {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED})
+		return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED}, true)
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
 	}
-	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
+	return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b}, true)
 }
 
 func invokeSafely(ctx context.Context, h Handler, c *Call) (out any, err error) {

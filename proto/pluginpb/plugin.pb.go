@@ -640,6 +640,87 @@ func (x *InvokeResult) GetError() []byte {
 	return nil
 }
 
+// CallFrame travels on Plugin.Calls, the one long-lived stream that
+// carries every operation call (spec/plugins.md §3: no RPC per call).
+// Core → plugin: request (start call id) or abort (cancel call id).
+// Plugin → core: result for call id (RESPONDED items, then one ERROR,
+// COMPLETED or — for a query — the single RESPONDED that ends it).
+type CallFrame struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request       *InvokeRequest         `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Abort         bool                   `protobuf:"varint,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	Result        *InvokeResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	Last          bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"` // set on the result that ends call id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallFrame) Reset() {
+	*x = CallFrame{}
+	mi := &file_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallFrame) ProtoMessage() {}
+
+func (x *CallFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallFrame.ProtoReflect.Descriptor instead.
+func (*CallFrame) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CallFrame) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallFrame) GetRequest() *InvokeRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *CallFrame) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+func (x *CallFrame) GetResult() *InvokeResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CallFrame) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 type HealthResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        string                 `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -649,7 +730,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +742,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +755,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -693,7 +774,7 @@ type ConnRef struct {
 
 func (x *ConnRef) Reset() {
 	*x = ConnRef{}
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +786,7 @@ func (x *ConnRef) String() string {
 func (*ConnRef) ProtoMessage() {}
 
 func (x *ConnRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +799,7 @@ func (x *ConnRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnRef.ProtoReflect.Descriptor instead.
 func (*ConnRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConnRef) GetConnId() uint64 {
@@ -738,7 +819,7 @@ type StreamRef struct {
 
 func (x *StreamRef) Reset() {
 	*x = StreamRef{}
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +831,7 @@ func (x *StreamRef) String() string {
 func (*StreamRef) ProtoMessage() {}
 
 func (x *StreamRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +844,7 @@ func (x *StreamRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRef.ProtoReflect.Descriptor instead.
 func (*StreamRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamRef) GetConnId() uint64 {
@@ -796,7 +877,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +889,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +902,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -872,7 +953,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +965,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +978,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResolveRequest) GetKind() string {
@@ -923,7 +1004,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1016,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1029,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResolveResponse) GetIdentity() []byte {
@@ -968,7 +1049,7 @@ type DialInternalRequest struct {
 
 func (x *DialInternalRequest) Reset() {
 	*x = DialInternalRequest{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1061,7 @@ func (x *DialInternalRequest) String() string {
 func (*DialInternalRequest) ProtoMessage() {}
 
 func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1074,7 @@ func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialInternalRequest.ProtoReflect.Descriptor instead.
 func (*DialInternalRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DialInternalRequest) GetAlpn() string {
@@ -1060,7 +1141,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tRESPONDED\x10\x01\x12\t\n" +
 	"\x05ERROR\x10\x02\x12\r\n" +
-	"\tCOMPLETED\x10\x03\"(\n" +
+	"\tCOMPLETED\x10\x03\"\xb8\x01\n" +
+	"\tCallFrame\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x129\n" +
+	"\arequest\x18\x02 \x01(\v2\x1f.alknet.plugin.v1.InvokeRequestR\arequest\x12\x14\n" +
+	"\x05abort\x18\x03 \x01(\bR\x05abort\x126\n" +
+	"\x06result\x18\x04 \x01(\v2\x1e.alknet.plugin.v1.InvokeResultR\x06result\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\"(\n" +
 	"\x0eHealthResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\"\"\n" +
 	"\aConnRef\x12\x17\n" +
@@ -1081,13 +1168,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\bidentity\x18\x01 \x01(\fR\bidentity\"E\n" +
 	"\x13DialInternalRequest\x12\x12\n" +
 	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\fR\bidentity2\xcf\x03\n" +
+	"\bidentity\x18\x02 \x01(\fR\bidentity2\x96\x04\n" +
 	"\x06Plugin\x12?\n" +
 	"\bDescribe\x12\x17.alknet.plugin.v1.Empty\x1a\x1a.alknet.plugin.v1.Manifest\x12H\n" +
 	"\tConfigure\x12\".alknet.plugin.v1.ConfigureRequest\x1a\x17.alknet.plugin.v1.Empty\x12R\n" +
 	"\x0eOpenConnection\x12'.alknet.plugin.v1.OpenConnectionRequest\x1a\x17.alknet.plugin.v1.Empty\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v1.CloseConnectionRequest\x1a\x17.alknet.plugin.v1.Empty\x12K\n" +
-	"\x06Invoke\x12\x1f.alknet.plugin.v1.InvokeRequest\x1a\x1e.alknet.plugin.v1.InvokeResult0\x01\x12C\n" +
+	"\x06Invoke\x12\x1f.alknet.plugin.v1.InvokeRequest\x1a\x1e.alknet.plugin.v1.InvokeResult0\x01\x12E\n" +
+	"\x05Calls\x12\x1b.alknet.plugin.v1.CallFrame\x1a\x1b.alknet.plugin.v1.CallFrame(\x010\x01\x12C\n" +
 	"\x06Health\x12\x17.alknet.plugin.v1.Empty\x1a .alknet.plugin.v1.HealthResponse2\xa1\x04\n" +
 	"\x04Host\x12F\n" +
 	"\fAcceptStream\x12\x19.alknet.plugin.v1.ConnRef\x1a\x1b.alknet.plugin.v1.StreamRef\x12D\n" +
@@ -1112,7 +1200,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_plugin_proto_goTypes = []any{
 	(InvokeResult_Kind)(0),         // 0: alknet.plugin.v1.InvokeResult.Kind
 	(*Empty)(nil),                  // 1: alknet.plugin.v1.Empty
@@ -1124,51 +1212,56 @@ var file_plugin_proto_goTypes = []any{
 	(*CloseConnectionRequest)(nil), // 7: alknet.plugin.v1.CloseConnectionRequest
 	(*InvokeRequest)(nil),          // 8: alknet.plugin.v1.InvokeRequest
 	(*InvokeResult)(nil),           // 9: alknet.plugin.v1.InvokeResult
-	(*HealthResponse)(nil),         // 10: alknet.plugin.v1.HealthResponse
-	(*ConnRef)(nil),                // 11: alknet.plugin.v1.ConnRef
-	(*StreamRef)(nil),              // 12: alknet.plugin.v1.StreamRef
-	(*Chunk)(nil),                  // 13: alknet.plugin.v1.Chunk
-	(*ResolveRequest)(nil),         // 14: alknet.plugin.v1.ResolveRequest
-	(*ResolveResponse)(nil),        // 15: alknet.plugin.v1.ResolveResponse
-	(*DialInternalRequest)(nil),    // 16: alknet.plugin.v1.DialInternalRequest
+	(*CallFrame)(nil),              // 10: alknet.plugin.v1.CallFrame
+	(*HealthResponse)(nil),         // 11: alknet.plugin.v1.HealthResponse
+	(*ConnRef)(nil),                // 12: alknet.plugin.v1.ConnRef
+	(*StreamRef)(nil),              // 13: alknet.plugin.v1.StreamRef
+	(*Chunk)(nil),                  // 14: alknet.plugin.v1.Chunk
+	(*ResolveRequest)(nil),         // 15: alknet.plugin.v1.ResolveRequest
+	(*ResolveResponse)(nil),        // 16: alknet.plugin.v1.ResolveResponse
+	(*DialInternalRequest)(nil),    // 17: alknet.plugin.v1.DialInternalRequest
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: alknet.plugin.v1.OpenConnectionRequest.auth:type_name -> alknet.plugin.v1.AuthContext
 	5,  // 1: alknet.plugin.v1.OpenConnectionRequest.capabilities:type_name -> alknet.plugin.v1.Capability
 	5,  // 2: alknet.plugin.v1.InvokeRequest.capabilities:type_name -> alknet.plugin.v1.Capability
 	0,  // 3: alknet.plugin.v1.InvokeResult.kind:type_name -> alknet.plugin.v1.InvokeResult.Kind
-	12, // 4: alknet.plugin.v1.Chunk.ref:type_name -> alknet.plugin.v1.StreamRef
-	1,  // 5: alknet.plugin.v1.Plugin.Describe:input_type -> alknet.plugin.v1.Empty
-	3,  // 6: alknet.plugin.v1.Plugin.Configure:input_type -> alknet.plugin.v1.ConfigureRequest
-	6,  // 7: alknet.plugin.v1.Plugin.OpenConnection:input_type -> alknet.plugin.v1.OpenConnectionRequest
-	7,  // 8: alknet.plugin.v1.Plugin.CloseConnection:input_type -> alknet.plugin.v1.CloseConnectionRequest
-	8,  // 9: alknet.plugin.v1.Plugin.Invoke:input_type -> alknet.plugin.v1.InvokeRequest
-	1,  // 10: alknet.plugin.v1.Plugin.Health:input_type -> alknet.plugin.v1.Empty
-	11, // 11: alknet.plugin.v1.Host.AcceptStream:input_type -> alknet.plugin.v1.ConnRef
-	11, // 12: alknet.plugin.v1.Host.OpenStream:input_type -> alknet.plugin.v1.ConnRef
-	13, // 13: alknet.plugin.v1.Host.Stream:input_type -> alknet.plugin.v1.Chunk
-	8,  // 14: alknet.plugin.v1.Host.Invoke:input_type -> alknet.plugin.v1.InvokeRequest
-	16, // 15: alknet.plugin.v1.Host.DialInternal:input_type -> alknet.plugin.v1.DialInternalRequest
-	7,  // 16: alknet.plugin.v1.Host.CloseConnection:input_type -> alknet.plugin.v1.CloseConnectionRequest
-	14, // 17: alknet.plugin.v1.Host.ResolveIdentity:input_type -> alknet.plugin.v1.ResolveRequest
-	2,  // 18: alknet.plugin.v1.Plugin.Describe:output_type -> alknet.plugin.v1.Manifest
-	1,  // 19: alknet.plugin.v1.Plugin.Configure:output_type -> alknet.plugin.v1.Empty
-	1,  // 20: alknet.plugin.v1.Plugin.OpenConnection:output_type -> alknet.plugin.v1.Empty
-	1,  // 21: alknet.plugin.v1.Plugin.CloseConnection:output_type -> alknet.plugin.v1.Empty
-	9,  // 22: alknet.plugin.v1.Plugin.Invoke:output_type -> alknet.plugin.v1.InvokeResult
-	10, // 23: alknet.plugin.v1.Plugin.Health:output_type -> alknet.plugin.v1.HealthResponse
-	12, // 24: alknet.plugin.v1.Host.AcceptStream:output_type -> alknet.plugin.v1.StreamRef
-	12, // 25: alknet.plugin.v1.Host.OpenStream:output_type -> alknet.plugin.v1.StreamRef
-	13, // 26: alknet.plugin.v1.Host.Stream:output_type -> alknet.plugin.v1.Chunk
-	9,  // 27: alknet.plugin.v1.Host.Invoke:output_type -> alknet.plugin.v1.InvokeResult
-	11, // 28: alknet.plugin.v1.Host.DialInternal:output_type -> alknet.plugin.v1.ConnRef
-	1,  // 29: alknet.plugin.v1.Host.CloseConnection:output_type -> alknet.plugin.v1.Empty
-	15, // 30: alknet.plugin.v1.Host.ResolveIdentity:output_type -> alknet.plugin.v1.ResolveResponse
-	18, // [18:31] is the sub-list for method output_type
-	5,  // [5:18] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	8,  // 4: alknet.plugin.v1.CallFrame.request:type_name -> alknet.plugin.v1.InvokeRequest
+	9,  // 5: alknet.plugin.v1.CallFrame.result:type_name -> alknet.plugin.v1.InvokeResult
+	13, // 6: alknet.plugin.v1.Chunk.ref:type_name -> alknet.plugin.v1.StreamRef
+	1,  // 7: alknet.plugin.v1.Plugin.Describe:input_type -> alknet.plugin.v1.Empty
+	3,  // 8: alknet.plugin.v1.Plugin.Configure:input_type -> alknet.plugin.v1.ConfigureRequest
+	6,  // 9: alknet.plugin.v1.Plugin.OpenConnection:input_type -> alknet.plugin.v1.OpenConnectionRequest
+	7,  // 10: alknet.plugin.v1.Plugin.CloseConnection:input_type -> alknet.plugin.v1.CloseConnectionRequest
+	8,  // 11: alknet.plugin.v1.Plugin.Invoke:input_type -> alknet.plugin.v1.InvokeRequest
+	10, // 12: alknet.plugin.v1.Plugin.Calls:input_type -> alknet.plugin.v1.CallFrame
+	1,  // 13: alknet.plugin.v1.Plugin.Health:input_type -> alknet.plugin.v1.Empty
+	12, // 14: alknet.plugin.v1.Host.AcceptStream:input_type -> alknet.plugin.v1.ConnRef
+	12, // 15: alknet.plugin.v1.Host.OpenStream:input_type -> alknet.plugin.v1.ConnRef
+	14, // 16: alknet.plugin.v1.Host.Stream:input_type -> alknet.plugin.v1.Chunk
+	8,  // 17: alknet.plugin.v1.Host.Invoke:input_type -> alknet.plugin.v1.InvokeRequest
+	17, // 18: alknet.plugin.v1.Host.DialInternal:input_type -> alknet.plugin.v1.DialInternalRequest
+	7,  // 19: alknet.plugin.v1.Host.CloseConnection:input_type -> alknet.plugin.v1.CloseConnectionRequest
+	15, // 20: alknet.plugin.v1.Host.ResolveIdentity:input_type -> alknet.plugin.v1.ResolveRequest
+	2,  // 21: alknet.plugin.v1.Plugin.Describe:output_type -> alknet.plugin.v1.Manifest
+	1,  // 22: alknet.plugin.v1.Plugin.Configure:output_type -> alknet.plugin.v1.Empty
+	1,  // 23: alknet.plugin.v1.Plugin.OpenConnection:output_type -> alknet.plugin.v1.Empty
+	1,  // 24: alknet.plugin.v1.Plugin.CloseConnection:output_type -> alknet.plugin.v1.Empty
+	9,  // 25: alknet.plugin.v1.Plugin.Invoke:output_type -> alknet.plugin.v1.InvokeResult
+	10, // 26: alknet.plugin.v1.Plugin.Calls:output_type -> alknet.plugin.v1.CallFrame
+	11, // 27: alknet.plugin.v1.Plugin.Health:output_type -> alknet.plugin.v1.HealthResponse
+	13, // 28: alknet.plugin.v1.Host.AcceptStream:output_type -> alknet.plugin.v1.StreamRef
+	13, // 29: alknet.plugin.v1.Host.OpenStream:output_type -> alknet.plugin.v1.StreamRef
+	14, // 30: alknet.plugin.v1.Host.Stream:output_type -> alknet.plugin.v1.Chunk
+	9,  // 31: alknet.plugin.v1.Host.Invoke:output_type -> alknet.plugin.v1.InvokeResult
+	12, // 32: alknet.plugin.v1.Host.DialInternal:output_type -> alknet.plugin.v1.ConnRef
+	1,  // 33: alknet.plugin.v1.Host.CloseConnection:output_type -> alknet.plugin.v1.Empty
+	16, // 34: alknet.plugin.v1.Host.ResolveIdentity:output_type -> alknet.plugin.v1.ResolveResponse
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -1182,7 +1275,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

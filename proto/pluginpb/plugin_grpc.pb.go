@@ -31,6 +31,7 @@ const (
 	Plugin_OpenConnection_FullMethodName  = "/alknet.plugin.v1.Plugin/OpenConnection"
 	Plugin_CloseConnection_FullMethodName = "/alknet.plugin.v1.Plugin/CloseConnection"
 	Plugin_Invoke_FullMethodName          = "/alknet.plugin.v1.Plugin/Invoke"
+	Plugin_Calls_FullMethodName           = "/alknet.plugin.v1.Plugin/Calls"
 	Plugin_Health_FullMethodName          = "/alknet.plugin.v1.Plugin/Health"
 )
 
@@ -43,6 +44,8 @@ type PluginClient interface {
 	OpenConnection(ctx context.Context, in *OpenConnectionRequest, opts ...grpc.CallOption) (*Empty, error)
 	CloseConnection(ctx context.Context, in *CloseConnectionRequest, opts ...grpc.CallOption) (*Empty, error)
 	Invoke(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InvokeResult], error)
+	// Calls multiplexes all operation calls of the core on one stream.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallFrame, CallFrame], error)
 	Health(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*HealthResponse, error)
 }
 
@@ -113,6 +116,19 @@ func (c *pluginClient) Invoke(ctx context.Context, in *InvokeRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_InvokeClient = grpc.ServerStreamingClient[InvokeResult]
 
+func (c *pluginClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallFrame, CallFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Plugin_ServiceDesc.Streams[1], Plugin_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallFrame, CallFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_CallsClient = grpc.BidiStreamingClient[CallFrame, CallFrame]
+
 func (c *pluginClient) Health(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*HealthResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HealthResponse)
@@ -132,6 +148,8 @@ type PluginServer interface {
 	OpenConnection(context.Context, *OpenConnectionRequest) (*Empty, error)
 	CloseConnection(context.Context, *CloseConnectionRequest) (*Empty, error)
 	Invoke(*InvokeRequest, grpc.ServerStreamingServer[InvokeResult]) error
+	// Calls multiplexes all operation calls of the core on one stream.
+	Calls(grpc.BidiStreamingServer[CallFrame, CallFrame]) error
 	Health(context.Context, *Empty) (*HealthResponse, error)
 	mustEmbedUnimplementedPluginServer()
 }
@@ -157,6 +175,9 @@ func (UnimplementedPluginServer) CloseConnection(context.Context, *CloseConnecti
 }
 func (UnimplementedPluginServer) Invoke(*InvokeRequest, grpc.ServerStreamingServer[InvokeResult]) error {
 	return status.Error(codes.Unimplemented, "method Invoke not implemented")
+}
+func (UnimplementedPluginServer) Calls(grpc.BidiStreamingServer[CallFrame, CallFrame]) error {
+	return status.Error(codes.Unimplemented, "method Calls not implemented")
 }
 func (UnimplementedPluginServer) Health(context.Context, *Empty) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
@@ -265,6 +286,13 @@ func _Plugin_Invoke_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_InvokeServer = grpc.ServerStreamingServer[InvokeResult]
 
+func _Plugin_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PluginServer).Calls(&grpc.GenericServerStream[CallFrame, CallFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_CallsServer = grpc.BidiStreamingServer[CallFrame, CallFrame]
+
 func _Plugin_Health_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(Empty)
 	if err := dec(in); err != nil {
@@ -316,6 +344,12 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Invoke",
 			Handler:       _Plugin_Invoke_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Calls",
+			Handler:       _Plugin_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "plugin.proto",

@@ -1,0 +1,107 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"alknet.dev/alknet/proto/pluginpb"
+)
+
+// callMux carries every operation call to one plugin instance on a single
+// long-lived Plugin.Calls stream, correlated by id (spec/plugins.md §3: a
+// gRPC call per operation costs ~10× a frame on an open stream).
+type callMux struct {
+	st   grpc.BidiStreamingClient[pluginpb.CallFrame, pluginpb.CallFrame]
+	smu  sync.Mutex // serialises Send
+	mu   sync.Mutex
+	next uint64
+	wait map[uint64]*muxCall
+	done chan struct{}
+}
+
+type muxCall struct {
+	frames chan *pluginpb.CallFrame
+	gone   chan struct{}
+}
+
+var errMuxClosed = errors.New("plugin call stream closed")
+
+// newCallMux opens the stream; it lives as long as ctx (the instance).
+func newCallMux(ctx context.Context, pc pluginpb.PluginClient) (*callMux, error) {
+	st, err := pc.Calls(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := &callMux{st: st, wait: map[uint64]*muxCall{}, done: make(chan struct{})}
+	go m.recv()
+	return m, nil
+}
+
+// recv routes results to their calls until the stream ends. Owned by the
+// mux; it ends with the stream (the instance's context or the process).
+func (m *callMux) recv() {
+	defer close(m.done)
+	for {
+		f, err := m.st.Recv()
+		if err != nil {
+			return
+		}
+		m.mu.Lock()
+		c := m.wait[f.GetId()]
+		m.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		select {
+		case c.frames <- f:
+		case <-c.gone:
+		case <-m.done:
+		}
+	}
+}
+
+func (m *callMux) send(f *pluginpb.CallFrame) error {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	return m.st.Send(f)
+}
+
+// call sends req and passes every result to onResult until the last one.
+// Cancelling ctx sends an abort for the call.
+func (m *callMux) call(ctx context.Context, req *pluginpb.InvokeRequest, onResult func(*pluginpb.InvokeResult) error) error {
+	m.mu.Lock()
+	m.next++
+	id := m.next
+	c := &muxCall{frames: make(chan *pluginpb.CallFrame, 64), gone: make(chan struct{})}
+	m.wait[id] = c
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.wait, id)
+		m.mu.Unlock()
+		close(c.gone)
+	}()
+	if err := m.send(&pluginpb.CallFrame{Id: id, Request: req}); err != nil {
+		return errMuxClosed
+	}
+	for {
+		select {
+		case f := <-c.frames:
+			if err := onResult(f.GetResult()); err != nil {
+				_ = m.send(&pluginpb.CallFrame{Id: id, Abort: true})
+				return err
+			}
+			if f.GetLast() {
+				return nil
+			}
+		case <-ctx.Done():
+			_ = m.send(&pluginpb.CallFrame{Id: id, Abort: true})
+			return ctx.Err()
+		case <-m.done:
+			return errMuxClosed
+		}
+	}
+}
