@@ -19,6 +19,15 @@ import (
 	"alknet.dev/alknet/core/vault"
 )
 
+// managedAuth reads the peers and API keys kept in <data>/auth.json.
+func (a *app) managedAuth() (config.Auth, error) {
+	d, err := a.dataDir()
+	if err != nil {
+		return config.Auth{}, err
+	}
+	return config.LoadAuthFile(config.AuthFilePath(d.Path))
+}
+
 // editAuth loads <data>/auth.json, applies change, saves it, and asks a
 // running node to reload so the change takes effect at once.
 func (a *app) editAuth(change func(*config.Auth) error) (datadir.Dir, error) {
@@ -92,11 +101,7 @@ itself is printed once by 'create'. A running node picks up changes at once.`,
 		Short: "List API keys (prefix, scopes, expiry; never tokens)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			d, err := a.dataDir()
-			if err != nil {
-				return err
-			}
-			cur, err := config.LoadAuthFile(config.AuthFilePath(d.Path))
+			cur, err := a.managedAuth()
 			if err != nil {
 				return err
 			}
@@ -210,11 +215,7 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 		Short: "List managed peers",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			d, err := a.dataDir()
-			if err != nil {
-				return err
-			}
-			cur, err := config.LoadAuthFile(config.AuthFilePath(d.Path))
+			cur, err := a.managedAuth()
 			if err != nil {
 				return err
 			}
