@@ -347,6 +347,11 @@ func (s *supervisor) deactivate(in *instance, reason string) {
 			s.h.opts.Endpoint.Unregister(a, "plugin:"+s.name)
 		}
 		s.alpns = nil
+		// Never report "ready" without a running instance: the state
+		// changes with the routing, not after the cleanup that follows.
+		if s.state == StateReady {
+			s.state = StateRestarting
+		}
 	}
 	s.mu.Unlock()
 	in.closeAll(reason)
