@@ -8,6 +8,8 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -387,4 +389,32 @@ func waitGoroutines(baseline int, timeout time.Duration) error {
 
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
+}
+
+// opsPerSecond runs op back to back in workers goroutines for d and
+// returns the completed ops per second; the first error ends the round.
+func opsPerSecond(ctx context.Context, workers int, d time.Duration, op func(context.Context) error) (float64, error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if err := op(ctx); err != nil {
+					fail(err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := context.Cause(ctx); err != nil {
+		return 0, err
+	}
+	return float64(done.Load()) / elapsed.Seconds(), nil
 }

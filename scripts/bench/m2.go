@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -351,29 +349,7 @@ func oneHandshake(ctx context.Context, open opener) error {
 // with the given number of concurrent clients.
 func handshakes(e *env, workers int, open opener, stop func()) *instance {
 	run := func(ctx context.Context, d time.Duration) (float64, error) {
-		ctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		var done atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		deadline := start.Add(d)
-		for range workers {
-			wg.Go(func() {
-				for time.Now().Before(deadline) && ctx.Err() == nil {
-					if err := oneHandshake(ctx, open); err != nil {
-						cancel(err)
-						return
-					}
-					done.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		if err := context.Cause(ctx); err != nil {
-			return 0, err
-		}
-		return float64(done.Load()) / elapsed.Seconds(), nil
+		return opsPerSecond(ctx, workers, d, func(ctx context.Context) error { return oneHandshake(ctx, open) })
 	}
 	return &instance{
 		Warmup:  func(ctx context.Context) error { _, err := run(ctx, 200*time.Millisecond); return err },

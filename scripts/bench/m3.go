@@ -13,7 +13,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -316,29 +315,7 @@ func timed(e *env, c *caller, workers int, op func(context.Context) error) *inst
 	run := func(ctx context.Context, d time.Duration) (float64, error) {
 		ctx, cancel := context.WithTimeoutCause(ctx, d+30*time.Second, errors.New("round did not finish"))
 		defer cancel()
-		ctx, fail := context.WithCancelCause(ctx)
-		defer fail(nil)
-		var done atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		deadline := start.Add(d)
-		for range workers {
-			wg.Go(func() {
-				for time.Now().Before(deadline) && ctx.Err() == nil {
-					if err := op(ctx); err != nil {
-						fail(err)
-						return
-					}
-					done.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		if err := context.Cause(ctx); err != nil {
-			return 0, err
-		}
-		return float64(done.Load()) / elapsed.Seconds(), nil
+		return opsPerSecond(ctx, workers, d, op)
 	}
 	return &instance{
 		Warmup:  func(ctx context.Context) error { _, err := run(ctx, 200*time.Millisecond); return err },
