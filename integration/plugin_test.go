@@ -133,6 +133,37 @@ func echoRoundTrip(ctx context.Context, srv *server, alpn string, payload []byte
 	return nil
 }
 
+// traffic runs op in a loop in n goroutines until stop is closed, counting
+// successes and failures (each failure is logged with what).
+type traffic struct {
+	oks, errs atomic.Int64
+	wg        sync.WaitGroup
+}
+
+func (tr *traffic) run(t *testing.T, stop <-chan struct{}, n int, what string, op func(context.Context) error) {
+	for range n {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := op(ctx); err != nil {
+					tr.errs.Add(1)
+					t.Logf("%s: %v", what, err)
+				} else {
+					tr.oks.Add(1)
+				}
+				cancel()
+			}
+		}()
+	}
+}
+
 func adminToken(t *testing.T, node *cli, scopes ...string) string {
 	args := []string{"apikey", "create"}
 	for _, s := range scopes {
@@ -250,45 +281,14 @@ func TestPluginKillIsolated(t *testing.T) {
 	}
 	// Background traffic that must not notice anything.
 	stop := make(chan struct{})
-	var bgErrs, bgOK atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if _, err := conn.Call(ctx, "node/info", nil); err != nil {
-				bgErrs.Add(1)
-				t.Logf("alknet/call during the crash: %v", err)
-			} else {
-				bgOK.Add(1)
-			}
-			cancel()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := echoRoundTrip(ctx, srv, "alknet/echo2", []byte("other plugin")); err != nil {
-				bgErrs.Add(1)
-				t.Logf("alknet/echo2 during the crash: %v", err)
-			} else {
-				bgOK.Add(1)
-			}
-			cancel()
-		}
-	}()
+	var bg traffic
+	bg.run(t, stop, 1, "alknet/call during the crash", func(ctx context.Context) error {
+		_, err := conn.Call(ctx, "node/info", nil)
+		return err
+	})
+	bg.run(t, stop, 1, "alknet/echo2 during the crash", func(ctx context.Context) error {
+		return echoRoundTrip(ctx, srv, "alknet/echo2", []byte("other plugin"))
+	})
 	time.Sleep(200 * time.Millisecond)
 	killed := time.Now()
 	if err := syscall.Kill(echo.Pid, syscall.SIGKILL); err != nil {
@@ -327,9 +327,9 @@ func TestPluginKillIsolated(t *testing.T) {
 	t.Logf("echo serving again %v after kill -9 (streams ended %v after)", time.Since(killed).Round(time.Millisecond), streamsEnded.Round(time.Millisecond))
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
-	wg.Wait()
-	if bgErrs.Load() != 0 || bgOK.Load() == 0 {
-		t.Fatalf("other services saw %d errors (%d ok) during the crash", bgErrs.Load(), bgOK.Load())
+	bg.wg.Wait()
+	if bg.errs.Load() != 0 || bg.oks.Load() == 0 {
+		t.Fatalf("other services saw %d errors (%d ok) during the crash", bg.errs.Load(), bg.oks.Load())
 	}
 	if p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" }); p.Restarts != 1 || p.Pid == echo.Pid {
 		t.Fatalf("after restart: %+v", p)
@@ -450,37 +450,18 @@ func TestPluginUpgradeUnderLoad(t *testing.T) {
 		t.Logf("running %s before use", old.Version)
 	}
 	stop := make(chan struct{})
-	var fails, oks atomic.Int64
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				if err := echoRoundTrip(ctx, srv, "alknet/echo", []byte("during upgrade")); err != nil {
-					fails.Add(1)
-					t.Logf("echo during upgrade: %v", err)
-				} else {
-					oks.Add(1)
-				}
-				cancel()
-			}
-		}()
-	}
+	var load traffic
+	load.run(t, stop, 2, "echo during upgrade", func(ctx context.Context) error {
+		return echoRoundTrip(ctx, srv, "alknet/echo", []byte("during upgrade"))
+	})
 	time.Sleep(300 * time.Millisecond)
 	node.ok("", "plugin", "use", "echo@0.2.0")
 	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.Version == "0.2.0" && p.State == "ready" })
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
-	wg.Wait()
-	if fails.Load() != 0 || oks.Load() < 10 {
-		t.Fatalf("%d failed, %d ok new echo streams during the switch", fails.Load(), oks.Load())
+	load.wg.Wait()
+	if load.errs.Load() != 0 || load.oks.Load() < 10 {
+		t.Fatalf("%d failed, %d ok new echo streams during the switch", load.errs.Load(), load.oks.Load())
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for syscall.Kill(old.Pid, 0) == nil {
