@@ -5,10 +5,13 @@
 package call
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
 )
 
 // MaxFrame is the largest frame body: exactly this is accepted, one more
@@ -65,4 +68,69 @@ func WriteFrame(w io.Writer, body []byte) error {
 	copy(buf[4:], body)
 	_, err := w.Write(buf)
 	return err
+}
+
+// Buffers reused across frames. A stream's frames are read through a
+// bufio.Reader so that one Read fetches a whole small frame (and, on QUIC,
+// lets the stream notice a FIN that arrived with it, see atEOF); encoded
+// frames are built in one reusable buffer, header included, and written
+// with one Write.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	bufPool    = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+)
+
+// maxPooled is the largest buffer put back in bufPool: a rare huge frame
+// must not stay pinned in the pool.
+const maxPooled = 64 << 10
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
+}
+
+// encodeFrame encodes one envelope as a frame (header included) into the
+// pooled buffer *bp.
+func encodeFrame(bp *[]byte, typ, id string, payload any) ([]byte, error) {
+	b, err := appendEnvelope(append((*bp)[:0], 0, 0, 0, 0), typ, id, payload)
+	if err != nil {
+		return nil, err
+	}
+	*bp = b
+	if n := len(b) - 4; n > MaxFrame {
+		return nil, fmt.Errorf("%w (%d bytes)", ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	return b, nil
+}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= maxPooled {
+		bufPool.Put(bp)
+	}
+}
+
+// atEOF reports, without blocking, whether the stream behind br has
+// nothing more to deliver: its end already arrived and every byte before
+// it was read. A false answer is only "not known yet".
+//
+// It peeks with a deadline in the past. quic-go reports io.EOF before it
+// looks at the deadline once the FIN has been received and the data before
+// it read (the bufio.Reader asks for more than a small frame, so that read
+// has reached the end of the received data).
+func atEOF(br *bufio.Reader, st interface{ SetReadDeadline(time.Time) error }) bool {
+	if br.Buffered() > 0 || st.SetReadDeadline(time.Now()) != nil {
+		return false
+	}
+	_, err := br.Peek(1)
+	_ = st.SetReadDeadline(time.Time{})
+	return errors.Is(err, io.EOF)
 }

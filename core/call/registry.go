@@ -111,6 +111,9 @@ type Registry struct {
 // SetDeadline sets the default deadline of queries and mutations.
 func (r *Registry) SetDeadline(d time.Duration) { r.deadline.Store(int64(d)) }
 
+// Deadline is the default deadline of queries and mutations (0: none).
+func (r *Registry) Deadline() time.Duration { return time.Duration(r.deadline.Load()) }
+
 // NewRegistry returns a registry with the built-in discovery operations
 // (services/list, services/schema).
 func NewRegistry(log hclog.Logger) *Registry {
@@ -256,6 +259,8 @@ type Info struct {
 	// the remote side back on it. Nil for nested calls.
 	Peer *Session
 	env  *envCaller
+	// remoteFilter: the request came from a default-deny client's peer.
+	remoteFilter bool
 }
 
 type infoKey struct{}
@@ -352,15 +357,18 @@ func (r *Registry) Invoke(ctx context.Context, inv Invocation, emit func(json.Ra
 		caps = inv.ParentCaps
 	}
 	info := &Info{RequestID: inv.RequestID, ParentID: inv.ParentID, Identity: inv.Identity, ForwardedFor: inv.ForwardedFor,
-		Internal: inv.Internal, Capabilities: caps, Peer: inv.Peer}
+		Internal: inv.Internal, Capabilities: caps, Peer: inv.Peer, remoteFilter: inv.RemoteFilter}
 	info.env = &envCaller{r: r, reg: e.reg, parent: info}
-	hctx := context.WithValue(context.WithValue(ctx, infoKey{}, info), remoteFilterKey{}, inv.RemoteFilter)
+	hctx := context.WithValue(ctx, infoKey{}, info)
 	if spec.OpType != Subscription {
-		if d := time.Duration(r.deadline.Load()); d > 0 {
-			// The node's deadline, unless the caller's is earlier.
-			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(hctx, d)
-			defer cancel()
+		if d := r.Deadline(); d > 0 {
+			// The node's deadline, unless the caller's is as early (the
+			// call server sets it on the request's context already).
+			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > d {
+				var cancel context.CancelFunc
+				hctx, cancel = context.WithTimeout(hctx, d)
+				defer cancel()
+			}
 		}
 	}
 	out, err := r.run(hctx, e, input, emit)
@@ -495,9 +503,7 @@ func (r *Registry) registerBuiltins() {
 	})
 }
 
-type remoteFilterKey struct{}
-
 func remoteFilterOf(ctx context.Context) bool {
-	v, _ := ctx.Value(remoteFilterKey{}).(bool)
-	return v
+	info, ok := FromContext(ctx)
+	return ok && info.remoteFilter
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 
@@ -49,9 +51,14 @@ type Session struct {
 
 	mu      sync.Mutex
 	singleW *streamWriter
-	running map[string]context.CancelFunc
 	pending map[string]*pending
-	closed  bool
+	closed  atomic.Bool // set once, under mu
+
+	// running holds the cancel func of every request being served, by id
+	// (aborts, duplicate ids, and the end of the session). A sync.Map and
+	// contexts not derived from the session's keep concurrent requests
+	// from queueing on one lock.
+	running sync.Map
 
 	wg sync.WaitGroup // stream readers (and through them, handlers)
 }
@@ -70,7 +77,7 @@ func NewSession(conn endpoint.Conn, o SessionOptions) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{o: o, conn: conn, log: o.Logger, ctx: ctx, cancel: cancel,
 		single:  conn.Transport() != auth.TransportQUIC,
-		running: map[string]context.CancelFunc{}, pending: map[string]*pending{}}
+		pending: map[string]*pending{}}
 	go func() {
 		// Owned by the session: ends when the connection or session ends.
 		select {
@@ -89,13 +96,16 @@ type streamWriter struct {
 }
 
 func (w *streamWriter) send(typ, id string, payload any) error {
-	b, err := Encode(typ, id, payload)
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := encodeFrame(bp, typ, id, payload)
 	if err != nil {
 		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return WriteFrame(w.s, b)
+	_, err = w.s.Write(b)
+	return err
 }
 
 type pending struct {
@@ -142,17 +152,23 @@ func (s *Session) Close() error {
 
 func (s *Session) shutdown() {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return
 	}
-	s.closed = true
+	s.closed.Store(true)
 	for _, p := range s.pending {
 		p.fail(ErrConnectionClosed)
 	}
 	s.pending = map[string]*pending{}
 	s.mu.Unlock()
-	s.cancel() // cancels every handler serving a request of this connection
+	s.cancel()
+	// Cancel every handler serving a request of this connection; one that
+	// registers after this sees closed and cancels itself.
+	s.running.Range(func(_, v any) bool {
+		v.(context.CancelFunc)()
+		return true
+	})
 }
 
 // readStream reads frames until the stream ends; requests are served
@@ -161,8 +177,10 @@ func (s *Session) shutdown() {
 func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 	var handlers sync.WaitGroup
 	malformed := false
+	br := getReader(st)
 	defer func() {
 		handlers.Wait()
+		putReader(br)
 		if malformed {
 			_ = st.Close()
 		} else if !ours {
@@ -171,7 +189,7 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		s.wg.Done()
 	}()
 	for {
-		body, err := ReadFrame(st)
+		body, err := ReadFrame(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)) {
 				malformed = true
@@ -189,6 +207,13 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		}
 		switch env.Type {
 		case EventRequested:
+			if !s.single && atEOF(br, st) {
+				// The last frame of the stream (a Go client's one call):
+				// serve it here, and the answer and the end of the stream
+				// leave together, without a hand-off to another goroutine.
+				s.serveRequest(env, w)
+				return
+			}
 			handlers.Add(1)
 			go func() {
 				defer handlers.Done()
@@ -206,11 +231,8 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 }
 
 func (s *Session) abortRunning(id string) {
-	s.mu.Lock()
-	cancel, ok := s.running[id]
-	s.mu.Unlock()
-	if ok {
-		cancel()
+	if cancel, ok := s.running.Load(id); ok {
+		cancel.(context.CancelFunc)()
 	}
 }
 
@@ -236,9 +258,18 @@ type requestPayload struct {
 	Subscribe *bool `json:"subscribe,omitempty"`
 }
 
+// wireRequest is requestPayload as the server decodes it (decodeJSON).
+type wireRequest struct {
+	OperationID  string         `json:"operationId"`
+	Input        jsontext.Value `json:"input"`
+	AuthToken    string         `json:"auth_token"`
+	ForwardedFor *auth.Identity `json:"forwarded_for"`
+	Subscribe    *bool          `json:"subscribe"`
+}
+
 func (s *Session) serveRequest(env Envelope, w *streamWriter) {
-	var p requestPayload
-	if err := json.Unmarshal(env.Payload, &p); err != nil || p.OperationID == "" {
+	var p wireRequest
+	if err := decodeJSON(env.Payload, &p); err != nil || p.OperationID == "" {
 		_ = w.send(EventError, env.ID, Errorf(CodeInvalidInput, "malformed call.requested payload"))
 		return
 	}
@@ -251,22 +282,6 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 		}
 		s.log.Info("auth attempt", "remote_addr", s.conn.RemoteAddr().String(), "method", "token", "id", logID, "result", result)
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	s.mu.Lock()
-	if _, dup := s.running[env.ID]; dup || s.closed {
-		s.mu.Unlock()
-		_ = w.send(EventError, env.ID, Errorf(CodeInternal, "duplicate request id"))
-		return
-	}
-	s.running[env.ID] = cancel
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.running, env.ID)
-		s.mu.Unlock()
-	}()
-
 	name := normalize(p.OperationID)
 	subscribe := false
 	if p.Subscribe != nil {
@@ -274,11 +289,31 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 	} else if e, ok := s.o.Registry.lookup(name); ok {
 		subscribe = e.reg.Spec.OpType == Subscription
 	}
+	// The request's context: cancelled by call.aborted and by the end of
+	// the session (through running), and for a query or mutation bounded
+	// by the node's deadline here rather than by a second context in
+	// Registry.Invoke.
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if d := s.o.Registry.Deadline(); d > 0 && !subscribe {
+		ctx, cancel = context.WithTimeout(context.Background(), d)
+	} else {
+		ctx, cancel = context.WithCancel(context.Background())
+	}
+	defer cancel()
+	if _, dup := s.running.LoadOrStore(env.ID, cancel); dup {
+		_ = w.send(EventError, env.ID, Errorf(CodeInternal, "duplicate request id"))
+		return
+	}
+	defer s.running.Delete(env.ID)
+	if s.closed.Load() {
+		return // the connection is gone: nobody waits for an answer
+	}
 	emit := func(b json.RawMessage) error {
 		return w.send(EventResponded, env.ID, RespondedPayload{Output: b})
 	}
 	out, cerr := s.o.Registry.Invoke(ctx, Invocation{
-		Name: name, Input: p.Input, Identity: id, ForwardedFor: p.ForwardedFor,
+		Name: name, Input: json.RawMessage(p.Input), Identity: id, ForwardedFor: p.ForwardedFor,
 		RemoteFilter: s.o.RemoteFilter, RequestID: env.ID, Subscribe: subscribe, Peer: s,
 	}, emit)
 	switch {
@@ -339,7 +374,7 @@ func (s *Session) start(ctx context.Context, name string, input any, sub bool, c
 	}
 	p := &pending{sub: sub, events: make(chan Envelope, 16), failed: make(chan struct{})}
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil, id, ErrConnectionClosed
 	}
@@ -446,11 +481,11 @@ func (s *Session) Call(ctx context.Context, name string, input any, opts ...Call
 	if co.timeout > 0 {
 		timeout = co.timeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	if !s.single {
 		return s.callDirect(ctx, name, input, co, timeout)
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	p, id, cerr := s.start(ctx, name, input, false, co)
 	if cerr != nil {
 		return nil, cerr
@@ -470,14 +505,16 @@ func (s *Session) Call(ctx context.Context, name string, input any, opts ...Call
 func answer(env Envelope, name string) (json.RawMessage, error) {
 	switch env.Type {
 	case EventResponded:
-		var r RespondedPayload
-		if err := json.Unmarshal(env.Payload, &r); err != nil {
+		var r struct {
+			Output jsontext.Value `json:"output"`
+		}
+		if err := decodeJSON(env.Payload, &r); err != nil {
 			return nil, Errorf(CodeInternal, "malformed response payload")
 		}
 		if r.Output == nil {
-			r.Output = json.RawMessage("null")
+			return json.RawMessage("null"), nil
 		}
-		return r.Output, nil
+		return json.RawMessage(r.Output), nil
 	case EventError:
 		return nil, fromPayload(env.Payload)
 	case EventCompleted:
@@ -497,7 +534,9 @@ func (s *Session) gaveUp(ctx context.Context, id string, timeout time.Duration) 
 }
 
 // callDirect is Call on QUIC: one stream per call, and the caller reads
-// its own answer from it — no reader goroutine, no hand-off.
+// its own answer from it — no reader goroutine, no hand-off. The call
+// timeout is the stream's deadline rather than a derived context, and
+// ctx is watched only when it can be cancelled: this runs for every call.
 func (s *Session) callDirect(ctx context.Context, name string, input any, co callOpts, timeout time.Duration) (json.RawMessage, error) {
 	in, err := marshalOutput(input)
 	if err != nil {
@@ -507,19 +546,31 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 	if id == "" {
 		id = uuid.NewString()
 	}
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.closed.Load() {
 		return nil, ErrConnectionClosed
 	}
-	st, err := s.conn.OpenStream(ctx)
-	if err != nil {
-		if s.conn.Context().Err() != nil {
-			return nil, ErrConnectionClosed
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	// The outcome once the stream failed or the deadline passed.
+	stopped := func() error {
+		switch {
+		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+			_ = s.Abort(id)
+			return Errorf(CodeInternal, "request cancelled")
+		case !time.Now().Before(deadline):
+			_ = s.Abort(id)
+			return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
+		case s.ctx.Err() != nil || s.conn.Context().Err() != nil:
+			return ErrConnectionClosed
 		}
-		if ctx.Err() != nil {
-			return nil, s.gaveUp(ctx, id, timeout)
+		return nil
+	}
+	st, err := s.openStream(ctx, deadline)
+	if err != nil {
+		if e := stopped(); e != nil {
+			return nil, e
 		}
 		return nil, Errorf(CodeInternal, "cannot open stream")
 	}
@@ -532,16 +583,22 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 		return nil, Errorf(CodeInternal, "cannot send: %v", err)
 	}
 	_ = st.CloseWrite()
-	stop := context.AfterFunc(ctx, func() { st.CancelRead(0) })
-	defer stop()
+	if err := st.SetReadDeadline(deadline); err != nil {
+		st.CancelRead(0)
+		return nil, Errorf(CodeInternal, "cannot read: %v", err)
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { st.CancelRead(0) })
+		defer stop()
+	}
+	br := getReader(st)
+	defer putReader(br)
 	for {
-		body, err := ReadFrame(st)
+		body, err := ReadFrame(br)
 		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return nil, s.gaveUp(ctx, id, timeout)
-			case s.ctx.Err() != nil || s.conn.Context().Err() != nil:
-				return nil, ErrConnectionClosed
+			st.CancelRead(0)
+			if e := stopped(); e != nil {
+				return nil, e
 			}
 			// The stream may fail a moment before the connection reports
 			// its close; give it that moment before calling it a stream error.
@@ -562,9 +619,28 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 		if env.ID != id || env.Type == EventRequested {
 			continue // not ours; our side of this stream cannot answer requests
 		}
-		st.CancelRead(0)
+		if !atEOF(br, st) {
+			// More than the answer may follow: not read, so stop it
+			// (STOP_SENDING). A stream read to its end needs no such frame.
+			st.CancelRead(0)
+		}
 		return answer(env, name)
 	}
+}
+
+// openStream opens a stream for a call without waiting when the peer's
+// stream limit allows; otherwise it waits until deadline (or ctx).
+func (s *Session) openStream(ctx context.Context, deadline time.Time) (endpoint.Stream, error) {
+	if t, ok := s.conn.(interface {
+		TryOpenStream() (endpoint.Stream, error)
+	}); ok {
+		if st, err := t.TryOpenStream(); err == nil {
+			return st, nil
+		}
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return s.conn.OpenStream(ctx)
 }
 
 // Sub is a running subscription. Read Items until it is closed,

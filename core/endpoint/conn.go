@@ -94,6 +94,16 @@ func (q *quicConn) OpenStream(ctx context.Context) (Stream, error) {
 	return quicStream{s}, nil
 }
 
+// TryOpenStream opens a stream if the peer's stream limit allows it now,
+// without waiting (and without needing a context).
+func (q *quicConn) TryOpenStream() (Stream, error) {
+	s, err := q.c.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{s}, nil
+}
+
 func (q *quicConn) CloseWithError(code CloseCode, reason string) error {
 	return q.c.CloseWithError(quic.ApplicationErrorCode(code), reason)
 }

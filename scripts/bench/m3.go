@@ -6,15 +6,18 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -58,6 +61,31 @@ var m3 = []benchmark{
 		Subject: variant{Label: callLabel + ", Batch", Start: startCallSubject(batches(100))},
 		Anchor:  variant{Label: grpcLabel + ", 100 goroutines", Start: startGRPCAnchor(false, batches(100))},
 	},
+	// The floor of the transport the spec prescribes: what quic-go alone
+	// gives for one stream per call (open, write the same request frame,
+	// half-close, read the answer to the end), against the same grpc
+	// anchor. Alknet's call rows cannot beat this ratio; what they lose
+	// beyond it is Alknet's own cost.
+	{
+		Name: "call-floor-quic-p50", Area: "call", Unit: "µs", HigherIsBetter: false, Goal: 1.0, Informational: true,
+		Description: "the transport's floor: bare quic-go, one stream per call carrying the same request frame, echoed by a bare server; one sequential caller",
+		Rounds:      5, ShortRounds: 3,
+		Subject: variant{Label: quicFloorLabel, Start: startQUICFloor(sequential)},
+		Anchor:  variant{Label: grpcLabel, Start: startGRPCAnchor(false, sequential)},
+		Also: []companion{
+			{Name: "call-floor-quic-p99", Unit: "µs", HigherIsBetter: false, Goal: 1.0, Informational: true,
+				Description: "p99 latency of the call-floor-quic-p50 rounds"},
+			{Name: "call-floor-quic-c1", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
+				Description: "calls per second of the call-floor-quic-p50 rounds"},
+		},
+	},
+	{
+		Name: "call-floor-quic-c64", Area: "call", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
+		Description: "the transport's floor as call-floor-quic-p50 with 64 concurrent callers on one connection",
+		Rounds:      5, ShortRounds: 3,
+		Subject: variant{Label: quicFloorLabel, Start: startQUICFloor(concurrent(64))},
+		Anchor:  variant{Label: grpcLabel, Start: startGRPCAnchor(false, concurrent(64))},
+	},
 	{
 		Name: "call-unary-c64-tls", Area: "call", Unit: "calls/s", HigherIsBetter: true, Goal: 1.0, Informational: true,
 		Description: "as call-unary-c64 with the anchor on TLS 1.3 (same certificate, grpc credentials.NewTLS): both sides encrypted",
@@ -68,9 +96,10 @@ var m3 = []benchmark{
 }
 
 const (
-	callLabel  = "alknet/call: endpoint + call.Connection"
-	grpcLabel  = "grpc-go unary, plain TCP (insecure)"
-	anchorNote = "anchor on plain TCP with insecure credentials (grpc's default, no TLS), Alknet on QUIC + TLS 1.3"
+	quicFloorLabel = "bare quic-go, stream per call"
+	callLabel      = "alknet/call: endpoint + call.Connection"
+	grpcLabel      = "grpc-go unary, plain TCP (insecure)"
+	anchorNote     = "anchor on plain TCP with insecure credentials (grpc's default, no TLS), Alknet on QUIC + TLS 1.3"
 	// benchOp is the operation the subject calls.
 	benchOp = "bench/echo"
 )
@@ -321,5 +350,101 @@ func timed(e *env, c *caller, workers int, op func(context.Context) error) *inst
 		Warmup:  func(ctx context.Context) error { _, err := run(ctx, 200*time.Millisecond); return err },
 		Measure: func(ctx context.Context) (float64, error) { return run(ctx, e.callRound()) },
 		Stop:    c.stop,
+	}
+}
+
+// floorRequest is the frame a call.Connection sends for one bench/echo
+// call (4-byte length, then the envelope), built once.
+var floorRequest = func() []byte {
+	body := []byte(`{"type":"call.requested","id":"0b9e7bb3-6a3c-4d0e-9f1e-3f4c2a1b5d6e","payload":{"operationId":"/bench/echo","input":` +
+		string(callInput) + `,"subscribe":false}}`)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}()
+
+// startQUICFloor starts a bare quic-go server that answers each stream
+// the way a call server does at best (read the request to its end, write
+// the answer and the end of the stream at once) and one client connection
+// that makes each call on a new stream.
+func startQUICFloor(w workload) func(ctx context.Context, e *env) (*instance, error) {
+	return func(ctx context.Context, e *env) (*instance, error) {
+		ln, err := quic.ListenAddr("127.0.0.1:0", e.serverTLS(), nil)
+		if err != nil {
+			return nil, err
+		}
+		var t tracker[*quic.Conn]
+		t.wg.Go(func() {
+			for {
+				c, err := ln.Accept(context.Background())
+				if err != nil {
+					return
+				}
+				if !t.add(c, func() { _ = c.CloseWithError(0, "shutdown") }) {
+					continue
+				}
+				t.wg.Go(func() {
+					defer t.remove(c)
+					for {
+						st, err := c.AcceptStream(context.Background())
+						if err != nil {
+							return
+						}
+						t.wg.Go(func() {
+							req, err := io.ReadAll(st)
+							if err == nil {
+								_, err = st.Write(req)
+							}
+							if err != nil {
+								st.CancelRead(0)
+								st.CancelWrite(0)
+								return
+							}
+							_ = st.Close()
+						})
+					}
+				})
+			}
+		})
+		stopServer := func() { _ = ln.Close(); t.closeAll(); t.wg.Wait() }
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		qc, err := quic.DialAddr(dctx, ln.Addr().String(), e.clientTLS(), nil)
+		cancel()
+		if err != nil {
+			stopServer()
+			return nil, err
+		}
+		one := func(ctx context.Context) error {
+			st, err := qc.OpenStreamSync(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := st.Write(floorRequest); err != nil {
+				return err
+			}
+			_ = st.Close()
+			got, err := io.ReadAll(st)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, floorRequest) {
+				return fmt.Errorf("floor echo returned %d bytes, want %d", len(got), len(floorRequest))
+			}
+			return nil
+		}
+		return w(e, &caller{
+			one: one,
+			many: func(ctx context.Context, n int) error {
+				errs := make([]error, n)
+				var wg sync.WaitGroup
+				for i := range n {
+					wg.Go(func() { errs[i] = one(ctx) })
+				}
+				wg.Wait()
+				return errors.Join(errs...)
+			},
+			stop: func() {
+				_ = qc.CloseWithError(0, "")
+				stopServer()
+			},
+		}), nil
 	}
 }
