@@ -805,3 +805,36 @@ func TestConcurrentCallsShareOneConnection(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The caller's own context deadline bounds a call like the call timeout
+// does (the Go client puts the earlier of the two on the stream): TIMEOUT,
+// and the handler is aborted.
+func TestCallerDeadlineYieldsTimeoutAndAborts(t *testing.T) {
+	reg := call.NewRegistry(nil)
+	var sawCancel atomic.Int32
+	_ = reg.Register(query("slow/op", func(ctx context.Context, _ json.RawMessage) (any, error) {
+		select {
+		case <-time.After(10 * time.Second):
+			return "late", nil
+		case <-ctx.Done():
+			sawCancel.Add(1)
+			return nil, ctx.Err()
+		}
+	}))
+	conn := connect(t, startServer(t, reg, nil), call.New(nil), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := conn.Call(ctx, "slow/op", nil)
+	if code(err) != call.CodeTimeout {
+		t.Fatalf("call past the caller's deadline: %v, want TIMEOUT", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("TIMEOUT came after %s; the caller's deadline was 200ms", d)
+	}
+	waitFor(t, "abort after the caller's deadline", func() bool { return sawCancel.Load() == 1 })
+	// The connection still serves.
+	if out, err := conn.Call(ctx5(t), "slow/op", nil, call.WithTimeout(50*time.Millisecond)); code(err) != call.CodeTimeout {
+		t.Fatalf("second call: %s %v", out, err)
+	}
+}

@@ -176,8 +176,22 @@ func FuzzFrameAndEnvelope(f *testing.F) {
 			if err != nil || env2.Type != env.Type || env2.ID != env.ID {
 				t.Fatalf("re-decode: %+v %v", env2, err)
 			}
-			var p RequestPayload
-			_ = json.Unmarshal(env.Payload, &p)
+			// The server's payload decoder, and the client's request
+			// encoder on what it decoded.
+			var p wireRequest
+			if decodeJSON(env.Payload, &p) != nil || p.OperationID == "" {
+				continue
+			}
+			req, err := Encode(EventRequested, env.ID, requestPayload{RequestPayload: RequestPayload{
+				OperationID: p.OperationID, Input: json.RawMessage(p.Input), AuthToken: p.AuthToken}, Subscribe: p.Subscribe})
+			if err != nil {
+				continue
+			}
+			env3, err := DecodeEnvelope(req)
+			var p2 wireRequest
+			if err != nil || decodeJSON(env3.Payload, &p2) != nil || p2.OperationID != p.OperationID || p2.AuthToken != p.AuthToken {
+				t.Fatalf("request round trip: %q → %q: %v", env.Payload, req, err)
+			}
 		}
 	})
 }
