@@ -84,6 +84,32 @@ var (
 // must not stay pinned in the pool.
 const maxPooled = 64 << 10
 
+// nextFrame reads one frame from br like ReadFrame. A frame that fits in
+// br's buffer is returned in place, without a copy: the body is valid only
+// until done is called, which must happen before the next read from br.
+func nextFrame(br *bufio.Reader) (body []byte, done func(), err error) {
+	hdr, err := br.Peek(4)
+	if err != nil {
+		if len(hdr) > 0 || errors.Is(err, io.EOF) {
+			return nil, nil, io.EOF
+		}
+		return nil, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr))
+	if n == 0 || n > MaxFrame || 4+n > br.Size() {
+		body, err := ReadFrame(br) // reports the bad length, or copies a large body
+		return body, func() {}, err
+	}
+	b, err := br.Peek(4 + n)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, io.EOF
+		}
+		return nil, nil, err
+	}
+	return b[4:], func() { _, _ = br.Discard(4 + n) }, nil
+}
+
 func getReader(r io.Reader) *bufio.Reader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)

@@ -1,6 +1,7 @@
 package call
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -155,6 +156,21 @@ func FuzzFrameAndEnvelope(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{0, 0, 0, 5, 'n', 'u', 'l', 'l', ' '})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The in-place reader the session uses yields the same frames as
+		// ReadFrame.
+		br := bufio.NewReaderSize(bytes.NewReader(data), 64)
+		ref := bytes.NewReader(data)
+		for range 8 {
+			want, werr := ReadFrame(ref)
+			got, done, gerr := nextFrame(br)
+			if (werr == nil) != (gerr == nil) || (werr != nil && errors.Is(werr, io.EOF) != errors.Is(gerr, io.EOF)) || !bytes.Equal(got, want) {
+				t.Fatalf("nextFrame %q %v, ReadFrame %q %v", got, gerr, want, werr)
+			}
+			if gerr != nil {
+				break
+			}
+			done()
+		}
 		r := bytes.NewReader(data)
 		for range 8 {
 			body, err := ReadFrame(r)

@@ -189,7 +189,7 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		s.wg.Done()
 	}()
 	for {
-		body, err := ReadFrame(br)
+		body, done, err := nextFrame(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)) {
 				malformed = true
@@ -198,7 +198,8 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 			}
 			return
 		}
-		env, err := DecodeEnvelope(body)
+		env, err := DecodeEnvelope(body) // copies what it keeps
+		done()
 		if err != nil {
 			malformed = true
 			st.CancelRead(0)
@@ -594,7 +595,7 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 	br := getReader(st)
 	defer putReader(br)
 	for {
-		body, err := ReadFrame(br)
+		body, done, err := nextFrame(br)
 		if err != nil {
 			st.CancelRead(0)
 			if e := stopped(); e != nil {
@@ -611,7 +612,8 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 			}
 			return nil, Errorf(CodeInternal, "the peer closed the stream without an answer")
 		}
-		env, err := DecodeEnvelope(body)
+		env, err := DecodeEnvelope(body) // copies what it keeps
+		done()
 		if err != nil {
 			st.CancelRead(0)
 			return nil, Errorf(CodeInternal, "malformed answer from the peer")
