@@ -551,19 +551,25 @@ func TestDroppingSubscriptionSendsAbort(t *testing.T) {
 	waitFor(t, "server handler to see the abort", func() bool { return ended.Load() == 1 })
 }
 
-func TestDeadlineYieldsTimeoutAndCancels(t *testing.T) {
-	reg := call.NewRegistry(nil)
-	reg.SetDeadline(300 * time.Millisecond)
-	var sawCancel atomic.Int32
-	_ = reg.Register(query("slow/op", func(ctx context.Context, _ json.RawMessage) (any, error) {
+// slowOp is the query slow/op: it answers after 10 s unless its context
+// ends first, which it counts in cancelled.
+func slowOp(cancelled *atomic.Int32) call.Registration {
+	return query("slow/op", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		select {
 		case <-time.After(10 * time.Second):
 			return "late", nil
 		case <-ctx.Done():
-			sawCancel.Add(1)
+			cancelled.Add(1)
 			return nil, ctx.Err()
 		}
-	}))
+	})
+}
+
+func TestDeadlineYieldsTimeoutAndCancels(t *testing.T) {
+	reg := call.NewRegistry(nil)
+	reg.SetDeadline(300 * time.Millisecond)
+	var sawCancel atomic.Int32
+	_ = reg.Register(slowOp(&sawCancel))
 	conn := connect(t, startServer(t, reg, nil), call.New(nil), nil)
 	_, err := conn.Call(ctx5(t), "slow/op", nil)
 	var ce *call.Error
@@ -812,15 +818,7 @@ func TestConcurrentCallsShareOneConnection(t *testing.T) {
 func TestCallerDeadlineYieldsTimeoutAndAborts(t *testing.T) {
 	reg := call.NewRegistry(nil)
 	var sawCancel atomic.Int32
-	_ = reg.Register(query("slow/op", func(ctx context.Context, _ json.RawMessage) (any, error) {
-		select {
-		case <-time.After(10 * time.Second):
-			return "late", nil
-		case <-ctx.Done():
-			sawCancel.Add(1)
-			return nil, ctx.Err()
-		}
-	}))
+	_ = reg.Register(slowOp(&sawCancel))
 	conn := connect(t, startServer(t, reg, nil), call.New(nil), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -265,21 +265,27 @@ func startGRPCAnchor(useTLS bool, w workload) func(ctx context.Context, e *env) 
 			return checkEcho(out.Value)
 		}
 		return w(e, &caller{
-			one: one,
-			many: func(ctx context.Context, n int) error {
-				errs := make([]error, n)
-				var wg sync.WaitGroup
-				for i := range n {
-					wg.Go(func() { errs[i] = one(ctx) })
-				}
-				wg.Wait()
-				return errors.Join(errs...)
-			},
+			one:  one,
+			many: manyAtOnce(one),
 			stop: func() {
 				_ = cc.Close()
 				stopServer()
 			},
 		}), nil
+	}
+}
+
+// manyAtOnce makes n calls of one at once, each on its own goroutine,
+// and joins their errors.
+func manyAtOnce(one func(context.Context) error) func(context.Context, int) error {
+	return func(ctx context.Context, n int) error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { errs[i] = one(ctx) })
+		}
+		wg.Wait()
+		return errors.Join(errs...)
 	}
 }
 
@@ -431,16 +437,8 @@ func startQUICFloor(w workload) func(ctx context.Context, e *env) (*instance, er
 			return nil
 		}
 		return w(e, &caller{
-			one: one,
-			many: func(ctx context.Context, n int) error {
-				errs := make([]error, n)
-				var wg sync.WaitGroup
-				for i := range n {
-					wg.Go(func() { errs[i] = one(ctx) })
-				}
-				wg.Wait()
-				return errors.Join(errs...)
-			},
+			one:  one,
+			many: manyAtOnce(one),
 			stop: func() {
 				_ = qc.CloseWithError(0, "")
 				stopServer()
