@@ -498,7 +498,7 @@ func (s *Session) Call(ctx context.Context, name string, input any, opts ...Call
 	case <-p.failed:
 		return nil, p.err
 	case <-ctx.Done():
-		return nil, s.gaveUp(ctx, id, timeout)
+		return nil, s.gaveUp(id, errors.Is(ctx.Err(), context.DeadlineExceeded), timeout)
 	}
 }
 
@@ -525,10 +525,11 @@ func answer(env Envelope, name string) (json.RawMessage, error) {
 	}
 }
 
-// gaveUp aborts request id on the peer after ctx ended.
-func (s *Session) gaveUp(ctx context.Context, id string, timeout time.Duration) error {
+// gaveUp aborts request id on the peer after the caller stopped waiting:
+// TIMEOUT when its time ran out, else cancelled.
+func (s *Session) gaveUp(id string, timedOut bool, timeout time.Duration) error {
 	_ = s.Abort(id)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if timedOut {
 		return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
 	}
 	return Errorf(CodeInternal, "request cancelled")
@@ -558,11 +559,9 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 	stopped := func() error {
 		switch {
 		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
-			_ = s.Abort(id)
-			return Errorf(CodeInternal, "request cancelled")
+			return s.gaveUp(id, false, timeout)
 		case !time.Now().Before(deadline):
-			_ = s.Abort(id)
-			return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer from the peer within %s", timeout), Retryable: true}
+			return s.gaveUp(id, true, timeout)
 		case s.ctx.Err() != nil || s.conn.Context().Err() != nil:
 			return ErrConnectionClosed
 		}
