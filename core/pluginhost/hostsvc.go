@@ -139,7 +139,9 @@ func bridge(st endpoint.Stream, rpc grpc.BidiStreamingServer[pluginpb.Chunk, plu
 				return
 			}
 			if len(c.GetData()) > 0 {
-				if _, err := st.Write(c.GetData()); err != nil {
+				_, err := st.Write(c.GetData())
+				pluginpb.ReleaseChunkData(c.GetData())
+				if err != nil {
 					st.CancelRead(0)
 					return
 				}

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 
 	"alknet.dev/alknet/proto/pluginpb"
 )
@@ -113,6 +114,8 @@ func serverOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(2 << 20),
 		grpc.ReadBufferSize(256 << 10),
 		grpc.WriteBufferSize(256 << 10),
+		grpc.ForceServerCodecV2(pluginpb.Codec{}),
+		experimental.BufferPool(pluginpb.ChunkBuffers),
 	}
 }
 
@@ -124,6 +127,8 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(2 << 20),
 		grpc.WithReadBufferSize(256 << 10),
 		grpc.WithWriteBufferSize(256 << 10),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(pluginpb.Codec{})),
+		experimental.WithBufferPool(pluginpb.ChunkBuffers),
 	}
 }
 

@@ -37,6 +37,7 @@ type Stream struct {
 	rerr     error         // set before in is closed
 	finished chan struct{} // closed when the core has ended the RPC
 	rbuf     []byte
+	rfull    []byte // the chunk rbuf is part of, released once read
 
 	dmu          sync.Mutex
 	readDeadline time.Time
@@ -114,7 +115,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				if !ok {
 					return 0, s.rerr
 				}
-				s.rbuf = b
+				s.rbuf, s.rfull = b, b
 			case <-timer:
 				return 0, os.ErrDeadlineExceeded
 			case <-s.dlChanged:
@@ -125,6 +126,10 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.rbuf)
 	s.rbuf = s.rbuf[n:]
+	if len(s.rbuf) == 0 {
+		pluginpb.ReleaseChunkData(s.rfull)
+		s.rfull = nil
+	}
 	return n, nil
 }
 
