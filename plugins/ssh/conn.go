@@ -82,6 +82,7 @@ func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Sig
 		MaxAuthTries:              cfg.maxAuthAttempts,
 		ServerVersion:             "SSH-2.0-alknet_" + Version,
 	}
+	sc.Ciphers = cfg.ciphers
 	sc.AddHostKey(signer)
 
 	// The banner, key exchange and authentication must finish in time: a

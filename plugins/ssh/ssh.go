@@ -132,7 +132,10 @@ const configSchema = `{
     "cert_authorities": {"type": "array", "items": {"type": "object", "required": ["public_key"], "additionalProperties": false,
       "properties": {"public_key": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}}}},
     "max_auth_attempts": {"type": "integer", "minimum": 1, "default": 5},
-    "handshake_timeout": {"type": "string", "default": "30s"}
+    "handshake_timeout": {"type": "string", "default": "30s"},
+    "ciphers": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+      "default": ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
+      "description": "session ciphers offered, in order (chacha20-poly1305@openssh.com is supported but slow in Go on amd64, so not offered by default)"}
   }
 }`
 

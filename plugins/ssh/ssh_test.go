@@ -181,11 +181,17 @@ func (c streamConn) SetWriteDeadline(time.Time) error { return nil }
 
 // dial opens a stream and runs an SSH client handshake on it.
 func (f *fixture) dial(signers ...gossh.Signer) (*gossh.Client, gossh.PublicKey, error) {
+	return f.dialWith(nil, signers...)
+}
+
+// dialWith dials offering only ciphers (nil: x/crypto/ssh's defaults).
+func (f *fixture) dialWith(ciphers []string, signers ...gossh.Signer) (*gossh.Client, gossh.PublicKey, error) {
 	st := f.conn.OpenStream()
 	var hostKey gossh.PublicKey
 	cfg := &gossh.ClientConfig{
-		User: "anyone",
-		Auth: []gossh.AuthMethod{gossh.PublicKeys(signers...)},
+		Config: gossh.Config{Ciphers: ciphers},
+		User:   "anyone",
+		Auth:   []gossh.AuthMethod{gossh.PublicKeys(signers...)},
 		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error {
 			hostKey = k
 			return nil
@@ -340,11 +346,42 @@ func TestSettingsErrors(t *testing.T) {
 		{map[string]any{"cert_authorities": []map[string]any{{"public_key": "not a key"}}}, "cert_authorities[0]"},
 		{map[string]any{"max_auth_attempts": 0}, "max_auth_attempts"},
 		{map[string]any{"handshake_timeout": "soon"}, "handshake_timeout"},
+		{map[string]any{"ciphers": []string{}}, "ciphers: empty"},
+		{map[string]any{"ciphers": []string{"aes128-cbc"}}, `"aes128-cbc" is not supported`},
 	} {
 		_, err := sdktest.New(&ssh.Handler{}, tc.settings)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("settings %v: error %v; want one naming %s", tc.settings, err, tc.want)
 		}
+	}
+}
+
+// The default ciphers leave out chacha20-poly1305 (slow in x/crypto/ssh
+// on amd64), so a client that offers only it is refused, and one that
+// offers OpenSSH's default order (chacha20 first) gets AES; settings can
+// put it back.
+func TestCiphers(t *testing.T) {
+	var signer gossh.Signer
+	f := newFixture(t, func(dir string, settings map[string]any) {
+		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
+	})
+	if _, _, err := f.dialWith([]string{gossh.CipherChaCha20Poly1305}, signer); err == nil || !strings.Contains(err.Error(), "no common algorithm") {
+		t.Fatalf("chacha20-only client against the defaults: %v, want no common algorithm", err)
+	}
+	openssh := []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128CTR, gossh.CipherAES192CTR, gossh.CipherAES256CTR, gossh.CipherAES128GCM, gossh.CipherAES256GCM}
+	if _, _, err := f.dialWith(openssh, signer); err != nil {
+		t.Fatalf("OpenSSH's cipher order against the defaults: %v", err)
+	}
+
+	f = newFixture(t, func(dir string, settings map[string]any) {
+		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
+		settings["ciphers"] = []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128GCM}
+	})
+	if _, _, err := f.dialWith([]string{gossh.CipherChaCha20Poly1305}, signer); err != nil {
+		t.Fatalf("chacha20 client with ciphers set to include it: %v", err)
+	}
+	if _, _, err := f.dialWith([]string{gossh.CipherAES128CTR}, signer); err == nil {
+		t.Fatal("a cipher left out of ciphers was accepted")
 	}
 }
 

@@ -185,6 +185,13 @@ func TestManifestSchemaMatchesSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	props := v["properties"].(map[string]any)
+	var def []string
+	for _, c := range props["ciphers"].(map[string]any)["default"].([]any) {
+		def = append(def, c.(string))
+	}
+	if !slices.Equal(def, DefaultCiphers) {
+		t.Errorf("schema's ciphers default %v, DefaultCiphers %v", def, DefaultCiphers)
+	}
 	keys := map[string]bool{}
 	st := reflect.TypeFor[Settings]()
 	for i := range st.NumField() {
