@@ -44,6 +44,7 @@ var m4 = []benchmark{
 		Anchor:  variant{Label: "bare quic-go Listen + DialAddr, server in a child process", Start: startChildQUICEcho},
 	},
 	pluginCallBench(),
+	ipcFloor,
 	{
 		Name: "plugin-cold-start", Area: "plugins", Unit: "ms", HigherIsBetter: false, Max: 150, Delta: true,
 		Description: "launch `alknet serve` and wait for its dial string (printed once plugins are ready or failed): with the echo plugin minus with it disabled = the plugin's cold start (verify, exec, handshake, describe, configure)",
@@ -113,55 +114,67 @@ const childRoleEnv = "ALKNET_BENCH_CHILD"
 // dies). "quic-echo": the bare quic-go echo of anchors.go with a key of its
 // own, its address printed on stdout.
 func runChild(role string) int {
-	if role != "quic-echo" {
+	var addr string
+	var stop func()
+	switch role {
+	case "quic-echo":
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		cert, err := identity.RawKeyTLSCertificate(key)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		srv, err := startQUICEcho((&env{cert: cert}).serverTLS())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		addr, stop = srv.addr(), srv.stop
+	case "grpc-pingpong":
+		srv, err := startPingPongServer()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		addr, stop = srv.addr, srv.stop
+	default:
 		fmt.Fprintf(os.Stderr, "bench: unknown child role %q\n", role)
 		return 2
 	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench child:", err)
-		return 1
-	}
-	cert, err := identity.RawKeyTLSCertificate(key)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench child:", err)
-		return 1
-	}
-	srv, err := startQUICEcho((&env{cert: cert}).serverTLS())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench child:", err)
-		return 1
-	}
-	fmt.Printf("listening %s\n", srv.addr())
+	fmt.Printf("listening %s\n", addr)
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	srv.stop()
+	stop()
 	return 0
 }
 
-// startChildQUICEcho runs the bare quic-go echo in a child process (this
-// executable, runChild) and measures it like the in-process anchor.
-func startChildQUICEcho(ctx context.Context, e *env) (*instance, error) {
+// startChild runs this executable as the server of role (runChild) and
+// returns the address it listens on and how to stop it.
+func startChild(role string) (addr string, stop func(), err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childRoleEnv+"=quic-echo")
+	cmd.Env = append(os.Environ(), childRoleEnv+"="+role)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	cmd.WaitDelay = 5 * time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	stop := func() {
+	stop = func() {
 		_ = stdin.Close()
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
@@ -176,7 +189,17 @@ func startChildQUICEcho(ctx context.Context, e *env) (*instance, error) {
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening ")
 	if err != nil || !ok {
 		stop()
-		return nil, fmt.Errorf("bench child printed %q: %v", line, err)
+		return "", nil, fmt.Errorf("bench child %s printed %q: %v", role, line, err)
+	}
+	return addr, stop, nil
+}
+
+// startChildQUICEcho runs the bare quic-go echo in a child process (this
+// executable, runChild) and measures it like the in-process anchor.
+func startChildQUICEcho(ctx context.Context, e *env) (*instance, error) {
+	addr, stop, err := startChild("quic-echo")
+	if err != nil {
+		return nil, err
 	}
 	return throughput(e, quicOpener(addr, e.clientTLS()), stop), nil
 }
