@@ -186,11 +186,7 @@ func Encode(typ, id string, p any) ([]byte, error) {
 // or output is checked once with json.Valid and copied as it is; everything
 // else still goes through encoding/json.
 func appendEnvelope(dst []byte, typ, id string, p any) ([]byte, error) {
-	dst = append(dst, `{"type":`...)
-	dst = appendJSONString(dst, typ)
-	dst = append(dst, `,"id":`...)
-	dst = appendJSONString(dst, id)
-	dst = append(dst, `,"payload":`...)
+	dst = appendEnvelopeStart(dst, typ, id)
 	var err error
 	switch v := p.(type) {
 	case json.RawMessage:
@@ -211,6 +207,15 @@ func appendEnvelope(dst []byte, typ, id string, p any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s payload: %w", typ, err)
 	}
 	return append(dst, '}'), nil
+}
+
+// appendEnvelopeStart appends the envelope up to its payload's value.
+func appendEnvelopeStart(dst []byte, typ, id string) []byte {
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, typ)
+	dst = append(dst, `,"id":`...)
+	dst = appendJSONString(dst, id)
+	return append(dst, `,"payload":`...)
 }
 
 // appendRequest appends a call.requested payload; a forwarded_for

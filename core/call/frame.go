@@ -7,6 +7,7 @@ package call
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -86,28 +87,29 @@ const maxPooled = 64 << 10
 
 // nextFrame reads one frame from br like ReadFrame. A frame that fits in
 // br's buffer is returned in place, without a copy: the body is valid only
-// until done is called, which must happen before the next read from br.
-func nextFrame(br *bufio.Reader) (body []byte, done func(), err error) {
+// until the caller discards it with br.Discard(skip), which must happen
+// before the next read from br (skip is 0 for a copied body).
+func nextFrame(br *bufio.Reader) (body []byte, skip int, err error) {
 	hdr, err := br.Peek(4)
 	if err != nil {
 		if len(hdr) > 0 || errors.Is(err, io.EOF) {
-			return nil, nil, io.EOF
+			return nil, 0, io.EOF
 		}
-		return nil, nil, err
+		return nil, 0, err
 	}
 	n := int(binary.BigEndian.Uint32(hdr))
 	if n == 0 || n > MaxFrame || 4+n > br.Size() {
 		body, err := ReadFrame(br) // reports the bad length, or copies a large body
-		return body, func() {}, err
+		return body, 0, err
 	}
 	b, err := br.Peek(4 + n)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, io.EOF
+			return nil, 0, io.EOF
 		}
-		return nil, nil, err
+		return nil, 0, err
 	}
-	return b[4:], func() { _, _ = br.Discard(4 + n) }, nil
+	return b[4:], 4 + n, nil
 }
 
 func getReader(r io.Reader) *bufio.Reader {
@@ -125,6 +127,34 @@ func putReader(br *bufio.Reader) {
 // pooled buffer *bp.
 func encodeFrame(bp *[]byte, typ, id string, payload any) ([]byte, error) {
 	b, err := appendEnvelope(append((*bp)[:0], 0, 0, 0, 0), typ, id, payload)
+	return finishFrame(bp, b, err)
+}
+
+// encodeAnswer is encodeFrame for a call.responded carrying out, and
+// encodeRequest for a call.requested: typed, so that the hot path boxes
+// no payload into an interface.
+func encodeAnswer(bp *[]byte, id string, out json.RawMessage) ([]byte, error) {
+	b := appendEnvelopeStart(append((*bp)[:0], 0, 0, 0, 0), EventResponded, id)
+	b = append(b, `{"output":`...)
+	b, err := appendRaw(b, out)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", EventResponded, err)
+	}
+	return finishFrame(bp, append(b, '}', '}'), nil)
+}
+
+func encodeRequest(bp *[]byte, id string, p requestPayload) ([]byte, error) {
+	b := appendEnvelopeStart(append((*bp)[:0], 0, 0, 0, 0), EventRequested, id)
+	b, err := appendRequest(b, p)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", EventRequested, err)
+	}
+	return finishFrame(bp, append(b, '}'), nil)
+}
+
+// finishFrame keeps the grown buffer in *bp, checks the size and writes
+// the length header.
+func finishFrame(bp *[]byte, b []byte, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}

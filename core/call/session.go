@@ -99,12 +99,24 @@ func (w *streamWriter) send(typ, id string, payload any) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	b, err := encodeFrame(bp, typ, id, payload)
+	return w.write(b, err)
+}
+
+// answer sends call.responded with out.
+func (w *streamWriter) answer(id string, out json.RawMessage) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := encodeAnswer(bp, id, out)
+	return w.write(b, err)
+}
+
+func (w *streamWriter) write(frame []byte, err error) error {
 	if err != nil {
 		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, err = w.s.Write(b)
+	_, err = w.s.Write(frame)
 	return err
 }
 
@@ -189,7 +201,7 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		s.wg.Done()
 	}()
 	for {
-		body, done, err := nextFrame(br)
+		body, skip, err := nextFrame(br)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)) {
 				malformed = true
@@ -199,7 +211,7 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 			return
 		}
 		env, err := DecodeEnvelope(body) // copies what it keeps
-		done()
+		_, _ = br.Discard(skip)
 		if err != nil {
 			malformed = true
 			st.CancelRead(0)
@@ -310,8 +322,9 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 	if s.closed.Load() {
 		return // the connection is gone: nobody waits for an answer
 	}
-	emit := func(b json.RawMessage) error {
-		return w.send(EventResponded, env.ID, RespondedPayload{Output: b})
+	var emit func(json.RawMessage) error
+	if subscribe {
+		emit = func(b json.RawMessage) error { return w.answer(env.ID, b) }
 	}
 	out, cerr := s.o.Registry.Invoke(ctx, Invocation{
 		Name: name, Input: json.RawMessage(p.Input), Identity: id, ForwardedFor: p.ForwardedFor,
@@ -325,7 +338,7 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 	case subscribe:
 		_ = w.send(EventCompleted, env.ID, empty)
 	default:
-		_ = w.send(EventResponded, env.ID, RespondedPayload{Output: out})
+		_ = w.answer(env.ID, out)
 	}
 }
 
@@ -576,8 +589,13 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 	}
 	sub := false
 	payload := requestPayload{RequestPayload: RequestPayload{OperationID: "/" + normalize(name), Input: in, AuthToken: s.o.AuthToken, ForwardedFor: co.forwardedFor}, Subscribe: &sub}
-	w := &streamWriter{s: st}
-	if err := w.send(EventRequested, id, payload); err != nil {
+	bp := getBuf()
+	frame, err := encodeRequest(bp, id, payload)
+	if err == nil {
+		_, err = st.Write(frame) // the stream is this call's alone
+	}
+	putBuf(bp)
+	if err != nil {
 		st.CancelWrite(0)
 		st.CancelRead(0)
 		return nil, Errorf(CodeInternal, "cannot send: %v", err)
@@ -594,7 +612,7 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 	br := getReader(st)
 	defer putReader(br)
 	for {
-		body, done, err := nextFrame(br)
+		body, skip, err := nextFrame(br)
 		if err != nil {
 			st.CancelRead(0)
 			if e := stopped(); e != nil {
@@ -612,7 +630,7 @@ func (s *Session) callDirect(ctx context.Context, name string, input any, co cal
 			return nil, Errorf(CodeInternal, "the peer closed the stream without an answer")
 		}
 		env, err := DecodeEnvelope(body) // copies what it keeps
-		done()
+		_, _ = br.Discard(skip)
 		if err != nil {
 			st.CancelRead(0)
 			return nil, Errorf(CodeInternal, "malformed answer from the peer")
