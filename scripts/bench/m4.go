@@ -134,6 +134,13 @@ func runChild(role string) int {
 			return 1
 		}
 		addr, stop = srv.addr(), srv.stop
+	case "go-ssh":
+		srv, err := startGoSSHServer()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		addr, stop = srv.ln.Addr().String(), srv.stop
 	case "grpc-pingpong":
 		srv, err := startPingPongServer()
 		if err != nil {

@@ -66,6 +66,7 @@ func suite() []benchmark {
 	all = append(all, m3...)
 	all = append(all, m4...)
 	all = append(all, m5...)
+	all = append(all, gosshRows...)
 	return all
 }
 
