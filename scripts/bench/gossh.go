@@ -32,6 +32,15 @@ var gosshRows = []benchmark{
 		Anchor:  variant{Label: sshdLabel, Start: sshVariant(startSSHD, sshBulk)},
 	},
 	{
+		Name: "ssh-throughput-gcm", Area: "ssh", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.9, Informational: true,
+		Description: "as ssh-throughput-plain with the plugin set to ciphers = AES-GCM only (so OpenSSH picks aes128-gcm@openssh.com instead of aes128-ctr + HMAC): the throughput setting for clients that all speak AES-GCM",
+		Rounds:      3, ShortRounds: 3,
+		Subject: variant{Label: alknetSSHLabel + ", ciphers = AES-GCM", Start: sshVariant(func(ctx context.Context) (*sshSide, error) {
+			return startAlknetSSHWith(ctx, `ciphers = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]`)
+		}, sshBulk)},
+		Anchor: variant{Label: sshdLabel, Start: sshVariant(startSSHD, sshBulk)},
+	},
+	{
 		Name: "ssh-throughput-vs-gossh", Area: "ssh", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.9, Informational: true,
 		Description: "ssh-throughput-plain's alknet side against the bare x/crypto/ssh exec server: what the node and the plugin bridge cost on top of the library",
 		Rounds:      3, ShortRounds: 3,

@@ -308,7 +308,10 @@ func shellQuote(s string) string {
 // startAlknetSSH starts `alknet serve` with the SSH plugin alone, a plain
 // TCP listener for alknet/ssh and an exec allow-list of head and true, and
 // registers a fresh client key as a peer with ssh:exec before it starts.
-func startAlknetSSH(ctx context.Context) (*sshSide, error) {
+func startAlknetSSH(ctx context.Context) (*sshSide, error) { return startAlknetSSHWith(ctx, "") }
+
+// startAlknetSSHWith is startAlknetSSH with extra [plugins.ssh] lines.
+func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, error) {
 	client, _, err := sshTools()
 	if err != nil {
 		return nil, err
@@ -346,9 +349,9 @@ func startAlknetSSH(ctx context.Context) (*sshSide, error) {
 	// The exec allow-list sits directly under [plugins.ssh] (table form:
 	// command name → absolute path; see plugins/ssh/settings.go).
 	config := fmt.Sprintf("[[listeners.plain]]\naddr = %q\nalpn = \"alknet/ssh\"\n\n"+
-		"[plugins.ssh]\nexec_allow = { head = %s, \"true\" = %s }\n\n"+
+		"[plugins.ssh]\nexec_allow = { head = %s, \"true\" = %s }\n%s\n"+
 		"[plugins.echo]\ndisabled = true\n",
-		plainAddr, strconv.Quote(allow["head"]), strconv.Quote(allow["true"]))
+		plainAddr, strconv.Quote(allow["head"]), strconv.Quote(allow["true"]), sshSettings)
 	for _, name := range others {
 		if name != "ssh" {
 			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
