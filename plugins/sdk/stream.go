@@ -19,6 +19,9 @@ type chunkStream interface {
 	Recv() (*pluginpb.Chunk, error)
 }
 
+// errRPCEnded fails writes once the core has ended the stream's RPC.
+var errRPCEnded = fmt.Errorf("stream: %w", net.ErrClosed)
+
 // ResetError is returned by Read after the peer reset its direction.
 type ResetError struct{ Code uint64 }
 
@@ -43,15 +46,27 @@ type Stream struct {
 	readDeadline time.Time
 	dlChanged    chan struct{}
 
+	// Write side: Write copies into pend and the sender goroutine sends
+	// what has gathered (see Write).
 	wmu     sync.Mutex
-	wclosed bool
+	wcond   sync.Cond     // wakes writers waiting for room in pend
+	pend    *[]byte       // bytes not yet sent (from pluginpb.ChunkBuffers)
+	wclosed bool          // CloseWrite or CancelWrite was called
+	fin     bool          // FIN to send after pend
+	reset   bool          // reset to send (pend dropped)
+	code    uint64        // the reset's code
+	sending bool          // the sender goroutine runs
+	werr    error         // the first send error; every later write returns it
+	wended  bool          // wdone is closed
+	wdone   chan struct{} // closed once the FIN/reset is sent or cannot be
 	once    sync.Once
 }
 
 var _ net.Conn = (*Stream)(nil)
 
 func newStream(cs chunkStream, cancel context.CancelFunc, local, remote net.Addr) *Stream {
-	s := &Stream{cs: cs, cancel: cancel, local: local, remote: remote, in: make(chan []byte, 4), finished: make(chan struct{}), dlChanged: make(chan struct{}, 1)}
+	s := &Stream{cs: cs, cancel: cancel, local: local, remote: remote, in: make(chan []byte, 4), finished: make(chan struct{}), dlChanged: make(chan struct{}, 1), wdone: make(chan struct{})}
+	s.wcond.L = &s.wmu
 	go s.pump()
 	return s
 }
@@ -61,6 +76,7 @@ func newStream(cs chunkStream, cancel context.CancelFunc, local, remote net.Addr
 // flight. It is owned by the stream and ends with it.
 func (s *Stream) pump() {
 	defer close(s.finished)
+	defer s.failWrites(errRPCEnded)
 	open := true
 	end := func(err error) {
 		if open {
@@ -133,44 +149,188 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write sends p in chunks of at most 256 KiB; it blocks on flow control.
+// Write queues p for the peer and returns once it is copied; it blocks
+// while a full chunk (pluginpb.ChunkSize) is already waiting, which is how
+// the peer's flow control reaches the writer. An error of an earlier send
+// is returned by the next Write (and by CloseWrite), as with a socket.
+//
+// Writes are gathered: a sender goroutine sends whatever has queued since
+// its last message, so a burst of small writes — x/crypto/ssh writes each
+// packet in three pieces — crosses the bridge as one message, while a
+// lone write leaves at once (no timer, no added latency when idle).
 func (s *Stream) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.wclosed {
-		return 0, net.ErrClosed
-	}
 	n := 0
 	for len(p) > 0 {
-		c := min(len(p), pluginpb.ChunkSize)
-		if err := s.cs.Send(&pluginpb.Chunk{Data: p[:c]}); err != nil {
-			return n, fmt.Errorf("stream: %w", err)
+		for s.werr == nil && !s.wclosed && s.pend != nil && len(*s.pend) >= pluginpb.ChunkSize {
+			s.wcond.Wait()
 		}
+		if s.werr != nil {
+			return n, s.werr
+		}
+		if s.wclosed {
+			return n, net.ErrClosed
+		}
+		c := min(len(p), pluginpb.ChunkSize-s.pendLen())
+		s.grow(c)
+		*s.pend = append(*s.pend, p[:c]...)
 		n += c
 		p = p[c:]
+		s.kick()
 	}
 	return n, nil
 }
 
-// CloseWrite half-closes: the peer reads EOF; reading goes on.
-func (s *Stream) CloseWrite() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.wclosed {
-		return nil
+func (s *Stream) pendLen() int {
+	if s.pend == nil {
+		return 0
 	}
-	s.wclosed = true
-	return s.cs.Send(&pluginpb.Chunk{Fin: true})
+	return len(*s.pend)
 }
 
-// CancelWrite resets the sending direction with code.
-func (s *Stream) CancelWrite(code uint64) {
+// grow makes room for n more bytes in pend, moving to a larger pooled
+// buffer when needed (doubling, so a burst costs few copies).
+func (s *Stream) grow(n int) {
+	if s.pend == nil {
+		s.pend = pluginpb.ChunkBuffers.Get(max(n, 4<<10))
+		*s.pend = (*s.pend)[:0]
+		return
+	}
+	if have := *s.pend; cap(have)-len(have) < n {
+		bp := pluginpb.ChunkBuffers.Get(max(len(have)+n, 2*cap(have)))
+		*bp = append((*bp)[:0], have...)
+		pluginpb.ChunkBuffers.Put(s.pend)
+		s.pend = bp
+	}
+}
+
+// kick has the sender send what is queued, starting it if it is not
+// running. Called with wmu held.
+func (s *Stream) kick() {
+	if !s.sending {
+		s.sending = true
+		go s.sender()
+	}
+}
+
+// sender sends what the writers queued, in order, then the FIN or reset.
+// It runs while there is something to send — a burst gathers in pend
+// while a Send is under way — and ends when pend is empty, after the FIN
+// or reset, or after a failed send; kick starts it again.
+func (s *Stream) sender() {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	for {
+		if s.werr != nil || (s.pendLen() == 0 && !s.fin && !s.reset) {
+			s.sending = false
+			if s.werr != nil {
+				if s.pend != nil {
+					pluginpb.ChunkBuffers.Put(s.pend) // cannot be sent any more
+					s.pend = nil
+				}
+				if s.fin || s.reset {
+					s.endLocked()
+				}
+			}
+			return
+		}
+		c := &pluginpb.Chunk{}
+		bp := s.pend
+		s.pend = nil
+		if s.reset {
+			c.Reset_, c.Code = true, s.code
+			if bp != nil {
+				pluginpb.ChunkBuffers.Put(bp) // a reset abandons unsent bytes
+				bp = nil
+			}
+		} else {
+			if bp != nil {
+				c.Data = *bp
+			}
+			c.Fin = s.fin
+		}
+		last := c.Fin || c.Reset_
+		s.wcond.Broadcast() // room for writers waiting on a full chunk
+		s.wmu.Unlock()
+
+		err := s.cs.Send(c)
+		if bp != nil {
+			pluginpb.ChunkBuffers.Put(bp) // Send has encoded it
+		}
+
+		s.wmu.Lock()
+		if err != nil && s.werr == nil {
+			s.werr = fmt.Errorf("stream: %w", err)
+			s.wcond.Broadcast()
+		}
+		if last {
+			s.sending = false
+			s.endLocked()
+			return
+		}
+	}
+}
+
+// endLocked marks the write side finished (FIN or reset sent, or sending
+// impossible) for endWrite. Called with wmu held.
+func (s *Stream) endLocked() {
+	if !s.wended {
+		s.wended = true
+		close(s.wdone)
+	}
+}
+
+// failWrites ends the write side when the RPC has ended: nothing queued
+// can be sent any more.
+func (s *Stream) failWrites(err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.werr == nil {
+		s.werr = err
+	}
+	if s.pend != nil && !s.sending {
+		pluginpb.ChunkBuffers.Put(s.pend)
+		s.pend = nil
+	}
+	s.wcond.Broadcast()
+	s.endLocked()
+}
+
+// CloseWrite half-closes once the queued bytes are sent: the peer reads
+// EOF; reading goes on. It returns when the FIN has left, with the error
+// of any send that failed.
+func (s *Stream) CloseWrite() error {
+	return s.endWrite(false, 0)
+}
+
+// CancelWrite resets the sending direction with code; bytes not yet sent
+// are dropped.
+func (s *Stream) CancelWrite(code uint64) {
+	_ = s.endWrite(true, code)
+}
+
+func (s *Stream) endWrite(reset bool, code uint64) error {
+	s.wmu.Lock()
 	if !s.wclosed {
 		s.wclosed = true
-		_ = s.cs.Send(&pluginpb.Chunk{Reset_: true, Code: code})
+		if s.werr == nil {
+			if reset {
+				s.reset, s.code = true, code
+			} else {
+				s.fin = true
+			}
+			s.kick()
+		}
 	}
+	wait := (s.fin || s.reset) && !s.wended
+	s.wmu.Unlock()
+	if wait {
+		<-s.wdone
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.werr
 }
 
 // Close half-closes if needed and releases the stream once the core has
