@@ -382,22 +382,38 @@ func (s *session) run(path string, args []string, env ...string) {
 		return
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout = s.ch
-	cmd.Stderr = s.ch.Stderr()
-	// After the program exits, give its output this long to drain (a
-	// background child may hold the pipes open).
-	cmd.WaitDelay = 2 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err == nil {
-		err = cmd.Start()
-	}
+	// The program's stdout and stderr are pipes of ours, so that Wait
+	// returns when it exits and one drain time bounds both copies.
+	cmd.WaitDelay = outputDrain
+	stdout, pw, err := outputPipe(stdoutPipeSize)
 	if err != nil {
 		s.c.log.Info("exec failed", "error", err.Error())
 		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
 		return
 	}
+	stderr, ew, err := outputPipe(0)
+	if err != nil {
+		_, _ = stdout.Close(), pw.Close()
+		s.c.log.Info("exec failed", "error", err.Error())
+		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
+		return
+	}
+	cmd.Stdout, cmd.Stderr = pw, ew
+	stdin, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	_, _ = pw.Close(), ew.Close() // the program has its copies
+	if err != nil {
+		_, _ = stdout.Close(), stderr.Close()
+		s.c.log.Info("exec failed", "error", err.Error())
+		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
+		return
+	}
 	s.setProc(cmd.Process, nil)
-	s.wg.Add(2)
+	var copies sync.WaitGroup
+	copies.Add(2)
+	s.wg.Add(4)
 	go func() {
 		// client → program stdin; ends at the client's EOF or when the
 		// program is gone. Owned by the session.
@@ -406,11 +422,85 @@ func (s *session) run(path string, args []string, env ...string) {
 		_ = stdin.Close()
 	}()
 	go func() {
+		// program stdout → client, in reads of up to stdoutBuffer; ends
+		// at the pipe's EOF or when the exit below closes the pipe.
+		// Owned by the session, as the stderr copy below.
+		defer s.wg.Done()
+		defer copies.Done()
+		copyOut(s.ch, stdout, stdoutBuffer)
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer copies.Done()
+		copyOut(s.ch.Stderr(), stderr, 32<<10)
+	}()
+	go func() {
 		defer s.wg.Done()
 		_ = cmd.Wait()
+		// The exit status goes after all the output, as with sshd; a
+		// background child holding the pipes gets outputDrain.
+		copied := make(chan struct{})
+		go func() {
+			// Owned by this goroutine, which waits for it below.
+			copies.Wait()
+			close(copied)
+		}()
+		select {
+		case <-copied:
+		case <-time.After(outputDrain):
+		}
+		_, _ = stdout.Close(), stderr.Close()
+		<-copied
 		s.markExited()
 		s.report(cmd.ProcessState)
 	}()
+}
+
+const (
+	// outputDrain is how long a program's output may still flow after it
+	// exited (a background child may hold the pipes open).
+	outputDrain = 2 * time.Second
+	// stdoutPipeSize is asked for the stdout pipe of an exec (Linux's
+	// default is 64 KiB, and 1 MiB is the default limit for unprivileged
+	// processes, /proc/sys/fs/pipe-max-size).
+	stdoutPipeSize = 1 << 20
+	// stdoutBuffer is the largest read from that pipe.
+	stdoutBuffer = 256 << 10
+)
+
+// copyOut copies r to w in reads of up to size bytes (io.Copy would hand
+// an *os.File's reads to its WriteTo, in 32 KiB). It returns at r's EOF
+// or error, or at w's error.
+func copyOut(w io.Writer, r io.Reader, size int) {
+	buf := make([]byte, size)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// outputPipe is a pipe a program writes its output to, grown to size
+// bytes if size > 0. With stdout's pipe at 1 MiB, bulk output (`ssh node
+// cat file`) reaches the plugin in reads of up to 256 KiB instead of
+// 32 KiB (os/exec's pipe and copy), and every layer after it — SSH
+// packets, the bridge, the node's socket writes — works in larger batches
+// with fewer wake-ups. A pipe that cannot grow keeps its size.
+func outputPipe(size int) (r, w *os.File, err error) {
+	r, w, err = os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("output pipe: %w", err)
+	}
+	if rc, err := w.SyscallConn(); err == nil && size > 0 {
+		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
+	}
+	return r, w, nil
 }
 
 func (s *session) runPTY(cmd *exec.Cmd) {

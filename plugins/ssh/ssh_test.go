@@ -428,6 +428,30 @@ func TestExecExitStatus(t *testing.T) {
 	}
 }
 
+// Bulk output arrives whole and before the exit status; a background
+// child still holding stdout delays the end of the session by the drain
+// time only.
+func TestExecOutputAndExit(t *testing.T) {
+	f := newFixture(t, func(_ string, s map[string]any) {
+		s["exec_allow"] = map[string]string{"head": lookPath(t, "head"), "sh": lookPath(t, "sh")}
+	})
+	c := f.mustDial(f.alice)
+	const size = 8<<20 + 12345 // several pipe buffers and reads, not a multiple of either
+	out, errOut, status := run(t, c, fmt.Sprintf("head -c %d /dev/zero", size), nil)
+	if len(out) != size || strings.Trim(out, "\x00") != "" || errOut != "" || status != 0 {
+		t.Fatalf("head -c %d: %d bytes of stdout, stderr %q, status %d", size, len(out), errOut, status)
+	}
+
+	start := time.Now()
+	out, _, status = run(t, c, "sh -c 'sleep 30 & echo started; exit 3'", nil)
+	if out != "started\n" || status != 3 {
+		t.Fatalf("a program leaving a child behind: stdout %q status %d; want \"started\\n\" and 3", out, status)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the session ended %v after the program exited; its child held stdout, and the drain is 2s", d)
+	}
+}
+
 func TestExecNotAllowed(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.mustDial(f.alice)
