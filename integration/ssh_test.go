@@ -206,6 +206,35 @@ func TestSSHPlainTCPListener(t *testing.T) {
 	}
 }
 
+// OpenSSH lists chacha20-poly1305, AES-CTR, then AES-GCM; with the node's
+// default server preference it gets AES-GCM, and a client that offers
+// only AES-CTR still connects with it (as ssh -v reports).
+func TestSSHServerCipherPreference(t *testing.T) {
+	e := startSSH(t, "")
+	h, p, _ := net.SplitHostPort(e.plainAddr)
+	negotiated := func(extra ...string) string {
+		t.Helper()
+		args := append(append(e.sshArgs(false), extra...), "-v", "-p", p, "ops@"+h, "echo", "ok")
+		out, err := exec.Command("ssh", args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "\nok\n") && !strings.HasPrefix(string(out), "ok\n") {
+			t.Fatalf("ssh %v: %v\n%s", extra, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if _, rest, ok := strings.Cut(line, "kex: server->client cipher: "); ok {
+				return strings.Fields(rest)[0]
+			}
+		}
+		t.Fatalf("ssh -v printed no negotiated cipher:\n%s", out)
+		return ""
+	}
+	if c := negotiated(); c != "aes128-gcm@openssh.com" {
+		t.Errorf("stock ssh negotiated %s; want aes128-gcm@openssh.com (server preference)", c)
+	}
+	if c := negotiated("-o", "Ciphers=aes256-ctr,aes128-ctr"); c != "aes128-ctr" {
+		t.Errorf("an AES-CTR-only client negotiated %s; want aes128-ctr, the node's first it supports", c)
+	}
+}
+
 func TestSSHForwarding(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatalf("curl not installed (.ci/run installs it): %v", err)

@@ -45,6 +45,9 @@ func (s *streamConn) Read(p []byte) (int, error) {
 
 const sshPrefix = "SSH-"
 
+// serverVersion is the plugin's identification line (without CR LF).
+var serverVersion = "SSH-2.0-alknet_" + Version
+
 func (s *streamConn) Close() error {
 	_ = s.Stream.SetReadDeadline(time.Unix(1, 0))
 	return s.Stream.Close()
@@ -80,7 +83,7 @@ func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Sig
 		PublicKeyCallback:         a.publicKey,
 		VerifiedPublicKeyCallback: a.verified,
 		MaxAuthTries:              cfg.maxAuthAttempts,
-		ServerVersion:             "SSH-2.0-alknet_" + Version,
+		ServerVersion:             serverVersion,
 	}
 	sc.Ciphers = cfg.ciphers
 	sc.AddHostKey(signer)
@@ -88,7 +91,15 @@ func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Sig
 	// The banner, key exchange and authentication must finish in time: a
 	// client that sends garbage or stalls only loses its own connection.
 	_ = st.SetReadDeadline(time.Now().Add(cfg.handshakeTimeout))
-	sconn, chans, reqs, err := gossh.NewServerConn(nc, sc)
+	var conn net.Conn = nc
+	if cfg.preferServer {
+		pc, kex := readClientStart(nc, serverVersion)
+		if kex != nil {
+			sc.Ciphers = preferredCiphers(cfg.ciphers, kex)
+		}
+		conn = pc
+	}
+	sconn, chans, reqs, err := gossh.NewServerConn(conn, sc)
 	if err != nil {
 		log.Info("ssh handshake failed", "remote_addr", remote, "error", err.Error())
 		return // NewServerConn closed nc

@@ -50,6 +50,10 @@ type Settings struct {
 	// Ciphers are the session ciphers offered, in preference order
 	// (default: DefaultCiphers).
 	Ciphers []string `json:"ciphers,omitempty"`
+	// PreferServerCiphers has each client get the first of Ciphers it
+	// supports, rather than the first of its own list (default true; see
+	// kexinit.go).
+	PreferServerCiphers *bool `json:"prefer_server_ciphers,omitempty"`
 }
 
 // DefaultCiphers are the ciphers offered unless settings name others:
@@ -160,6 +164,7 @@ type config struct {
 	maxAuthAttempts  int
 	handshakeTimeout time.Duration
 	ciphers          []string
+	preferServer     bool // prefer_server_ciphers
 }
 
 type certAuthority struct {
@@ -180,7 +185,7 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		}
 	}
 	c := &config{exec: map[string]string{}, maxAuthAttempts: defaultMaxAuthAttempts, handshakeTimeout: defaultHandshakeTimeout,
-		ciphers: slices.Clone(DefaultCiphers)}
+		ciphers: slices.Clone(DefaultCiphers), preferServer: true}
 	if s.HostKeyFile != "" {
 		k, err := loadHostKey(s.HostKeyFile)
 		if err != nil {
@@ -275,6 +280,9 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 			}
 		}
 		c.ciphers = slices.Clone(s.Ciphers)
+	}
+	if s.PreferServerCiphers != nil {
+		c.preferServer = *s.PreferServerCiphers
 	}
 	return c, nil
 }

@@ -135,7 +135,9 @@ const configSchema = `{
     "handshake_timeout": {"type": "string", "default": "30s"},
     "ciphers": {"type": "array", "items": {"type": "string"}, "minItems": 1,
       "default": ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
-      "description": "session ciphers offered, in order (chacha20-poly1305@openssh.com is supported but slow in Go on amd64, so not offered by default)"}
+      "description": "session ciphers offered, in order (chacha20-poly1305@openssh.com is supported but slow in Go on amd64, so not offered by default)"},
+    "prefer_server_ciphers": {"type": "boolean", "default": true,
+      "description": "each client gets the first of ciphers it supports (the node offers it that one only); false: the client's own order decides, as with other SSH servers"}
   }
 }`
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -382,6 +383,75 @@ func TestCiphers(t *testing.T) {
 	}
 	if _, _, err := f.dialWith([]string{gossh.CipherAES128CTR}, signer); err == nil {
 		t.Fatal("a cipher left out of ciphers was accepted")
+	}
+}
+
+// recordingConn keeps the first bytes the client reads: the server's
+// identification line and KEXINIT.
+type recordingConn struct {
+	streamConn
+	mu   sync.Mutex
+	read []byte
+}
+
+func (c *recordingConn) Read(b []byte) (int, error) {
+	n, err := c.streamConn.Read(b)
+	c.mu.Lock()
+	if len(c.read) < 64<<10 {
+		c.read = append(c.read, b[:n]...)
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// offered dials with the client cipher list ciphers and returns the
+// ciphers the server's KEXINIT offered that client.
+func (f *fixture) offered(ciphers []string, signer gossh.Signer) []string {
+	f.t.Helper()
+	rc := &recordingConn{streamConn: streamConn{f.conn.OpenStream()}}
+	cfg := &gossh.ClientConfig{
+		Config:          gossh.Config{Ciphers: ciphers},
+		User:            "anyone",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+	}
+	c, chans, reqs, err := gossh.NewClientConn(rc, "node:4433", cfg)
+	if err != nil {
+		f.t.Fatalf("client offering %v: %v", ciphers, err)
+	}
+	_ = gossh.NewClient(c, chans, reqs).Close()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	got, err := ssh.OfferedCiphers(rc.read)
+	if err != nil {
+		f.t.Fatalf("the server's first bytes: %v", err)
+	}
+	return got
+}
+
+// With prefer_server_ciphers (the default) a client is offered the first
+// of the node's ciphers it supports, alone — so OpenSSH's order
+// (chacha20, AES-CTR, AES-GCM) ends with AES-GCM; without it, the whole
+// list, and the client's order decides.
+func TestServerCipherPreference(t *testing.T) {
+	var signer gossh.Signer
+	f := newFixture(t, func(dir string, settings map[string]any) {
+		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
+	})
+	openssh := []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128CTR, gossh.CipherAES192CTR, gossh.CipherAES256CTR, gossh.CipherAES128GCM, gossh.CipherAES256GCM}
+	if got := f.offered(openssh, signer); !slices.Equal(got, []string{gossh.CipherAES128GCM}) {
+		t.Errorf("OpenSSH's order was offered %v; want aes128-gcm@openssh.com alone", got)
+	}
+	if got := f.offered([]string{gossh.CipherAES256CTR, gossh.CipherAES128CTR}, signer); !slices.Equal(got, []string{gossh.CipherAES128CTR}) {
+		t.Errorf("an AES-CTR client was offered %v; want aes128-ctr alone", got)
+	}
+
+	f = newFixture(t, func(dir string, settings map[string]any) {
+		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
+		settings["prefer_server_ciphers"] = false
+	})
+	if got := f.offered(openssh, signer); !slices.Equal(got, ssh.DefaultCiphers) {
+		t.Errorf("with prefer_server_ciphers = false, OpenSSH's order was offered %v; want %v", got, ssh.DefaultCiphers)
 	}
 }
 
