@@ -90,10 +90,11 @@ func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Sig
 
 	// The banner, key exchange and authentication must finish in time: a
 	// client that sends garbage or stalls only loses its own connection.
-	_ = st.SetReadDeadline(time.Now().Add(cfg.handshakeTimeout))
+	handshakeDeadline := time.Now().Add(cfg.handshakeTimeout)
+	_ = st.SetReadDeadline(handshakeDeadline)
 	var conn net.Conn = nc
 	if cfg.preferServer {
-		pc, kex := readClientStart(nc, serverVersion)
+		pc, kex := readClientStart(nc, serverVersion, handshakeDeadline)
 		if kex != nil {
 			sc.Ciphers = preferredCiphers(cfg.ciphers, kex)
 		}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -156,17 +158,33 @@ func (c *prefaceConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// kexInitWait is how long the plugin waits for the client's KEXINIT after
+// sending its own identification line. Clients send it straight after
+// the identification lines are exchanged (RFC 4253 §7.1: each side
+// begins by sending it), so it comes one round trip later; a client that
+// waits for the server's KEXINIT first is served, after this wait, with
+// the whole cipher list and the library's usual negotiation.
+var kexInitWait = 3 * time.Second
+
 // readClientStart sends the server's identification line, reads the
 // client's line and KEXINIT, and returns the connection to give the
-// library with what was read (nil KEXINIT when the client's first bytes
-// were not that: the library then fails on them as it always did).
-func readClientStart(nc net.Conn, version string) (*prefaceConn, *kexInitMsg) {
+// library with what was read. The KEXINIT is nil when the client's first
+// bytes were not that (the library then fails on them as it always did)
+// or did not come within kexInitWait; handshakeDeadline, the read
+// deadline already set on nc, is set again before returning.
+func readClientStart(nc net.Conn, version string, handshakeDeadline time.Time) (*prefaceConn, *kexInitMsg) {
 	line := []byte(version + "\r\n")
 	pc := &prefaceConn{Conn: nc, sent: line}
 	if _, err := nc.Write(line); err != nil {
 		pc.sent, pc.rerr = nil, err
 		return pc, nil
 	}
+	waitUntil := time.Now().Add(kexInitWait)
+	if !handshakeDeadline.IsZero() && handshakeDeadline.Before(waitUntil) {
+		waitUntil = handshakeDeadline
+	}
+	_ = nc.SetReadDeadline(waitUntil)
+	defer func() { _ = nc.SetReadDeadline(handshakeDeadline) }()
 	buf := make([]byte, 0, 4<<10)
 	for {
 		if len(buf) == cap(buf) {
@@ -178,6 +196,12 @@ func readClientStart(nc net.Conn, version string) (*prefaceConn, *kexInitMsg) {
 		if perr == nil {
 			pc.replay = buf
 			return pc, k
+		}
+		if perr == errNeedMore && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(handshakeDeadline) {
+			// Not within kexInitWait, but the handshake has time left:
+			// the client may be waiting for our KEXINIT.
+			pc.replay = buf
+			return pc, nil
 		}
 		if perr != errNeedMore || err != nil {
 			pc.replay, pc.rerr = buf, err

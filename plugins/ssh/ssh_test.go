@@ -455,6 +455,57 @@ func TestServerCipherPreference(t *testing.T) {
 	}
 }
 
+// A client that waits for the server's KEXINIT before sending its own
+// (RFC 4253 lets each side send first) is not stuck behind the server's
+// read-ahead: after the wait it gets the whole cipher list, and the
+// library's usual negotiation.
+func TestClientWaitingForServerKexInit(t *testing.T) {
+	defer ssh.SetKexInitWait(200 * time.Millisecond)()
+	var signer gossh.Signer
+	f := newFixture(t, func(dir string, settings map[string]any) {
+		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
+	})
+	sc := streamConn{f.conn.OpenStream()}
+	const clientVersion = "SSH-2.0-waiter"
+	if _, err := sc.Write([]byte(clientVersion + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Read the server's line and KEXINIT without sending ours.
+	var got []byte
+	start := time.Now()
+	var offered []string
+	for offered == nil {
+		b := make([]byte, 4096)
+		n, err := sc.Read(b)
+		if err != nil {
+			t.Fatalf("waiting for the server's KEXINIT: %v (after %v)", err, time.Since(start))
+		}
+		got = append(got, b[:n]...)
+		if o, err := ssh.OfferedCiphers(got); err == nil {
+			offered = o
+		}
+	}
+	if !slices.Equal(offered, ssh.DefaultCiphers) {
+		t.Errorf("a waiting client was offered %v; want the whole list %v", offered, ssh.DefaultCiphers)
+	}
+	// Now run a real client on what was exchanged so far.
+	cfg := &gossh.ClientConfig{
+		ClientVersion:   clientVersion,
+		User:            "anyone",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+	}
+	c, chans, reqs, err := gossh.NewClientConn(ssh.ReplayConn(sc, []byte(clientVersion+"\r\n"), got), "node:4433", cfg)
+	if err != nil {
+		t.Fatalf("handshake of a client that waited: %v", err)
+	}
+	client := gossh.NewClient(c, chans, reqs)
+	defer client.Close()
+	if out, _, status := run(t, client, "echo waited", nil); out != "waited\n" || status != 0 {
+		t.Fatalf("exec: %q %d", out, status)
+	}
+}
+
 func TestExecAllowList(t *testing.T) {
 	lookPath(t, "echo")
 	lookPath(t, "true")
