@@ -382,34 +382,25 @@ func (s *session) run(path string, args []string, env ...string) {
 		return
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// The program's stdout and stderr are pipes of ours, so that Wait
-	// returns when it exits and one drain time bounds both copies.
+	// The program's stdin, stdout and stderr are pipes of ours (see
+	// sizedPipe), so that Wait returns when it exits and one drain time
+	// bounds both output copies.
 	cmd.WaitDelay = outputDrain
-	stdout, pw, err := outputPipe(stdoutPipeSize)
-	if err != nil {
-		s.c.log.Info("exec failed", "error", err.Error())
-		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
-		return
-	}
-	stderr, ew, err := outputPipe(0)
-	if err != nil {
-		_, _ = stdout.Close(), pw.Close()
-		s.c.log.Info("exec failed", "error", err.Error())
-		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
-		return
-	}
-	cmd.Stdout, cmd.Stderr = pw, ew
-	stdin, err := cmd.StdinPipe()
+	p, err := newExecPipes()
 	if err == nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = p.programIn, p.programOut, p.programErr
 		err = cmd.Start()
+		p.closeProgramEnds() // the program has its copies
+		if err != nil {
+			p.closeOurEnds()
+		}
 	}
-	_, _ = pw.Close(), ew.Close() // the program has its copies
 	if err != nil {
-		_, _ = stdout.Close(), stderr.Close()
 		s.c.log.Info("exec failed", "error", err.Error())
 		s.fail(statusCannotRun, "alknet: cannot run %s: %v", path, err)
 		return
 	}
+	stdin, stdout, stderr := p.stdin, p.stdout, p.stderr
 	s.setProc(cmd.Process, nil)
 	var copies sync.WaitGroup
 	copies.Add(2)
@@ -418,16 +409,16 @@ func (s *session) run(path string, args []string, env ...string) {
 		// client → program stdin; ends at the client's EOF or when the
 		// program is gone. Owned by the session.
 		defer s.wg.Done()
-		_, _ = io.Copy(stdin, s.ch)
+		copyOut(stdin, s.ch, bulkRead)
 		_ = stdin.Close()
 	}()
 	go func() {
-		// program stdout → client, in reads of up to stdoutBuffer; ends
+		// program stdout → client, in reads of up to bulkRead; ends
 		// at the pipe's EOF or when the exit below closes the pipe.
 		// Owned by the session, as the stderr copy below.
 		defer s.wg.Done()
 		defer copies.Done()
-		copyOut(s.ch, stdout, stdoutBuffer)
+		copyOut(s.ch, stdout, bulkRead)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -437,6 +428,7 @@ func (s *session) run(path string, args []string, env ...string) {
 	go func() {
 		defer s.wg.Done()
 		_ = cmd.Wait()
+		_ = stdin.Close() // the program is gone: the copy to it ends at its next write
 		// The exit status goes after all the output, as with sshd; a
 		// background child holding the pipes gets outputDrain.
 		copied := make(chan struct{})
@@ -460,17 +452,17 @@ const (
 	// outputDrain is how long a program's output may still flow after it
 	// exited (a background child may hold the pipes open).
 	outputDrain = 2 * time.Second
-	// stdoutPipeSize is asked for the stdout pipe of an exec (Linux's
-	// default is 64 KiB, and 1 MiB is the default limit for unprivileged
-	// processes, /proc/sys/fs/pipe-max-size).
-	stdoutPipeSize = 1 << 20
-	// stdoutBuffer is the largest read from that pipe.
-	stdoutBuffer = 256 << 10
+	// bulkPipeSize is asked for the stdin and stdout pipes of an exec
+	// (Linux's default is 64 KiB, and 1 MiB is the default limit for
+	// unprivileged processes, /proc/sys/fs/pipe-max-size).
+	bulkPipeSize = 1 << 20
+	// bulkRead is the largest read of the stdin and stdout copies.
+	bulkRead = 256 << 10
 )
 
 // copyOut copies r to w in reads of up to size bytes (io.Copy would hand
-// an *os.File's reads to its WriteTo, in 32 KiB). It returns at r's EOF
-// or error, or at w's error.
+// an *os.File's reads to its WriteTo, and its writes to its ReadFrom, in
+// 32 KiB). It returns at r's EOF or error, or at w's error.
 func copyOut(w io.Writer, r io.Reader, size int) {
 	buf := make([]byte, size)
 	for {
@@ -486,16 +478,53 @@ func copyOut(w io.Writer, r io.Reader, size int) {
 	}
 }
 
-// outputPipe is a pipe a program writes its output to, grown to size
-// bytes if size > 0. With stdout's pipe at 1 MiB, bulk output (`ssh node
-// cat file`) reaches the plugin in reads of up to 256 KiB instead of
-// 32 KiB (os/exec's pipe and copy), and every layer after it — SSH
-// packets, the bridge, the node's socket writes — works in larger batches
-// with fewer wake-ups. A pipe that cannot grow keeps its size.
-func outputPipe(size int) (r, w *os.File, err error) {
+// execPipes are the pipes of a program run without a terminal: the
+// program's ends and the plugin's.
+type execPipes struct {
+	programIn, programOut, programErr *os.File
+	stdin, stdout, stderr             *os.File // the plugin's ends
+}
+
+// newExecPipes makes stdin and stdout pipes of bulkPipeSize and a stderr
+// pipe of the default size. On error, whatever was made is closed.
+func newExecPipes() (*execPipes, error) {
+	p := &execPipes{}
+	var err error
+	if p.programIn, p.stdin, err = sizedPipe(bulkPipeSize); err == nil {
+		if p.stdout, p.programOut, err = sizedPipe(bulkPipeSize); err == nil {
+			p.stderr, p.programErr, err = sizedPipe(0)
+		}
+	}
+	if err != nil {
+		p.closeProgramEnds()
+		p.closeOurEnds()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *execPipes) closeProgramEnds() { closeFiles(p.programIn, p.programOut, p.programErr) }
+func (p *execPipes) closeOurEnds()     { closeFiles(p.stdin, p.stdout, p.stderr) }
+
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
+
+// sizedPipe is a pipe between the plugin and a program, grown to size
+// bytes if size > 0. With stdin's and stdout's at 1 MiB, bulk transfers
+// (`ssh node cat file`, `ssh node 'cat > file' < file`) move in steps of
+// up to 256 KiB instead of 32 KiB (os/exec's pipes and copies), and every
+// layer after them — SSH packets, the bridge, the node's socket writes —
+// works in larger batches with fewer wake-ups. A pipe that cannot grow
+// keeps its size.
+func sizedPipe(size int) (r, w *os.File, err error) {
 	r, w, err = os.Pipe()
 	if err != nil {
-		return nil, nil, fmt.Errorf("output pipe: %w", err)
+		return nil, nil, fmt.Errorf("pipe: %w", err)
 	}
 	if rc, err := w.SyscallConn(); err == nil && size > 0 {
 		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
@@ -545,7 +574,7 @@ func (s *session) runPTY(cmd *exec.Cmd) {
 		// the terminal does not keep the session open.
 		select {
 		case <-out:
-		case <-time.After(2 * time.Second):
+		case <-time.After(outputDrain):
 		}
 		s.closeMaster()
 		<-out

@@ -554,13 +554,20 @@ func TestExecExitStatus(t *testing.T) {
 // time only.
 func TestExecOutputAndExit(t *testing.T) {
 	f := newFixture(t, func(_ string, s map[string]any) {
-		s["exec_allow"] = map[string]string{"head": lookPath(t, "head"), "sh": lookPath(t, "sh")}
+		s["exec_allow"] = map[string]string{"head": lookPath(t, "head"), "sh": lookPath(t, "sh"), "cat": lookPath(t, "cat")}
 	})
 	c := f.mustDial(f.alice)
 	const size = 8<<20 + 12345 // several pipe buffers and reads, not a multiple of either
 	out, errOut, status := run(t, c, fmt.Sprintf("head -c %d /dev/zero", size), nil)
 	if len(out) != size || strings.Trim(out, "\x00") != "" || errOut != "" || status != 0 {
 		t.Fatalf("head -c %d: %d bytes of stdout, stderr %q, status %d", size, len(out), errOut, status)
+	}
+	// Bulk stdin, through cat and back, byte for byte.
+	in := make([]byte, size)
+	_, _ = rand.Read(in)
+	out, errOut, status = run(t, c, "cat", bytes.NewReader(in))
+	if out != string(in) || errOut != "" || status != 0 {
+		t.Fatalf("cat of %d random bytes: %d bytes back (equal: %v), stderr %q, status %d", size, len(out), out == string(in), errOut, status)
 	}
 
 	start := time.Now()
