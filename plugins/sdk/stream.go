@@ -282,11 +282,12 @@ func (s *Stream) endLocked() {
 }
 
 // failWrites ends the write side when the RPC has ended: nothing queued
-// can be sent any more.
+// can be sent any more. A write side that already ended (FIN or reset
+// sent) keeps its result.
 func (s *Stream) failWrites(err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.werr == nil {
+	if s.werr == nil && !s.wended {
 		s.werr = err
 	}
 	if s.pend != nil && !s.sending {

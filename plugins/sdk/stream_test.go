@@ -134,6 +134,16 @@ func TestStreamWritesGatherWhileSending(t *testing.T) {
 	if _, err := s.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after CloseWrite: %v; want net.ErrClosed", err)
 	}
+	// The core ends the RPC after both FINs: closing is still clean.
+	close(p.in)
+	<-s.finished
+	p.in = make(chan *pluginpb.Chunk) // for the cleanup
+	if err := s.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite again after a clean end: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after a clean end: %v", err)
+	}
 }
 
 // A writer waits while a full chunk is already queued: the peer's flow
