@@ -454,7 +454,10 @@ const (
 	outputDrain = 2 * time.Second
 	// bulkPipeSize is asked for the stdin and stdout pipes of an exec
 	// (Linux's default is 64 KiB, and 1 MiB is the default limit for
-	// unprivileged processes, /proc/sys/fs/pipe-max-size).
+	// unprivileged processes, /proc/sys/fs/pipe-max-size). The kernel
+	// charges pipe buffers to the node's user (pipe-user-pages-soft,
+	// 64 MiB by default, so some 32 sessions at once); past that, pipes
+	// keep the default size: slower, nothing else.
 	bulkPipeSize = 1 << 20
 	// bulkRead is the largest read of the stdin and stdout copies.
 	bulkRead = 256 << 10
