@@ -46,7 +46,7 @@ var m5 = []benchmark{
 	{
 		Name: "ssh-throughput-plain", Area: "ssh", Unit: "MiB/s", HigherIsBetter: true, Goal: 0.9,
 		Description: "stock ssh runs `head -c N /dev/zero` (N = 256 MiB, 64 MiB with -short); stdout read by the bench, bytes/s from the first byte to EOF: the SSH plugin on a [[listeners.plain]] TCP port vs sshd on TCP",
-		Rounds:      3, ShortRounds: 3,
+		Rounds:      5, ShortRounds: 3,
 		Subject: variant{Label: alknetSSHLabel, Start: sshVariant(startAlknetSSH, sshBulk)},
 		Anchor:  variant{Label: sshdLabel, Start: sshVariant(startSSHD, sshBulk)},
 		Also: []companion{
