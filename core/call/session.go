@@ -49,10 +49,11 @@ type Session struct {
 	cancel context.CancelFunc
 	single bool
 
-	mu      sync.Mutex
-	singleW *streamWriter
-	pending map[string]*pending
-	closed  atomic.Bool // set once, under mu
+	mu          sync.Mutex
+	singleW     *streamWriter
+	singleReady chan struct{} // closed once singleW is set
+	pending     map[string]*pending
+	closed      atomic.Bool // set once, under mu
 
 	// running holds the cancel func of every request being served, by id
 	// (aborts, duplicate ids, and the end of the session). A sync.Map and
@@ -77,7 +78,7 @@ func NewSession(conn endpoint.Conn, o SessionOptions) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{o: o, conn: conn, log: o.Logger, ctx: ctx, cancel: cancel,
 		single:  conn.Transport() != auth.TransportQUIC,
-		pending: map[string]*pending{}}
+		pending: map[string]*pending{}, singleReady: make(chan struct{})}
 	go func() {
 		// Owned by the session: ends when the connection or session ends.
 		select {
@@ -143,7 +144,7 @@ func (s *Session) Run(drain context.Context) {
 		w := &streamWriter{s: st}
 		if s.single {
 			s.mu.Lock()
-			s.singleW = w
+			s.setSingleLocked(w)
 			s.mu.Unlock()
 		}
 		s.wg.Add(1)
@@ -447,18 +448,40 @@ func (s *Session) sendOnNewStream(ctx context.Context, typ, id string, payload a
 // the stream on the client side.
 func (s *Session) singleWriter(ctx context.Context) (*streamWriter, *Error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.singleW != nil {
-		return s.singleW, nil
+	if w := s.singleW; w != nil {
+		s.mu.Unlock()
+		return w, nil
 	}
 	st, err := s.conn.OpenStream(ctx)
-	if err != nil {
-		return nil, Errorf(CodeInternal, "cannot open stream")
+	if err == nil {
+		w := &streamWriter{s: st}
+		s.setSingleLocked(w)
+		s.wg.Add(1)
+		go s.readStream(st, w, true)
+		s.mu.Unlock()
+		return w, nil
 	}
-	s.singleW = &streamWriter{s: st}
-	s.wg.Add(1)
-	go s.readStream(st, s.singleW, true)
-	return s.singleW, nil
+	s.mu.Unlock()
+	if errors.Is(err, endpoint.ErrSingleStream) {
+		// Run accepted the one stream between our look at singleW and
+		// our open: its writer is about to be published.
+		select {
+		case <-s.singleReady:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.singleW, nil
+		case <-ctx.Done():
+		case <-s.ctx.Done():
+		}
+	}
+	return nil, Errorf(CodeInternal, "cannot open stream")
+}
+
+// setSingleLocked publishes the single stream's writer. Called with mu
+// held, once.
+func (s *Session) setSingleLocked(w *streamWriter) {
+	s.singleW = w
+	close(s.singleReady)
 }
 
 // forget removes a pending call whose consumer has left; a reader still
