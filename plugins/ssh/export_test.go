@@ -29,3 +29,6 @@ func SetKexInitWait(d time.Duration) (restore func()) {
 func ReplayConn(c net.Conn, sent, replay []byte) net.Conn {
 	return &prefaceConn{Conn: c, sent: sent, replay: replay}
 }
+
+// OpenSSHCiphers is OpenSSH 9's default cipher order.
+var OpenSSHCiphers = opensshCiphers

@@ -37,7 +37,9 @@ func clientStart(t testing.TB, ciphers ...string) []byte {
 	return b.Bytes()
 }
 
-var opensshCiphers = []string{"chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
+// opensshCiphers is OpenSSH 9's default cipher order (ssh -Q cipher
+// lists them all; ssh_config(5) Ciphers gives the default).
+var opensshCiphers = []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128CTR, gossh.CipherAES192CTR, gossh.CipherAES256CTR, gossh.CipherAES128GCM, gossh.CipherAES256GCM}
 
 func TestParseClientStart(t *testing.T) {
 	full := clientStart(t, opensshCiphers...)
