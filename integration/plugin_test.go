@@ -481,7 +481,7 @@ func TestPluginUpgradeUnderLoad(t *testing.T) {
 func TestPluginProtocolMismatchRefused(t *testing.T) {
 	node := newCLI(t, nil)
 	msg := node.fail("", "plugin", "install", echoVariant(t, "proto99"))
-	if !strings.Contains(msg, "[99]") || !strings.Contains(msg, "[1]") || !strings.Contains(msg, "protocol") {
+	if !strings.Contains(msg, "[99]") || !strings.Contains(msg, "[2]") || !strings.Contains(msg, "protocol") {
 		t.Fatalf("protocol mismatch: %s", msg)
 	}
 	if _, err := os.Stat(filepath.Join(node.dataDir, "plugins", "echo")); err == nil {
@@ -496,7 +496,7 @@ func TestPluginInstallListAndURLChecks(t *testing.T) {
 		t.Fatalf("install: %s", out)
 	}
 	list := node.ok("", "plugin", "list")
-	for _, want := range []string{"NAME", "VERSION", "SHA256", "PROTOCOL", "ALPNS", "STATE", "echo", "0.1.0", "[1]", "alknet/echo", "not running"} {
+	for _, want := range []string{"NAME", "VERSION", "SHA256", "PROTOCOL", "ALPNS", "STATE", "echo", "0.1.0", "[2]", "alknet/echo", "not running"} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("plugin list lacks %q:\n%s", want, list)
 		}

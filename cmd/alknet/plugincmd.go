@@ -73,6 +73,7 @@ digest before every launch and refuses a binary that changed.`,
 
 func (a *app) pluginInstallCmd() *cobra.Command {
 	var want, sigFile string
+	var force bool
 	c := &cobra.Command{
 		Use:   "install PATH|URL [--sha256 HEX] [--signature FILE]",
 		Short: "Install a plugin binary (file or http(s) URL) after checking it",
@@ -82,7 +83,11 @@ SHA-256 recorded. A URL is downloaded first and must match --sha256 (or a
 SHA256SUMS file next to it) before anything is executed. --signature checks a
 publisher's Ed25519 signature ('alknet plugin sign'); with
 plugins.require_signature = true in the config it is mandatory and the signer
-must be one of plugins.trusted_publishers.`,
+must be one of plugins.trusted_publishers.
+
+Installing a version that is installed already with another binary is
+refused; --force replaces it, and a running node switches to the new binary
+the way 'alknet plugin use' does: without dropping a connection.`,
 		Example: "  alknet plugin install ./bin/alknet-plugin-echo\n  alknet plugin install https://example.org/alknet-plugin-ssh --sha256 3b1f…",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -99,7 +104,7 @@ must be one of plugins.trusted_publishers.`,
 			} else if abs, err := filepath.Abs(src); err == nil {
 				source = abs
 			}
-			o := pluginhost.InstallOptions{SHA256: want}
+			o := pluginhost.InstallOptions{SHA256: want, Force: force}
 			if d, err := a.dataDir(); err == nil {
 				if cfg, err := a.config(d); err == nil {
 					o.RequireSignature, o.TrustedPublishers = cfg.Plugins.RequireSignature, cfg.Plugins.TrustedPublishers
@@ -113,6 +118,10 @@ must be one of plugins.trusted_publishers.`,
 				o.Signature = &sig
 			}
 			inst, err := store.Install(context.Background(), src, source, o)
+			if errors.Is(err, pluginhost.ErrAlreadyInstalled) {
+				fmt.Fprintf(a.out, "%s %s is installed already with this binary (sha256 %s); nothing changed\n", inst.Name, inst.Version, inst.SHA256[:16])
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -122,6 +131,7 @@ must be one of plugins.trusted_publishers.`,
 		},
 	}
 	c.Flags().StringVar(&sigFile, "signature", "", "publisher signature file (from 'alknet plugin sign')")
+	c.Flags().BoolVar(&force, "force", false, "replace an installed version whose binary differs (a running node switches without downtime)")
 	c.Flags().StringVar(&want, "sha256", "", "expected SHA-256 of the binary (required for URLs unless a SHA256SUMS file is published beside it)")
 	return c
 }

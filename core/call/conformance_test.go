@@ -220,8 +220,41 @@ func TestKindMismatchRejectedAtRegistration(t *testing.T) {
 	if err := reg.Register(query("x/dup", echo)); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if err := reg.Replace(query("x/dup", echo)); err != nil {
-		t.Fatalf("explicit replacement: %v", err)
+	if err := reg.SetOwned("plugin:x", []call.Registration{query("x/dup", echo)}); err == nil || !strings.Contains(err.Error(), "belongs to local") {
+		t.Fatalf("another owner took over x/dup: %v", err)
+	}
+}
+
+// An owner replaces and removes only its own operations (a plugin's
+// upgrade), never another owner's.
+func TestSetOwnedReplacesOnlyOwnOperations(t *testing.T) {
+	reg := call.NewRegistry(nil)
+	if err := reg.SetOwned("plugin:a", []call.Registration{query("a/one", echo), query("a/two", echo)}); err != nil {
+		t.Fatal(err)
+	}
+	// services/list is the core's: a set that names it is refused whole.
+	err := reg.SetOwned("plugin:a", []call.Registration{query("a/one", echo), query("services/list", echo)})
+	if err == nil || !strings.Contains(err.Error(), "services/list belongs to local") || !strings.Contains(err.Error(), "plugin:a") {
+		t.Fatalf("took over services/list: %v", err)
+	}
+	if owner, _ := reg.Owner("services/list"); owner != "local" {
+		t.Fatalf("services/list now belongs to %q", owner)
+	}
+	if _, ok := reg.Owner("a/two"); !ok {
+		t.Fatal("a refused set changed the registry")
+	}
+	if err := reg.SetOwned("plugin:a", []call.Registration{query("a/one", echo)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := reg.Owner("a/two"); ok {
+		t.Fatal("an upgrade that dropped a/two kept it")
+	}
+	reg.RemoveOwned("plugin:a")
+	if _, ok := reg.Owner("a/one"); ok {
+		t.Fatal("RemoveOwned kept a/one")
+	}
+	if _, ok := reg.Owner("services/list"); !ok {
+		t.Fatal("RemoveOwned removed the core's services/list")
 	}
 }
 

@@ -132,17 +132,94 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)+$`
 func normalize(name string) string { return strings.TrimPrefix(name, "/") }
 
 // Register adds an operation. The handler kind must fit the op type; a
-// name registered twice is an error (use Replace for a reload).
-func (r *Registry) Register(reg Registration) error { return r.add(reg, false) }
+// name registered twice is an error naming both owners.
+func (r *Registry) Register(reg Registration) error {
+	e, err := prepare(reg)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.ops[e.reg.Spec.Name]; ok {
+		return fmt.Errorf("operation %s is registered twice (%s and %s)", e.reg.Spec.Name, old.reg.Spec.Provenance, e.reg.Spec.Provenance)
+	}
+	r.ops[e.reg.Spec.Name] = e
+	return nil
+}
 
-// Replace registers reg, replacing an existing operation of the same name.
-func (r *Registry) Replace(reg Registration) error { return r.add(reg, true) }
+// SetOwned makes regs the operations of owner (their provenance, e.g.
+// "plugin:ssh"), atomically: owner's operations are added or replaced, and
+// those of owner not in regs are removed. An operation registered by
+// another owner is never replaced: the whole set is refused, naming both
+// owners, and nothing changes (docs/architecture.md D15).
+func (r *Registry) SetOwned(owner string, regs []Registration) error {
+	entries := make(map[string]*entry, len(regs))
+	for _, reg := range regs {
+		reg.Spec.Provenance = owner
+		e, err := prepare(reg)
+		if err != nil {
+			return err
+		}
+		if _, dup := entries[e.reg.Spec.Name]; dup {
+			return fmt.Errorf("operation %s is declared twice by %s", e.reg.Spec.Name, owner)
+		}
+		entries[e.reg.Spec.Name] = e
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(entries)) {
+		if old, ok := r.ops[name]; ok && old.reg.Spec.Provenance != owner {
+			return fmt.Errorf("operation %s belongs to %s; %s may not register it", name, old.reg.Spec.Provenance, owner)
+		}
+	}
+	for name, e := range r.ops {
+		if e.reg.Spec.Provenance == owner && entries[name] == nil {
+			delete(r.ops, name)
+		}
+	}
+	maps.Copy(r.ops, entries)
+	return nil
+}
 
-func (r *Registry) add(reg Registration, replace bool) error {
+// RemoveOwned removes every operation of owner, and only those.
+func (r *Registry) RemoveOwned(owner string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, e := range r.ops {
+		if e.reg.Spec.Provenance == owner {
+			delete(r.ops, name)
+		}
+	}
+}
+
+// Owner returns the provenance of the operation called name, if any.
+func (r *Registry) Owner(name string) (string, bool) {
+	e, ok := r.lookup(name)
+	if !ok {
+		return "", false
+	}
+	return e.reg.Spec.Provenance, true
+}
+
+// NamespaceOwner returns the provenance of an operation in namespace ns
+// (the text before the first slash), if there is one.
+func (r *Registry) NamespaceOwner(ns string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.ops {
+		if e.reg.Spec.Namespace == ns {
+			return e.reg.Spec.Provenance, true
+		}
+	}
+	return "", false
+}
+
+// prepare validates reg and compiles its input schema.
+func prepare(reg Registration) (*entry, error) {
 	s := &reg.Spec
 	s.Name = normalize(s.Name)
 	if !nameRE.MatchString(s.Name) {
-		return fmt.Errorf("register operation %q: names are service/op in lower case (e.g. fs/put)", s.Name)
+		return nil, fmt.Errorf("register operation %q: names are service/op in lower case (e.g. fs/put)", s.Name)
 	}
 	s.Namespace = s.Name[:strings.IndexByte(s.Name, '/')]
 	if s.Visibility == "" {
@@ -154,34 +231,39 @@ func (r *Registry) add(reg Registration, replace bool) error {
 	switch s.OpType {
 	case Query, Mutation:
 		if reg.Call == nil || reg.Stream != nil {
-			return fmt.Errorf("register %s: a %s needs a call handler (CallFunc), not a stream handler", s.Name, s.OpType)
+			return nil, fmt.Errorf("register %s: a %s needs a call handler (CallFunc), not a stream handler", s.Name, s.OpType)
 		}
 	case Subscription:
 		if reg.Stream == nil || reg.Call != nil {
-			return fmt.Errorf("register %s: a subscription needs a stream handler (StreamFunc), not a call handler", s.Name)
+			return nil, fmt.Errorf("register %s: a subscription needs a stream handler (StreamFunc), not a call handler", s.Name)
 		}
 	default:
-		return fmt.Errorf("register %s: op_type %q is not query, mutation or subscription", s.Name, s.OpType)
+		return nil, fmt.Errorf("register %s: op_type %q is not query, mutation or subscription", s.Name, s.OpType)
 	}
 	if s.Visibility != External && s.Visibility != Internal {
-		return fmt.Errorf("register %s: visibility %q is not external or internal", s.Name, s.Visibility)
+		return nil, fmt.Errorf("register %s: visibility %q is not external or internal", s.Name, s.Visibility)
 	}
 	e := &entry{reg: reg}
 	if len(s.InputSchema) > 0 {
 		sch, err := compileSchema(s.Name, s.InputSchema)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		e.schema = sch
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old, ok := r.ops[s.Name]; ok && !replace {
-		return fmt.Errorf("operation %s is registered twice (%s and %s)", s.Name, old.reg.Spec.Provenance, s.Provenance)
-	}
-	r.ops[s.Name] = e
-	return nil
+	return e, nil
 }
+
+// CheckSchema reports whether raw is a JSON Schema the registry accepts
+// as the input schema of operation name.
+func CheckSchema(name string, raw json.RawMessage) error {
+	_, err := compileSchema(name, raw)
+	return err
+}
+
+// ValidName reports whether name (without a leading slash) is a valid
+// operation name.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 func compileSchema(name string, raw json.RawMessage) (*jsonschema.Schema, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))

@@ -2,10 +2,11 @@
 // (spec/identity.md §6). Settings resolve flag → environment (ALKNET_*) →
 // file → default; secrets never come from any of them (D8).
 //
-// Static settings (listen address, TLS identity, listeners, drain timeout,
-// data dir) need a restart. Dynamic settings (auth peers and API keys,
-// limits) are swapped atomically on SIGHUP; a bad file is rejected whole,
-// naming the key, and the old configuration stays.
+// Every key is either static (a restart applies it) or dynamic (a reload
+// applies it), declared once by a `reload:"dynamic"` tag on its field or
+// an enclosing table's; that one declaration drives StaticChanges,
+// ApplyDynamic and Docs (`alknet config docs`). A bad file is rejected
+// whole on reload, naming the key, and the old configuration stays.
 package config
 
 import (
@@ -49,8 +50,8 @@ type Config struct {
 	LogJSON      bool          `mapstructure:"log_json" doc:"write logs as JSON lines"`
 	TLS          TLS           `mapstructure:"tls"`
 	Listeners    Listeners     `mapstructure:"listeners"`
-	Limits       Limits        `mapstructure:"limits"`
-	Auth         Auth          `mapstructure:"auth"`
+	Limits       Limits        `mapstructure:"limits" reload:"dynamic"`
+	Auth         Auth          `mapstructure:"auth" reload:"dynamic"`
 	Call         Call          `mapstructure:"call"`
 	Plugins      Plugins       `mapstructure:"plugins"`
 }
@@ -60,9 +61,10 @@ type Config struct {
 type Plugins struct {
 	MTLS         bool          `mapstructure:"mtls" doc:"go-plugin AutoMTLS on the plugin sockets (default true)"`
 	DrainTimeout time.Duration `mapstructure:"drain_timeout" doc:"how long a replaced plugin version may finish its connections"`
-	// RequireSignature makes installs (and launches) need a publisher signature.
-	RequireSignature  bool     `mapstructure:"require_signature" doc:"plugins must carry a valid publisher signature (alknet plugin install --signature)"`
-	TrustedPublishers []string `mapstructure:"trusted_publishers" doc:"publisher keys (ed25519:<hex>) whose signatures are accepted"`
+	// RequireSignature makes installs (and launches) need a publisher
+	// signature; turned on by a reload, it stops unsigned running plugins.
+	RequireSignature  bool     `mapstructure:"require_signature" reload:"dynamic" doc:"plugins must carry a valid publisher signature (alknet plugin install --signature); a reload that turns it on stops unsigned running plugins"`
+	TrustedPublishers []string `mapstructure:"trusted_publishers" reload:"dynamic" doc:"publisher keys (ed25519:<hex>) whose signatures are accepted"`
 	// Entries holds [plugins.<name>] tables: version, settings, capabilities, disabled.
 	Entries map[string]any `mapstructure:",remain"`
 	parsed  map[string]Plugin
@@ -160,9 +162,9 @@ type PlainListener struct {
 type Limits struct {
 	MaxConnectionsPerIP     int           `mapstructure:"max_connections_per_ip" doc:"concurrent connections per remote IP (0 = unlimited)"`
 	MaxAuthAttempts         int           `mapstructure:"max_auth_attempts" doc:"authentication attempts per connection"`
-	HandshakeTimeout        time.Duration `mapstructure:"handshake_timeout" doc:"TLS/QUIC handshake timeout"`
-	IdleTimeout             time.Duration `mapstructure:"idle_timeout" doc:"QUIC idle timeout"`
-	MaxStreamsPerConnection int           `mapstructure:"max_streams_per_connection" doc:"concurrent incoming streams per QUIC connection"`
+	HandshakeTimeout        time.Duration `mapstructure:"handshake_timeout" reload:"restart" doc:"TLS/QUIC handshake timeout"`
+	IdleTimeout             time.Duration `mapstructure:"idle_timeout" reload:"restart" doc:"QUIC idle timeout"`
+	MaxStreamsPerConnection int           `mapstructure:"max_streams_per_connection" reload:"restart" doc:"concurrent incoming streams per QUIC connection"`
 }
 
 // Auth is the dynamic identity configuration.
@@ -275,28 +277,46 @@ func strictTables(v *viper.Viper) error {
 // knownKeys lists every dotted key of Config from its mapstructure tags.
 func knownKeys() map[string]bool {
 	out := map[string]bool{}
-	walkKeys(func(key string, _ reflect.StructField) { out[key] = true })
+	walkKeys(func(l leaf) { out[l.key] = true })
 	return out
 }
 
-// walkKeys calls f for every leaf setting of Config with its dotted key.
-func walkKeys(f func(key string, field reflect.StructField)) {
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
+// leaf is one setting of Config: its dotted key, its field, the index path
+// to it, and whether a reload applies it (its own reload tag, else the
+// nearest enclosing table's, else restart).
+type leaf struct {
+	key     string
+	field   reflect.StructField
+	index   []int
+	dynamic bool
+}
+
+// walkKeys calls f for every leaf setting of Config.
+func walkKeys(f func(leaf)) {
+	var walk func(t reflect.Type, prefix string, index []int, dynamic bool)
+	walk = func(t reflect.Type, prefix string, index []int, dynamic bool) {
 		for i := range t.NumField() {
 			fld := t.Field(i)
 			name := fld.Tag.Get("mapstructure")
 			if name == "" || strings.HasPrefix(name, ",") {
 				continue
 			}
+			dyn := dynamic
+			switch fld.Tag.Get("reload") {
+			case "dynamic":
+				dyn = true
+			case "restart":
+				dyn = false
+			}
+			idx := append(slices.Clone(index), i)
 			if fld.Type.Kind() == reflect.Struct && fld.Type != reflect.TypeOf(time.Duration(0)) {
-				walk(fld.Type, prefix+name+".")
+				walk(fld.Type, prefix+name+".", idx, dyn)
 				continue
 			}
-			f(prefix+name, fld)
+			f(leaf{key: prefix + name, field: fld, index: idx, dynamic: dyn})
 		}
 	}
-	walk(reflect.TypeOf(Config{}), "")
+	walk(reflect.TypeOf(Config{}), "", nil, false)
 }
 
 // Parse reads a config file's bytes (format: toml, yaml or json) on top of
@@ -416,51 +436,83 @@ func SplitHostPort(addr string) (string, int, error) {
 	return host, n, nil
 }
 
-// StaticChanges lists the static keys that differ between two configs
-// (they need a restart; a reload keeps the old values and warns).
+// StaticChanges lists the static keys whose values differ between two
+// configs: they need a restart; a reload keeps the running values.
 func StaticChanges(old, new *Config) []string {
 	var out []string
-	if old.Listen != new.Listen {
-		out = append(out, "listen")
-	}
-	if old.DataDir != new.DataDir {
-		out = append(out, "data_dir")
-	}
-	if old.DrainTimeout != new.DrainTimeout {
-		out = append(out, "drain_timeout")
-	}
-	if old.EnableDiag != new.EnableDiag {
-		out = append(out, "enable_diag")
-	}
-	if !reflect.DeepEqual(old.TLS, new.TLS) {
-		out = append(out, "tls")
-	}
-	if !reflect.DeepEqual(old.Listeners, new.Listeners) {
-		out = append(out, "listeners")
-	}
-	if old.Call != new.Call {
-		out = append(out, "call")
-	}
+	ov, nv := reflect.ValueOf(old).Elem(), reflect.ValueOf(new).Elem()
+	walkKeys(func(l leaf) {
+		if !l.dynamic && !reflect.DeepEqual(ov.FieldByIndex(l.index).Interface(), nv.FieldByIndex(l.index).Interface()) {
+			out = append(out, l.key)
+		}
+	})
 	return out
 }
 
-// Docs lists every key with its description, for `alknet config docs`.
+// ApplyDynamic returns running with the dynamic settings of next: what a
+// reload applies. Static settings keep their running values.
+func ApplyDynamic(running, next *Config) *Config {
+	out := *running
+	ov, nv := reflect.ValueOf(&out).Elem(), reflect.ValueOf(next).Elem()
+	walkKeys(func(l leaf) {
+		if l.dynamic {
+			ov.FieldByIndex(l.index).Set(nv.FieldByIndex(l.index))
+		}
+	})
+	// [plugins.<name>] tables are dynamic: settings, grants, pins, disabled.
+	out.Plugins.Entries, out.Plugins.parsed = next.Plugins.Entries, next.Plugins.parsed
+	return &out
+}
+
+// Docs lists every key with its description and whether a reload applies
+// it, for `alknet config docs`.
 func Docs() []KeyDoc {
 	var out []KeyDoc
-	walkKeys(func(key string, f reflect.StructField) { out = append(out, KeyDoc{Key: key, Doc: f.Tag.Get("doc")}) })
+	defaults := viper.New()
+	Defaults(defaults)
+	walkKeys(func(l leaf) {
+		d := KeyDoc{Key: l.key, Doc: l.field.Tag.Get("doc"), Dynamic: l.dynamic, Type: typeName(l.field.Type)}
+		if defaults.IsSet(l.key) {
+			d.Default = fmt.Sprint(defaults.Get(l.key))
+		}
+		out = append(out, d)
+	})
 	out = append(out,
-		KeyDoc{Key: "plugins.<name>.version", Doc: "pin this plugin's version (else `alknet plugin use`, else the highest installed)"},
-		KeyDoc{Key: "plugins.<name>.settings", Doc: "the plugin's own settings (a table; see the plugin's README)"},
-		KeyDoc{Key: "plugins.<name>.capabilities", Doc: "grants: name = \"vault:ed25519:<path>\" | \"credential:<name>\" | \"file:<path>\""},
-		KeyDoc{Key: "plugins.<name>.disabled", Doc: "do not run this plugin"},
+		KeyDoc{Key: "plugins.<name>.version", Type: "string", Dynamic: true, Doc: "pin this plugin's version (else `alknet plugin use`, else the highest installed)"},
+		KeyDoc{Key: "plugins.<name>.settings", Type: "table", Dynamic: true, Doc: "the plugin's own settings (a table; see the plugin's README); keys may also sit directly under [plugins.<name>]"},
+		KeyDoc{Key: "plugins.<name>.capabilities", Type: "table", Dynamic: true, Doc: "grants: name = \"vault:ed25519:<path>\" | \"credential:<name>\" | \"file:<path>\""},
+		KeyDoc{Key: "plugins.<name>.disabled", Type: "bool", Dynamic: true, Default: "false", Doc: "do not run this plugin"},
 	)
 	return out
 }
 
-// KeyDoc is one documented key.
-type KeyDoc struct{ Key, Doc string }
+func typeName(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "duration"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return "array of tables"
+	case t.Kind() == reflect.Slice:
+		return "list of " + typeName(t.Elem())
+	case t.Kind() == reflect.Int:
+		return "integer"
+	}
+	return t.Kind().String()
+}
 
-// Dynamic reports whether key is applied on reload.
+// KeyDoc is one documented key.
+type KeyDoc struct {
+	Key, Doc, Type, Default string
+	// Dynamic: a reload (SIGHUP) applies it; otherwise a restart does.
+	Dynamic bool
+}
+
+// Dynamic reports whether a reload applies key.
 func Dynamic(key string) bool {
-	return strings.HasPrefix(key, "auth.") || strings.HasPrefix(key, "limits.") || strings.HasPrefix(key, "plugins.")
+	for _, d := range Docs() {
+		if d.Key == key {
+			return d.Dynamic
+		}
+	}
+	return strings.HasPrefix(key, "plugins.")
 }

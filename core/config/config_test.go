@@ -111,13 +111,54 @@ func TestStaticChanges(t *testing.T) {
 	if got := StaticChanges(a, c); len(got) != 0 {
 		t.Fatalf("limits are dynamic: %v", got)
 	}
+	d, _ := Parse([]byte(strings.Replace(sample, "[limits]", "[limits]\nidle_timeout = \"7s\"", 1)), "toml")
+	if got := StaticChanges(a, d); len(got) != 1 || got[0] != "limits.idle_timeout" {
+		t.Fatalf("the QUIC idle timeout needs a restart: %v", got)
+	}
+}
+
+// A reload applies exactly the dynamic keys: a file that changes a static
+// key and a plugin's settings at once gets the settings applied and the
+// static key kept.
+func TestApplyDynamic(t *testing.T) {
+	a, _ := Parse([]byte(sample), "toml")
+	next := strings.Replace(sample, "5000", "5001", 1) + "\n[plugins]\nrequire_signature = true\n[plugins.ssh]\nexec_allow = [\"uptime\"]\n"
+	next = strings.Replace(next, "max_connections_per_ip = 2", "max_connections_per_ip = 9", 1)
+	b, err := Parse([]byte(next), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ApplyDynamic(a, b)
+	if got.Listen != "127.0.0.1:5000" {
+		t.Fatalf("static listen changed by a reload: %s", got.Listen)
+	}
+	if got.Limits.MaxConnectionsPerIP != 9 || !got.Plugins.RequireSignature || got.Plugins.Plugin("ssh").Settings["exec_allow"] == nil {
+		t.Fatalf("dynamic settings not applied: %+v %+v", got.Limits, got.Plugins.Plugin("ssh"))
+	}
+	if a.Limits.MaxConnectionsPerIP != 2 {
+		t.Fatal("ApplyDynamic changed the running config in place")
+	}
 }
 
 func TestDocsCoverEveryKey(t *testing.T) {
+	docs := map[string]KeyDoc{}
 	for _, d := range Docs() {
 		if d.Doc == "" {
 			t.Errorf("%s has no doc", d.Key)
 		}
+		if d.Type == "" {
+			t.Errorf("%s has no type", d.Key)
+		}
+		docs[d.Key] = d
+	}
+	for key, dynamic := range map[string]bool{"listen": false, "limits.max_connections_per_ip": true, "limits.idle_timeout": false,
+		"auth.peers": true, "plugins.require_signature": true, "plugins.mtls": false, "plugins.<name>.settings": true, "tls.mode": false} {
+		if d, ok := docs[key]; !ok || d.Dynamic != dynamic {
+			t.Errorf("%s: documented %+v, want dynamic=%v", key, d, dynamic)
+		}
+	}
+	if docs["limits.max_connections_per_ip"].Default != "100" {
+		t.Errorf("default of limits.max_connections_per_ip: %q", docs["limits.max_connections_per_ip"].Default)
 	}
 }
 

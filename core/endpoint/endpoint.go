@@ -169,14 +169,23 @@ func (e *Endpoint) ALPNs() []string {
 }
 
 // ServeInternal routes an in-process connection (see Pipe) to the handler
-// of its ALPN, as if it had arrived from the network, and returns when the
-// handler is done. It fails if no handler is registered for the ALPN.
-func (e *Endpoint) ServeInternal(c Conn, id *auth.Identity) error {
+// of its ALPN, as if it had arrived from the network with ac, and returns
+// at once; the handler runs in its own goroutine and the connection is
+// closed when it returns. It fails if no handler is registered for the
+// ALPN. The caller decides the identity in ac: the core, never a plugin
+// (docs/architecture.md D15).
+func (e *Endpoint) ServeInternal(c Conn, ac auth.AuthContext) error {
 	h, ok := e.handlerFor(c.ALPN())
 	if !ok {
 		return fmt.Errorf("no handler for ALPN %q in this node", c.ALPN())
 	}
-	ac := auth.AuthContext{Identity: id, ALPN: c.ALPN(), RemoteAddr: c.RemoteAddr(), Transport: c.Transport()}
+	ac.ALPN = c.ALPN()
+	if ac.RemoteAddr == nil {
+		ac.RemoteAddr = c.RemoteAddr()
+	}
+	if ac.Transport == "" {
+		ac.Transport = c.Transport()
+	}
 	e.handler.Add(1)
 	go func() {
 		defer e.handler.Done()

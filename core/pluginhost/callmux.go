@@ -11,13 +11,13 @@ import (
 )
 
 // callMux carries every operation call to one plugin instance on a single
-// long-lived Plugin.Calls stream, correlated by id (spec/plugins.md §3: a
-// gRPC call per operation costs ~10× a frame on an open stream).
+// long-lived Plugin.Calls stream, correlated by the call's handle
+// (docs/spec/plugins.md §3: a gRPC call per operation costs ~10× a frame
+// on an open stream).
 type callMux struct {
 	st   grpc.BidiStreamingClient[pluginpb.CallFrame, pluginpb.CallFrame]
 	smu  sync.Mutex // serialises Send
 	mu   sync.Mutex
-	next uint64
 	wait map[uint64]*muxCall
 	done chan struct{}
 }
@@ -69,12 +69,11 @@ func (m *callMux) send(f *pluginpb.CallFrame) error {
 	return m.st.Send(f)
 }
 
-// call sends req and passes every result to onResult until the last one.
-// Cancelling ctx sends an abort for the call.
-func (m *callMux) call(ctx context.Context, req *pluginpb.InvokeRequest, onResult func(*pluginpb.InvokeResult) error) error {
+// call sends req as call id (a handle unique within the instance) and
+// passes every result to onResult until the last one. Cancelling ctx sends
+// an abort for the call.
+func (m *callMux) call(ctx context.Context, id uint64, req *pluginpb.InvokeRequest, onResult func(*pluginpb.InvokeResult) error) error {
 	m.mu.Lock()
-	m.next++
-	id := m.next
 	c := &muxCall{frames: make(chan *pluginpb.CallFrame, 64), gone: make(chan struct{})}
 	m.wait[id] = c
 	m.mu.Unlock()

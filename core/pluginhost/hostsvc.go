@@ -3,15 +3,12 @@ package pluginhost
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"slices"
-	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"alknet.dev/alknet/core/auth"
@@ -20,179 +17,117 @@ import (
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// hostService is the Host gRPC service one plugin instance talks to.
+// hostService is the Host gRPC service one plugin instance talks to. Every
+// RPC names what it acts on by handle, and only handles of this instance
+// that are still open are accepted (docs/architecture.md D15): a plugin
+// cannot reach another plugin's connections or calls, nor act after the
+// connection or call it served has ended, nor state an identity.
 type hostService struct {
 	pluginpb.UnimplementedHostServer
 	h  *Host
 	in *instance
 }
 
-func (s *hostService) conn(id uint64) (*bridgedConn, error) {
-	v, ok := s.in.conns.Load(id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "connection %d is closed", id)
-	}
-	return v.(*bridgedConn), nil
+func notServing(id uint64) error {
+	return status.Errorf(codes.PermissionDenied, "handle %d is not a connection, call or session this plugin is serving", id)
 }
 
-func (s *hostService) register(bc *bridgedConn, connID uint64, st endpoint.Stream) *pluginpb.StreamRef {
-	sid := s.in.nextID.Add(1)
-	s.in.streams.Store(streamKey{connID, sid}, st)
-	return &pluginpb.StreamRef{ConnId: connID, StreamId: sid}
-}
-
-func (s *hostService) AcceptStream(ctx context.Context, r *pluginpb.ConnRef) (*pluginpb.StreamRef, error) {
-	bc, err := s.conn(r.GetConnId())
-	if err != nil {
-		return nil, err
-	}
-	// Draining ends the plugin's accept loop; streams in progress go on.
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-bc.drain.Done():
-		case <-bc.done:
-		case <-actx.Done():
-		}
-		cancel()
-	}()
-	st, err := bc.conn.AcceptStream(actx)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "connection closed or draining: %v", err)
-	}
-	return s.register(bc, r.GetConnId(), st), nil
-}
-
-func (s *hostService) OpenStream(ctx context.Context, r *pluginpb.ConnRef) (*pluginpb.StreamRef, error) {
-	bc, err := s.conn(r.GetConnId())
-	if err != nil {
-		return nil, err
-	}
-	st, err := bc.conn.OpenStream(ctx)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "open stream: %v", err)
-	}
-	return s.register(bc, r.GetConnId(), st), nil
-}
-
-// Stream bridges one endpoint stream and one gRPC stream, both ways, with
-// half-close and reset preserved and flow control end to end.
+// Stream carries one stream of a connection: the plugin's first message
+// names the connection and whether to accept the peer's next stream or
+// open a new one; the core answers opened once the stream exists, then
+// bridges it.
 func (s *hostService) Stream(rpc grpc.BidiStreamingServer[pluginpb.Chunk, pluginpb.Chunk]) error {
-	md, _ := metadata.FromIncomingContext(rpc.Context())
-	cid, err1 := strconv.ParseUint(first(md.Get(pluginpb.MetaConnID)), 10, 64)
-	sid, err2 := strconv.ParseUint(first(md.Get(pluginpb.MetaStreamID)), 10, 64)
-	if err1 != nil || err2 != nil {
-		return status.Error(codes.InvalidArgument, "stream reference missing")
+	first, err := rpc.Recv()
+	if err != nil {
+		return err
 	}
-	v, ok := s.in.streams.LoadAndDelete(streamKey{cid, sid})
+	open := first.GetOpen()
+	if open == nil || len(first.GetData()) > 0 || first.GetFin() || first.GetReset_() {
+		return status.Error(codes.InvalidArgument, "the first message of a stream must name it (open) and carry nothing else")
+	}
+	ch, ok := s.in.lookupConn(open.GetConn())
 	if !ok {
-		return status.Errorf(codes.NotFound, "stream %d/%d unknown", cid, sid)
+		return notServing(open.GetConn())
 	}
-	st := v.(endpoint.Stream)
+	var st endpoint.Stream
+	if open.GetAccept() {
+		// Draining ends the plugin's accept loop; streams in progress go on.
+		actx, cancel := context.WithCancel(rpc.Context())
+		go func() {
+			// Owned by this accept: ends with it.
+			select {
+			case <-ch.drain.Done():
+			case <-ch.done:
+			case <-actx.Done():
+			}
+			cancel()
+		}()
+		st, err = ch.conn.AcceptStream(actx)
+		cancel()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "connection closed or draining: %v", err)
+		}
+	} else {
+		st, err = ch.conn.OpenStream(rpc.Context())
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "open stream: %v", err)
+		}
+	}
+	if err := rpc.Send(&pluginpb.Chunk{Opened: true}); err != nil {
+		// The plugin gave up on this stream: nothing may stay open.
+		st.CancelRead(uint64(endpoint.CodeUnavailable))
+		st.CancelWrite(uint64(endpoint.CodeUnavailable))
+		return err
+	}
 	s.in.active.Add(1)
 	defer s.in.active.Add(-1)
-	return bridge(st, rpc)
-}
-
-func first(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
-}
-
-// bridge copies both directions until both are finished.
-func bridge(st endpoint.Stream, rpc grpc.BidiStreamingServer[pluginpb.Chunk, pluginpb.Chunk]) error {
-	done := make(chan struct{}, 2)
-	go func() {
-		// peer → plugin. Owned by bridge.
-		defer func() { done <- struct{}{} }()
-		buf := make([]byte, pluginpb.ChunkSize)
-		for {
-			n, err := st.Read(buf)
-			if n > 0 {
-				if rpc.Send(&pluginpb.Chunk{Data: buf[:n]}) != nil {
-					st.CancelRead(uint64(endpoint.CodeUnavailable))
-					return
-				}
-			}
-			if errors.Is(err, io.EOF) {
-				_ = rpc.Send(&pluginpb.Chunk{Fin: true})
-				return
-			}
-			if err != nil {
-				_ = rpc.Send(&pluginpb.Chunk{Reset_: true, Code: resetCode(err)})
-				return
-			}
-		}
-	}()
-	go func() {
-		// plugin → peer. Owned by bridge.
-		defer func() { done <- struct{}{} }()
-		for {
-			c, err := rpc.Recv()
-			if err != nil {
-				// The plugin went away mid-stream.
-				st.CancelWrite(uint64(endpoint.CodeUnavailable))
-				st.CancelRead(uint64(endpoint.CodeUnavailable))
-				return
-			}
-			if len(c.GetData()) > 0 {
-				_, err := st.Write(c.GetData())
-				pluginpb.ReleaseChunkData(c.GetData())
-				if err != nil {
-					st.CancelRead(0)
-					return
-				}
-			}
-			if c.GetReset_() {
-				st.CancelWrite(c.GetCode())
-				return
-			}
-			if c.GetFin() {
-				_ = st.CloseWrite()
-				return
-			}
-		}
-	}()
-	<-done
-	<-done
+	bridge(st, rpc)
 	return nil
 }
 
-// resetCode extracts a peer's reset code from a stream error.
-func resetCode(err error) uint64 {
-	var re *endpoint.ResetError
-	if errors.As(err, &re) {
-		return re.Code
-	}
-	return 0
-}
-
 func (s *hostService) CloseConnection(_ context.Context, r *pluginpb.CloseConnectionRequest) (*pluginpb.Empty, error) {
-	bc, err := s.conn(r.GetConnId())
-	if err != nil {
-		return &pluginpb.Empty{}, nil
+	if ch, ok := s.in.lookupConn(r.GetConn()); ok {
+		ch.finish(r.GetCode(), r.GetReason())
 	}
-	bc.finish(r.GetCode(), r.GetReason())
 	return &pluginpb.Empty{}, nil
 }
 
-// Invoke is a nested call from a running plugin operation: allowed only for
-// names in that operation's env, run internal with the plugin's authority.
-func (s *hostService) Invoke(r *pluginpb.InvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
-	v, ok := s.in.calls.Load(r.GetParentId())
-	name := call.Errorf(call.CodeNotFound, "operation not found: %s", r.GetOperation())
-	if !ok || !slices.Contains(v.(*inflight).env, trimSlash(r.GetOperation())) {
-		return sendError(st, name)
+// pluginAuthority is the identity a plugin's nested calls run with: the
+// composition authority of its registrations (docs/spec/call.md §5).
+func (s *hostService) pluginAuthority() *auth.Identity {
+	return &auth.Identity{ID: "plugin:" + s.in.name}
+}
+
+// Invoke is a call the plugin makes through the registry, acting as a
+// handle: from a running call of its own, a nested call limited to that
+// operation's env (internal, with the plugin's authority, within the
+// call's deadline and cancelled with it); from a connection or session, a
+// call as its identity through every gate a wire call passes.
+func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
+	a, err := s.in.actorOf(r.GetAs())
+	if err != nil {
+		return notServing(r.GetAs())
 	}
-	authority := &auth.Identity{ID: "plugin:" + s.in.name}
+	name := trimSlash(r.GetOperation())
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	defer context.AfterFunc(a.ctx, cancel)()
+	inv := call.Invocation{Name: name, Input: r.GetInput(), Identity: a.identity, RequestID: uuid.NewString(), Subscribe: r.GetSubscribe()}
+	if a.call != nil {
+		if !slices.Contains(a.call.env, name) {
+			return sendError(st, call.NotFound(name))
+		}
+		if d, ok := a.call.ctx.Deadline(); ok {
+			var c context.CancelFunc
+			ctx, c = context.WithDeadline(ctx, d)
+			defer c()
+		}
+		inv.Identity, inv.Internal, inv.ParentID = s.pluginAuthority(), true, a.call.requestID
+	}
 	emit := func(b json.RawMessage) error {
 		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
 	}
-	out, cerr := s.h.opts.Registry.Invoke(st.Context(), call.Invocation{Name: r.GetOperation(), Input: r.GetInput(), Identity: authority,
-		Internal: true, ParentID: r.GetParentId(), Subscribe: r.GetSubscribe()}, emit)
+	out, cerr := s.h.opts.Registry.Invoke(ctx, inv, emit)
 	if cerr != nil {
 		return sendError(st, cerr)
 	}
@@ -210,56 +145,73 @@ func trimSlash(s string) string {
 }
 
 func sendError(st grpc.ServerStreamingServer[pluginpb.InvokeResult], e *call.Error) error {
-	b, _ := json.Marshal(e)
-	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: b})
+	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(e)})
 }
 
-// DialInternal connects the plugin to another handler of the node.
+// DialInternal connects the plugin to another handler of the node, acting
+// as a handle it serves: the target sees that handle's identity, and the
+// internal connection ends when the handle does.
 func (s *hostService) DialInternal(_ context.Context, r *pluginpb.DialInternalRequest) (*pluginpb.ConnRef, error) {
-	var id *auth.Identity
-	if len(r.GetIdentity()) > 0 {
-		id = &auth.Identity{}
-		if json.Unmarshal(r.GetIdentity(), id) != nil {
-			id = nil
-		}
+	a, err := s.in.actorOf(r.GetAs())
+	if err != nil {
+		return nil, notServing(r.GetAs())
 	}
 	client, server := endpoint.Pipe(r.GetAlpn())
-	if err := s.h.opts.Endpoint.ServeInternal(server, id); err != nil {
+	ac := auth.AuthContext{Identity: a.identity, ALPN: r.GetAlpn(), RemoteAddr: server.RemoteAddr(), Transport: server.Transport()}
+	if err := s.h.opts.Endpoint.ServeInternal(server, ac); err != nil {
 		return nil, status.Errorf(codes.NotFound, "%v; install the plugin that serves it (alknet plugin install …)", err)
 	}
-	cid := s.in.nextID.Add(1)
-	bc := &bridgedConn{conn: client, drain: s.in.ctx, done: make(chan struct{})}
-	s.in.conns.Store(cid, bc)
+	ch := &connHandle{conn: client, identity: a.identity, drain: s.in.ctx, done: make(chan struct{})}
+	id := s.in.addConn(ch)
 	go func() {
-		// Owned by the internal connection: ends when either side closes.
+		// Owned by the internal connection: ends when either side, the
+		// handle it acts as or the plugin ends.
 		select {
-		case <-bc.done:
+		case <-ch.done:
 		case <-client.Context().Done():
+		case <-a.ctx.Done():
 		case <-s.in.ctx.Done():
 		}
-		_ = client.CloseWithError(0, "")
-		s.in.conns.Delete(cid)
+		_ = client.CloseWithError(endpoint.CloseCode(ch.code), ch.reason)
 	}()
-	return &pluginpb.ConnRef{ConnId: cid}, nil
+	return &pluginpb.ConnRef{Conn: id}, nil
 }
 
-// ResolveIdentity maps a credential to an identity under the current
-// auth policy (SSH keys for the SSH plugin, tokens for HTTP, …).
-func (s *hostService) ResolveIdentity(_ context.Context, r *pluginpb.ResolveRequest) (*pluginpb.ResolveResponse, error) {
-	if s.h.opts.Policy == nil {
-		return &pluginpb.ResolveResponse{}, nil
+// Authenticate resolves a credential presented on a connection the plugin
+// serves, under the node's current auth configuration, and binds the
+// identity to a session handle that lives no longer than the connection.
+func (s *hostService) Authenticate(_ context.Context, r *pluginpb.AuthenticateRequest) (*pluginpb.AuthenticateResponse, error) {
+	ch, ok := s.in.lookupConn(r.GetConn())
+	if !ok {
+		return nil, notServing(r.GetConn())
 	}
-	pol := s.h.opts.Policy()
+	var pol *auth.Policy
+	if s.h.opts.Policy != nil {
+		pol = s.h.opts.Policy()
+	}
 	var id *auth.Identity
 	switch r.GetKind() {
 	case "ssh_key":
-		id = pol.ResolveSSHKey(r.GetValue())
+		id = pol.ResolveSSHKey(r.GetCredential())
 	case "tls":
-		id = pol.ResolveFingerprint(r.GetValue())
+		id = pol.ResolveFingerprint(r.GetCredential())
 	case "token":
-		id = pol.ResolveToken(r.GetValue(), time.Now())
+		id = pol.ResolveToken(r.GetCredential(), time.Now())
 	default:
-		return nil, status.Errorf(codes.InvalidArgument, "unknown credential kind %q", r.GetKind())
+		return nil, status.Errorf(codes.InvalidArgument, "unknown credential kind %q (ssh_key, tls, token)", r.GetKind())
 	}
-	return &pluginpb.ResolveResponse{Identity: identityJSON(id)}, nil
+	if id == nil {
+		return &pluginpb.AuthenticateResponse{}, nil
+	}
+	h, ok := s.in.addSession(ch, id)
+	if !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "connection %d holds %d sessions already; end some (EndSession)", r.GetConn(), maxSessionsPerConn)
+	}
+	return &pluginpb.AuthenticateResponse{Identity: identityProto(id), Session: h}, nil
+}
+
+// EndSession releases a session handle.
+func (s *hostService) EndSession(_ context.Context, r *pluginpb.SessionRef) (*pluginpb.Empty, error) {
+	s.in.endSession(r.GetSession())
+	return &pluginpb.Empty{}, nil
 }

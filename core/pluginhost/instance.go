@@ -2,169 +2,201 @@ package pluginhost
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
-	"google.golang.org/grpc"
 
+	"alknet.dev/alknet/core/auth"
 	"alknet.dev/alknet/core/endpoint"
-	"alknet.dev/alknet/plugins/sdk"
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// instance is one running plugin process.
+// instance is one running plugin process and everything the core handed
+// it: connections, calls and sessions, each named by a handle unique
+// within the instance (docs/spec/plugins.md §3).
 type instance struct {
 	name, version string
-	manifest      *Manifest
-	protocol      int
-	client        *plugin.Client
-	pc            *sdk.Client
+	manifest      *pluginpb.Manifest
+	proc          Process
+	pc            pluginpb.PluginClient
 	log           hclog.Logger
 
 	ctx    context.Context // done when the process is gone or stopped
 	cancel context.CancelFunc
-	exited chan struct{}
+	exited chan struct{} // closed by watch
 
 	nextID  atomic.Uint64
-	conns   sync.Map // uint64 → *bridgedConn
-	streams sync.Map // streamKey → endpoint.Stream waiting for Host.Stream
-	active  atomic.Int64
-	calls   sync.Map // request id → *inflight
+	handles sync.Map     // uint64 → *connHandle | *callHandle | *sessionHandle
+	active  atomic.Int64 // streams being bridged
 	mux     *callMux
-	hostSrv *grpc.Server
-	pid     int
 }
 
-type streamKey struct{ conn, stream uint64 }
-
-// bridgedConn is a connection the core routed to the plugin.
-type bridgedConn struct {
-	conn   endpoint.Conn
-	drain  context.Context
+// connHandle is a connection the plugin serves: one the endpoint routed to
+// it, or one it dialed with DialInternal.
+type connHandle struct {
+	conn     endpoint.Conn
+	identity *auth.Identity
+	// drain is done when the node drains: accepting new streams stops.
+	drain context.Context
+	// done is closed when the plugin closed the connection (code, reason).
 	done   chan struct{}
 	once   sync.Once
 	code   uint64
 	reason string
+
+	mu       sync.Mutex
+	sessions map[uint64]struct{}
 }
 
-func (b *bridgedConn) finish(code uint64, reason string) {
-	b.once.Do(func() { b.code, b.reason = code, reason; close(b.done) })
+func (c *connHandle) finish(code uint64, reason string) {
+	c.once.Do(func() { c.code, c.reason = code, reason; close(c.done) })
 }
 
-// inflight is an operation call being served by the plugin.
-type inflight struct {
-	env []string
+// ctx is done when the connection is closed by either side.
+func (c *connHandle) ctx() context.Context { return c.conn.Context() }
+
+// callHandle is a call of one of the plugin's operations, running.
+type callHandle struct {
+	ctx       context.Context // the call's: cancelled on abort, deadline
+	requestID string
+	identity  *auth.Identity // the caller
+	env       []string       // operations it may call (nested)
 }
 
-// launchOptions configure one launch.
-type launchOptions struct {
-	binary string
-	sha256 string
-	mtls   bool
-	// socketDir holds the plugin sockets: private (0700), so that without
-	// AutoMTLS no other local user can reach them.
-	socketDir string
-	log       hclog.Logger
-	host      func(*instance) pluginpb.HostServer
-	settings  json.RawMessage
-	nodeInfo  json.RawMessage
+// sessionHandle is an identity the core resolved from a credential the
+// plugin presented on conn (Host.Authenticate).
+type sessionHandle struct {
+	identity *auth.Identity
+	conn     *connHandle
 }
 
-// launch verifies the binary, starts it with go-plugin and configures it.
-func launch(ctx context.Context, o launchOptions) (*instance, error) {
-	// Integrity before execution (D7): hash it ourselves so the error can
-	// name both digests; go-plugin's SecureConfig checks again at exec.
-	got, err := FileSHA256(o.binary)
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", o.binary, err)
+// maxSessionsPerConn bounds the sessions one connection can hold.
+const maxSessionsPerConn = 256
+
+// lookupConn returns the open connection named by id.
+func (in *instance) lookupConn(id uint64) (*connHandle, bool) {
+	v, ok := in.handles.Load(id)
+	if !ok {
+		return nil, false
 	}
-	if got != o.sha256 {
-		return nil, &VerifyError{Path: o.binary, Want: o.sha256, Got: got}
+	c, ok := v.(*connHandle)
+	if !ok || c.ctx().Err() != nil {
+		return nil, false
 	}
-	want, _ := hex.DecodeString(o.sha256)
-	if err := ensureDir(o.socketDir); err != nil {
-		return nil, fmt.Errorf("plugin socket directory: %w", err)
+	return c, true
+}
+
+// actor is what a handle acts as: an identity, a context that ends with
+// the handle, and for a call its env.
+type actor struct {
+	identity *auth.Identity
+	ctx      context.Context
+	call     *callHandle
+}
+
+var errHandle = errors.New("not a connection, call or session this plugin is serving")
+
+// actorOf resolves a handle the plugin names for a nested call or an
+// internal dial: only a handle of this instance that is still open.
+func (in *instance) actorOf(id uint64) (actor, error) {
+	v, ok := in.handles.Load(id)
+	if !ok {
+		return actor{}, fmt.Errorf("handle %d: %w", id, errHandle)
 	}
-	cmd := exec.Command(o.binary)
-	cmd.Env = minimalEnv()
-	// Own process group (stopping kills the group) and a parent-death
-	// signal, so a crashed core leaves no plugin behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig: sdk.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{
-			pluginpb.ProtocolVersion: {pluginpb.PluginName: &sdk.GRPCPlugin{}},
-		},
-		Cmd:              cmd,
-		SecureConfig:     &plugin.SecureConfig{Checksum: want, Hash: sha256.New()},
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         o.mtls,
-		SkipHostEnv:      true,
-		Logger:           o.log,
-		GRPCDialOptions:  sdk.DialOptions(),
-		StartTimeout:     10 * time.Second,
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: o.socketDir},
+	switch h := v.(type) {
+	case *connHandle:
+		if h.ctx().Err() == nil {
+			return actor{identity: h.identity, ctx: h.ctx()}, nil
+		}
+	case *callHandle:
+		if h.ctx.Err() == nil {
+			return actor{identity: h.identity, ctx: h.ctx, call: h}, nil
+		}
+	case *sessionHandle:
+		if h.conn.ctx().Err() == nil {
+			return actor{identity: h.identity, ctx: h.conn.ctx()}, nil
+		}
+	}
+	return actor{}, fmt.Errorf("handle %d: %w", id, errHandle)
+}
+
+// addConn registers a connection and returns its handle; the handle and
+// its sessions are dropped when the connection closes.
+func (in *instance) addConn(c *connHandle) uint64 {
+	id := in.nextID.Add(1)
+	in.handles.Store(id, c)
+	context.AfterFunc(c.ctx(), func() {
+		in.handles.Delete(id)
+		c.mu.Lock()
+		for s := range c.sessions {
+			in.handles.Delete(s)
+		}
+		c.sessions = nil
+		c.mu.Unlock()
 	})
-	rpc, err := client.Client()
-	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("start %s: %w", o.binary, err)
-	}
-	raw, err := rpc.Dispense(pluginpb.PluginName)
-	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("start %s: %w", o.binary, err)
-	}
-	pc := raw.(*sdk.Client)
-	ictx, cancel := context.WithCancel(context.Background())
-	in := &instance{client: client, pc: pc, log: o.log, ctx: ictx, cancel: cancel, exited: make(chan struct{}), protocol: client.NegotiatedVersion()}
-	if rc := client.ReattachConfig(); rc != nil {
-		in.pid = rc.Pid
-	}
-	fail := func(err error) (*instance, error) {
-		in.stop(0)
-		return nil, err
-	}
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	mf, err := pc.Describe(dctx, &pluginpb.Empty{})
-	if err != nil {
-		return fail(fmt.Errorf("describe: %w", err))
-	}
-	m, err := ParseManifest(mf.GetJson())
-	if err != nil {
-		return fail(err)
-	}
-	in.manifest, in.name, in.version = m, m.Name, m.Version
-	// The Host service, on one brokered connection the plugin dials once.
-	id := pc.Broker.NextId()
-	hostImpl := o.host(in)
-	go pc.Broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-		s := grpc.NewServer(append(opts, sdk.ServerOptions()...)...)
-		pluginpb.RegisterHostServer(s, hostImpl)
-		return s
-	})
-	if _, err := pc.Configure(dctx, &pluginpb.ConfigureRequest{Settings: o.settings, NodeInfo: o.nodeInfo, HostBrokerId: id}); err != nil {
-		return fail(fmt.Errorf("configure: %w", err))
-	}
-	if in.mux, err = newCallMux(ictx, pc); err != nil {
-		return fail(fmt.Errorf("open the call stream: %w", err))
-	}
-	go in.watch()
-	return in, nil
+	return id
 }
 
-// watch notices the process exit. Owned by the instance.
+// addSession binds an identity to conn; false when conn holds too many.
+func (in *instance) addSession(c *connHandle, id *auth.Identity) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx().Err() != nil || len(c.sessions) >= maxSessionsPerConn {
+		return 0, false
+	}
+	if c.sessions == nil {
+		c.sessions = map[uint64]struct{}{}
+	}
+	h := in.nextID.Add(1)
+	c.sessions[h] = struct{}{}
+	in.handles.Store(h, &sessionHandle{identity: id, conn: c})
+	return h, true
+}
+
+// endSession drops a session handle.
+func (in *instance) endSession(h uint64) {
+	v, ok := in.handles.Load(h)
+	if !ok {
+		return
+	}
+	s, ok := v.(*sessionHandle)
+	if !ok {
+		return
+	}
+	in.handles.Delete(h)
+	s.conn.mu.Lock()
+	delete(s.conn.sessions, h)
+	s.conn.mu.Unlock()
+}
+
+// conns lists the connections routed to or dialed by the instance.
+func (in *instance) conns() []*connHandle {
+	var out []*connHandle
+	in.handles.Range(func(_, v any) bool {
+		if c, ok := v.(*connHandle); ok {
+			out = append(out, c)
+		}
+		return true
+	})
+	return out
+}
+
+// closeAll closes every connection of this instance with code 2.
+func (in *instance) closeAll(reason string) {
+	for _, c := range in.conns() {
+		_ = c.conn.CloseWithError(endpoint.CodeUnavailable, reason)
+		c.finish(uint64(endpoint.CodeUnavailable), reason)
+	}
+}
+
+// idle reports whether nothing is routed to the instance any more.
+func (in *instance) idle() bool { return len(in.conns()) == 0 && in.active.Load() == 0 }
+
 // Health checking: a plugin that stops answering Health (hung, not
 // crashed) is treated like one that exited.
 const (
@@ -173,20 +205,18 @@ const (
 	healthFailures = 3
 )
 
+// watch notices the process exit and failed health checks. Owned by the
+// instance.
 func (in *instance) watch() {
 	defer close(in.exited)
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
 	h := time.NewTicker(healthEvery)
 	defer h.Stop()
 	failures := 0
 	for {
 		select {
-		case <-t.C:
-			if in.client.Exited() {
-				in.cancel()
-				return
-			}
+		case <-in.proc.Exited():
+			in.cancel()
+			return
 		case <-h.C:
 			ctx, cancel := context.WithTimeout(in.ctx, healthTimeout)
 			_, err := in.pc.Health(ctx, &pluginpb.Empty{})
@@ -201,11 +231,9 @@ func (in *instance) watch() {
 			failures++
 			in.log.Warn("plugin health check failed", "failures", failures, "error", err)
 			if failures >= healthFailures {
-				in.log.Error("plugin does not answer health checks; stopping it", "pid", in.pid)
-				if in.pid > 0 {
-					_ = syscall.Kill(-in.pid, syscall.SIGKILL)
-				}
+				in.log.Error("plugin does not answer health checks; stopping it", "pid", in.proc.Pid())
 				in.cancel()
+				in.proc.Stop(0)
 				return
 			}
 		case <-in.ctx.Done():
@@ -214,32 +242,16 @@ func (in *instance) watch() {
 	}
 }
 
-// stop ends the process: graceful first, then the whole process group.
+// stop ends the process.
 func (in *instance) stop(grace time.Duration) {
 	in.cancel()
-	done := make(chan struct{})
-	go func() { in.client.Kill(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(grace + 2*time.Second):
-	}
-	if in.pid > 0 {
-		_ = syscall.Kill(-in.pid, syscall.SIGKILL)
-	}
-	<-done
+	in.proc.Stop(grace)
 }
 
-// closeAll closes every connection routed to this instance with code 2.
-func (in *instance) closeAll(reason string) {
-	in.conns.Range(func(k, v any) bool {
-		bc := v.(*bridgedConn)
-		_ = bc.conn.CloseWithError(endpoint.CodeUnavailable, reason)
-		bc.finish(uint64(endpoint.CodeUnavailable), reason)
-		return true
-	})
+// settingsOrEmpty is settings, or an empty JSON object.
+func settingsOrEmpty(s json.RawMessage) []byte {
+	if len(s) == 0 {
+		return []byte("{}")
+	}
+	return s
 }
-
-// Pid is the plugin process id.
-func (in *instance) Pid() int { return in.pid }
-
-var errUnavailable = errors.New("plugin unavailable")

@@ -13,16 +13,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"alknet.dev/alknet/core/atomicfile"
+	"alknet.dev/alknet/proto/pluginpb"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
 // SupportedProtocols are the core↔plugin protocol versions this core speaks.
-var SupportedProtocols = []int{1}
+var SupportedProtocols = []int{pluginrpc.ProtocolVersion}
 
 // Installed is one installed plugin version, as recorded in lock.json.
 type Installed struct {
@@ -31,6 +35,7 @@ type Installed struct {
 	SHA256           string    `json:"sha256"`
 	ProtocolVersions []int     `json:"protocol_versions"`
 	ALPNs            []string  `json:"alpns"`
+	Namespaces       []string  `json:"namespaces,omitempty"`
 	Operations       []string  `json:"operations"`
 	Source           string    `json:"source"`
 	InstalledAt      time.Time `json:"installed_at"`
@@ -151,13 +156,13 @@ func FileSHA256(path string) (string, error) {
 
 // Describe runs `<binary> describe` with an empty environment and parses
 // the manifest it prints.
-func Describe(ctx context.Context, binary string) (*Manifest, error) {
+func Describe(ctx context.Context, binary string) (*pluginpb.Manifest, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "describe")
 	cmd.Env = minimalEnv()
 	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdout, cmd.Stderr = &limitedWriter{w: &out, n: maxManifest + 1}, &limitedWriter{w: &errb, n: 4 << 10}
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%s describe: %w: %s", binary, err, strings.TrimSpace(errb.String()))
 	}
@@ -166,6 +171,19 @@ func Describe(ctx context.Context, binary string) (*Manifest, error) {
 		return nil, fmt.Errorf("%s describe: %w", binary, err)
 	}
 	return m, nil
+}
+
+// limitedWriter keeps the first n bytes and discards the rest.
+type limitedWriter struct {
+	w *bytes.Buffer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if room := l.n - l.w.Len(); room > 0 {
+		l.w.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // InstallOptions are the checks an install must pass before the binary is
@@ -179,12 +197,37 @@ type InstallOptions struct {
 	RequireSignature bool
 	// TrustedPublishers, when not empty, are the only accepted signers.
 	TrustedPublishers []string
+	// Force replaces an installed version whose binary differs; the
+	// plugin's restart generation is bumped so a running node switches to
+	// it with zero downtime.
+	Force bool
 }
 
-// Install verifies, describes and copies a plugin binary into the store.
-// Digest and signature are checked before the binary is executed at all.
+// ErrAlreadyInstalled is returned by Install for the very binary that is
+// installed already (nothing was changed).
+var ErrAlreadyInstalled = errors.New("already installed")
+
+// Install verifies, describes and copies a plugin binary into the store
+// (docs/spec/plugins.md §7, §9). The candidate is first copied into a
+// private staging directory — opened without following a symlink — and
+// only that copy is hashed, checked (digest, signature), run for
+// `describe` and finally moved into place: what was checked is what runs,
+// whatever happens to src meanwhile. A failure leaves nothing behind.
 func (s *Store) Install(ctx context.Context, src, source string, o InstallOptions) (*Installed, error) {
-	sum, err := FileSHA256(src)
+	if err := ensureDir(s.dir); err != nil {
+		return nil, err
+	}
+	stageRoot := filepath.Join(s.dir, stagingDir)
+	if err := ensureDir(stageRoot); err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp(stageRoot, "install-")
+	if err != nil {
+		return nil, fmt.Errorf("install %s: %w", src, err)
+	}
+	defer os.RemoveAll(stage)
+	staged := filepath.Join(stage, "candidate")
+	sum, err := stageCopy(src, staged)
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", src, err)
 	}
@@ -200,71 +243,127 @@ func (s *Store) Install(ctx context.Context, src, source string, o InstallOption
 	case o.RequireSignature:
 		return nil, fmt.Errorf("install %s: plugins.require_signature is on and no --signature was given; refusing to run it", src)
 	}
-	m, err := Describe(ctx, src)
+	m, err := Describe(ctx, staged)
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", src, err)
 	}
-	proto, ok := m.Speaks(SupportedProtocols)
-	if !ok {
+	if _, ok := Speaks(m, SupportedProtocols); !ok {
 		return nil, fmt.Errorf("install %s: plugin %s %s speaks core protocol %v; this alknet speaks %v — install a plugin version built for this core", src, m.Name, m.Version, m.ProtocolVersions, SupportedProtocols)
-	}
-	_ = proto
-	if err := ensureDir(s.dir); err != nil {
-		return nil, err
-	}
-	vdir := filepath.Join(s.dir, m.Name, m.Version)
-	if err := ensureDir(vdir); err != nil {
-		return nil, err
-	}
-	dst := s.BinaryPath(m.Name, m.Version)
-	if err := copyFile(src, dst); err != nil {
-		return nil, fmt.Errorf("install %s: %w", src, err)
-	}
-	if got, err := FileSHA256(dst); err != nil || got != sum {
-		return nil, fmt.Errorf("install %s: the copy at %s does not match (%s vs %s)", src, dst, got, sum)
 	}
 	ops := make([]string, 0, len(m.Operations))
 	for _, op := range m.Operations {
 		ops = append(ops, op.Name)
 	}
-	inst := &Installed{Name: m.Name, Version: m.Version, SHA256: sum, ProtocolVersions: m.ProtocolVersions, ALPNs: m.ALPNs,
+	protos := make([]int, len(m.ProtocolVersions))
+	for i, v := range m.ProtocolVersions {
+		protos[i] = int(v)
+	}
+	inst := &Installed{Name: m.Name, Version: m.Version, SHA256: sum, ProtocolVersions: protos, ALPNs: m.Alpns, Namespaces: m.Namespaces,
 		Operations: ops, Source: source, InstalledAt: time.Now().UTC().Truncate(time.Second), Signer: signer}
 	err = s.Update(func(l *Lock) error {
+		if err := l.conflicts(inst); err != nil {
+			return err
+		}
 		lp := l.Plugins[m.Name]
 		if lp == nil {
 			lp = &Locked{Versions: map[string]*Installed{}}
 			l.Plugins[m.Name] = lp
 		}
+		if old, ok := lp.Versions[m.Version]; ok {
+			if old.SHA256 == sum {
+				return ErrAlreadyInstalled
+			}
+			if !o.Force {
+				return fmt.Errorf("%s %s is already installed with another binary (sha256 %s, this one %s); install it with --force to replace it (a running node switches to it without dropping connections), or give the new build another version", m.Name, m.Version, old.SHA256[:12], sum[:12])
+			}
+			lp.RestartGeneration++
+		}
+		vdir := filepath.Join(s.dir, m.Name, m.Version)
+		if err := ensureDir(filepath.Join(s.dir, m.Name)); err != nil {
+			return err
+		}
+		if err := ensureDir(vdir); err != nil {
+			return err
+		}
+		// Same file system: the rename is atomic, and the checked copy is
+		// the file that runs.
+		if err := os.Rename(staged, s.BinaryPath(m.Name, m.Version)); err != nil {
+			return err
+		}
 		lp.Versions[m.Version] = inst
 		return nil
 	})
-	return inst, err
+	if errors.Is(err, ErrAlreadyInstalled) {
+		return inst, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("install %s: %w", src, err)
+	}
+	return inst, nil
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+// stagingDir holds install candidates while they are checked.
+const stagingDir = ".staging"
+
+// conflicts refuses a version whose ALPNs or namespaces another installed
+// plugin claims, naming both owners (docs/architecture.md D15).
+func (l *Lock) conflicts(inst *Installed) error {
+	for _, name := range l.Names() {
+		if name == inst.Name {
+			continue
+		}
+		for _, other := range l.Plugins[name].Versions {
+			for _, a := range inst.ALPNs {
+				if slices.Contains(other.ALPNs, a) {
+					return fmt.Errorf("plugin %s claims ALPN %s, which plugin %s (%s) serves; remove one of them", inst.Name, a, name, other.Version)
+				}
+			}
+			for _, ns := range inst.Namespaces {
+				if slices.Contains(other.Namespaces, ns) || (len(other.Namespaces) == 0 && other.Name == ns) {
+					return fmt.Errorf("plugin %s claims operation namespace %s, which plugin %s (%s) owns; remove one of them", inst.Name, ns, name, other.Version)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// stageCopy copies src into dst (a new file, mode 0700) and returns the
+// SHA-256 of the bytes written. src is opened without following a
+// symlink and must be a regular file.
+func stageCopy(src, dst string) (string, error) {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return err
+		if errors.Is(err, syscall.ELOOP) {
+			return "", fmt.Errorf("it is a symbolic link; give the path of the file itself (readlink -f %s)", src)
+		}
+		return "", err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o700)
+	st, err := in.Stat()
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o700)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
 		out.Close()
-		os.Remove(tmp)
-		return err
+		return "", err
 	}
 	if err := out.Sync(); err != nil {
 		out.Close()
-		return err
+		return "", err
 	}
 	if err := out.Close(); err != nil {
-		return err
+		return "", err
 	}
-	return os.Rename(tmp, dst)
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Select returns the version to run: pin (config) if given, else the

@@ -1,8 +1,8 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,19 +10,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
-	"alknet.dev/alknet/core/auth"
 	"alknet.dev/alknet/core/call"
-	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// supervisor keeps one plugin running: it launches the selected version,
-// routes connections and calls to the current instance, restarts it with
-// backoff after a crash, gives up after a crash loop, and switches versions
-// without downtime.
+// supervisor keeps one plugin running (docs/spec/plugins.md §6): it
+// launches the selected version, restarts it with backoff after a crash,
+// gives up after a crash loop, switches versions without downtime and
+// applies reloaded settings. Routing connections to the current instance
+// is route.go's; forwarding calls is forward.go's.
 type supervisor struct {
 	h    *Host
 	name string
@@ -35,9 +35,11 @@ type supervisor struct {
 	restarts int
 	lastErr  string
 	crashes  []time.Time
-	gen      int
+	gen      int    // restart generation of the running instance
+	settings []byte // settings the running instance was configured with
+	refused  error  // why the last reload's settings were refused (nil: taken)
 	alpns    []string
-	ops      []string
+	claimed  []string // namespaces held in h.claims
 
 	poke     chan struct{}
 	stopCh   chan struct{}
@@ -45,6 +47,7 @@ type supervisor struct {
 	settled  chan struct{}
 	settle   sync.Once
 	stopOnce sync.Once
+	remove   bool // on stop: drop operations and namespaces too
 }
 
 func newSupervisor(h *Host, name string) *supervisor {
@@ -63,7 +66,7 @@ func (s *supervisor) status() Status {
 	defer s.mu.Unlock()
 	st := Status{Name: s.name, Version: s.version, State: s.state, Restarts: s.restarts, Error: s.lastErr}
 	if s.cur != nil {
-		st.Protocol, st.Pid = s.cur.protocol, s.cur.pid
+		st.Protocol, st.Pid = s.cur.proc.Protocol(), s.cur.proc.Pid()
 	}
 	return st
 }
@@ -92,8 +95,15 @@ func (s *supervisor) pokeIt() {
 	}
 }
 
-func (s *supervisor) shutdown() {
-	s.stopOnce.Do(func() { close(s.stopCh) })
+// shutdown stops the plugin; with remove, its operations and namespaces
+// go too (the plugin was removed or disabled).
+func (s *supervisor) shutdown(remove bool) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.remove = remove
+		s.mu.Unlock()
+		close(s.stopCh)
+	})
 	<-s.stopped
 }
 
@@ -104,7 +114,7 @@ func (f fatal) Unwrap() error { return f.error }
 
 // desired is the version and restart generation to run now.
 func (s *supervisor) desired() (*Installed, int, error) {
-	lock, err := s.h.opts.Store.Load()
+	lock, err := s.h.catalog().Load()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -115,43 +125,43 @@ func (s *supervisor) desired() (*Installed, int, error) {
 	return inst, lock.Plugins[s.name].RestartGeneration, nil
 }
 
+// signatureProblem says why want may not run under cfg's signature rule.
+func signatureProblem(cfg PluginConfig, want *Installed) string {
+	if !cfg.RequireSignature {
+		return ""
+	}
+	if want.Signer == "" {
+		return fmt.Sprintf("plugins.require_signature is on and %s %s was installed without a signature; reinstall it with --signature", want.Name, want.Version)
+	}
+	if len(cfg.TrustedPublishers) > 0 && !slices.Contains(cfg.TrustedPublishers, want.Signer) {
+		return fmt.Sprintf("plugins.require_signature is on and %s %s is signed by %s, which is not in plugins.trusted_publishers", want.Name, want.Version, want.Signer)
+	}
+	return ""
+}
+
 // start launches the desired version and checks what must hold before it
-// may serve: protocol, required capabilities, free ALPNs.
+// may serve: protocol, signature, identity of the binary, required
+// capabilities.
 func (s *supervisor) start() (*instance, error) {
 	want, gen, err := s.desired()
 	if err != nil {
 		return nil, fatal{err}
 	}
-	s.mu.Lock()
-	s.gen = gen
-	s.mu.Unlock()
-	if _, ok := (&Manifest{ProtocolVersions: want.ProtocolVersions}).Speaks(SupportedProtocols); !ok {
+	if !slices.ContainsFunc(want.ProtocolVersions, func(v int) bool { return slices.Contains(SupportedProtocols, v) }) {
 		return nil, fatal{fmt.Errorf("plugin %s %s speaks core protocol %v; this alknet speaks %v", s.name, want.Version, want.ProtocolVersions, SupportedProtocols)}
 	}
 	cfg := s.h.opts.Config(s.name)
-	if cfg.RequireSignature && (want.Signer == "" || (len(cfg.TrustedPublishers) > 0 && !slices.Contains(cfg.TrustedPublishers, want.Signer))) {
-		return nil, fatal{fmt.Errorf("plugins.require_signature is on and %s %s was installed without a signature from a trusted publisher (signer %q); reinstall it with --signature", s.name, want.Version, want.Signer)}
+	if p := signatureProblem(cfg, want); p != "" {
+		return nil, fatal{errors.New(p)}
 	}
-	settings := cfg.Settings
-	if len(settings) == 0 {
-		settings = json.RawMessage("{}")
-	}
-	in, err := launch(context.Background(), launchOptions{
-		binary: s.h.opts.Store.BinaryPath(s.name, want.Version), sha256: want.SHA256, mtls: s.h.opts.MTLS,
-		socketDir: filepath.Join(s.h.opts.Store.Dir(), "run"),
-		log:       s.log, settings: settings, nodeInfo: s.h.opts.NodeInfo,
-		host: func(in *instance) pluginpb.HostServer { return &hostService{h: s.h, in: in} },
-	})
+	settings := settingsOrEmpty(cfg.Settings)
+	in, err := s.h.launch(s.name, want, settings)
 	if err != nil {
 		var ve *VerifyError
-		if errors.As(err, &ve) {
+		if errors.As(err, &ve) || errors.As(err, &fatal{}) {
 			return nil, fatal{err}
 		}
 		return nil, err
-	}
-	if in.name != s.name || in.version != want.Version {
-		in.stop(0)
-		return nil, fatal{fmt.Errorf("binary for %s@%s reports %s@%s; reinstall it", s.name, want.Version, in.name, in.version)}
 	}
 	for _, c := range in.manifest.Capabilities {
 		_, granted := cfg.Capabilities[c.Name]
@@ -161,6 +171,9 @@ func (s *supervisor) start() (*instance, error) {
 			return nil, fatal{fmt.Errorf("plugin %s needs capability %q (%s): grant it in the config, e.g. [plugins.%s.capabilities] %s = \"credential:NAME\" (or vault:ed25519:PATH, file:PATH)", s.name, c.Name, c.Description, s.name, c.Name)}
 		}
 	}
+	s.mu.Lock()
+	s.gen, s.settings, s.refused = gen, settings, nil
+	s.mu.Unlock()
 	return in, nil
 }
 
@@ -179,7 +192,7 @@ func (s *supervisor) run() {
 					s.mu.Unlock()
 					backoff = backoffMin
 				case <-s.stopCh:
-					s.setState(StateStopped, "")
+					s.stop(nil)
 					return
 				}
 			}
@@ -194,7 +207,7 @@ func (s *supervisor) run() {
 				s.log.Warn("plugin start failed; retrying", "error", err, "backoff", backoff.String())
 				s.setState(StateRestarting, err.Error())
 				if !s.sleep(backoff) {
-					s.setState(StateStopped, "")
+					s.stop(nil)
 					return
 				}
 				backoff = min(2*backoff, backoffMax)
@@ -228,48 +241,117 @@ func (s *supervisor) run() {
 			}
 			s.setState(StateRestarting, "process exited")
 			if !s.sleep(backoff) {
-				s.setState(StateStopped, "")
+				s.stop(nil)
 				return
 			}
 			backoff = min(2*backoff, backoffMax)
 		case <-s.poke:
-			want, gen, err := s.desired()
-			if err != nil {
-				s.log.Error("plugin reload", "error", err)
-				continue
+			next, ok := s.reconcile(in)
+			if ok {
+				in, startedAt = next, time.Now()
+			} else if next == nil {
+				in = nil // stopped (signature): wait for the next poke
 			}
-			s.mu.Lock()
-			same := want.Version == in.version && gen == s.gen
-			s.mu.Unlock()
-			if same {
-				continue
-			}
-			next, err := s.start()
-			if err != nil {
-				s.log.Error("plugin switch failed; the running version stays", "to", want.Version, "error", err)
-				continue
-			}
-			old := in
-			in, startedAt = next, time.Now()
-			if err := s.activate(in); err != nil {
-				in.stop(0)
-				in = old
-				s.log.Error("plugin switch failed; the running version stays", "error", err)
-				continue
-			}
-			s.log.Info("plugin switched; the previous process drains", "from", old.version, "to", in.version)
-			s.h.wg.Add(1)
-			go func() {
-				defer s.h.wg.Done()
-				s.retire(old)
-			}()
 		case <-s.stopCh:
-			s.deactivate(in, "shutdown")
-			in.stop(2 * time.Second)
-			s.setState(StateStopped, "")
+			s.stop(in)
 			return
 		}
 	}
+}
+
+// reconcile brings the running instance in line with the lock file and
+// the configuration after a reload: a refused signature stops it; a new
+// version or restart generation is switched to without downtime; changed
+// settings are configured live, or by a switch when the plugin cannot
+// apply them live. It returns the instance to keep running and whether it
+// is a new one; (nil, false) means the plugin was stopped.
+func (s *supervisor) reconcile(in *instance) (*instance, bool) {
+	want, gen, err := s.desired()
+	if err != nil {
+		s.log.Error("plugin reload", "error", err)
+		return in, false
+	}
+	cfg := s.h.opts.Config(s.name)
+	if p := signatureProblem(cfg, want); p != "" {
+		s.log.Error("plugin stopped: it is not signed as the configuration now requires", "name", s.name, "version", want.Version, "reason", p)
+		s.deactivate(in, "plugin stopped")
+		in.stop(2 * time.Second)
+		s.setState(StateFailed, p)
+		return nil, false
+	}
+	settings := settingsOrEmpty(cfg.Settings)
+	s.mu.Lock()
+	sameBinary := want.Version == in.version && gen == s.gen
+	sameSettings := bytes.Equal(settings, s.settings)
+	s.mu.Unlock()
+	if sameBinary && sameSettings {
+		s.mu.Lock()
+		s.refused = nil
+		s.mu.Unlock()
+		return in, false
+	}
+	if sameBinary {
+		err := s.h.configure(in, settings, 0)
+		if err == nil {
+			s.mu.Lock()
+			s.settings, s.refused = settings, nil
+			s.mu.Unlock()
+			s.log.Info("plugin settings applied", "version", in.version)
+			return in, false
+		}
+		if status.Code(err) != codes.FailedPrecondition {
+			s.log.Error("plugin refused the new settings; it keeps the running ones", "error", err)
+			s.mu.Lock()
+			s.refused = fmt.Errorf("plugin %s refused its new settings: %s", s.name, status.Convert(err).Message())
+			s.mu.Unlock()
+			return in, false
+		}
+		s.log.Info("plugin restarts to apply its new settings", "version", in.version)
+	}
+	s.mu.Lock()
+	runningGen, runningSettings := s.gen, s.settings
+	s.mu.Unlock()
+	next, err := s.start()
+	if err == nil {
+		if err = s.activate(next); err != nil {
+			next.stop(0)
+		}
+	}
+	if err != nil {
+		s.log.Error("plugin switch failed; the running version stays", "to", want.Version, "error", err)
+		s.mu.Lock()
+		s.gen, s.settings, s.refused = runningGen, runningSettings, err
+		s.mu.Unlock()
+		return in, false
+	}
+	if in.version != next.version {
+		s.log.Info("plugin switched; the previous process drains", "from", in.version, "to", next.version)
+	} else {
+		s.log.Info("plugin restarted; the previous process drains", "version", next.version)
+	}
+	s.h.wg.Add(1)
+	go func() {
+		defer s.h.wg.Done()
+		s.retire(in)
+	}()
+	return next, true
+}
+
+// stop ends the supervision: in (if any) is drained from routing and
+// stopped; a removed plugin also loses its operations and namespaces.
+func (s *supervisor) stop(in *instance) {
+	if in != nil {
+		s.deactivate(in, "shutdown")
+		in.stop(2 * time.Second)
+	}
+	s.mu.Lock()
+	remove := s.remove
+	s.mu.Unlock()
+	if remove {
+		s.h.opts.Registry.RemoveOwned(owner(s.name))
+		s.h.release(s.name)
+	}
+	s.setState(StateStopped, "")
 }
 
 func (s *supervisor) sleep(d time.Duration) bool {
@@ -293,46 +375,47 @@ func (s *supervisor) recordCrash() bool {
 	return len(s.crashes) > crashLoopMax
 }
 
-// activate routes new connections and calls to in.
+// activate routes new connections and calls to in: its namespaces are
+// claimed, its operations replace the plugin's previous ones (and only
+// those), its ALPNs are registered. Anything owned by the core or another
+// plugin is refused, naming both owners, and nothing changes.
 func (s *supervisor) activate(in *instance) error {
 	ep, reg := s.h.opts.Endpoint, s.h.opts.Registry
+	if err := s.h.claim(s.name, in.manifest.Namespaces); err != nil {
+		return err
+	}
+	regs := make([]call.Registration, 0, len(in.manifest.Operations))
+	for _, op := range in.manifest.Operations {
+		regs = append(regs, s.forwarder(op))
+	}
+	if err := reg.SetOwned(owner(s.name), regs); err != nil {
+		return err
+	}
 	s.mu.Lock()
-	oldALPNs, oldOps := s.alpns, s.ops
+	oldALPNs := s.alpns
 	s.mu.Unlock()
-	for _, a := range in.manifest.ALPNs {
+	for _, a := range in.manifest.Alpns {
 		if slices.Contains(oldALPNs, a) {
 			continue
 		}
-		if err := ep.Register(a, "plugin:"+s.name, route{s}); err != nil {
-			for _, done := range in.manifest.ALPNs {
+		if err := ep.Register(a, owner(s.name), route{s}); err != nil {
+			for _, done := range in.manifest.Alpns {
 				if !slices.Contains(oldALPNs, done) && done != a {
-					ep.Unregister(done, "plugin:"+s.name)
+					ep.Unregister(done, owner(s.name))
 				}
 			}
 			return err
 		}
 	}
 	for _, a := range oldALPNs {
-		if !slices.Contains(in.manifest.ALPNs, a) {
-			ep.Unregister(a, "plugin:"+s.name)
-		}
-	}
-	var ops []string
-	for _, op := range in.manifest.Operations {
-		if err := reg.Replace(s.forwarder(op)); err != nil {
-			return err
-		}
-		ops = append(ops, op.Name)
-	}
-	for _, n := range oldOps {
-		if !slices.Contains(ops, n) {
-			reg.Unregister(n)
+		if !slices.Contains(in.manifest.Alpns, a) {
+			ep.Unregister(a, owner(s.name))
 		}
 	}
 	s.mu.Lock()
-	s.cur, s.version, s.alpns, s.ops = in, in.version, slices.Clone(in.manifest.ALPNs), ops
+	s.cur, s.version, s.alpns = in, in.version, slices.Clone(in.manifest.Alpns)
 	s.mu.Unlock()
-	s.log.Info("plugin ready", "version", in.version, "protocol", in.protocol, "alpns", fmt.Sprint(in.manifest.ALPNs), "pid", in.pid)
+	s.log.Info("plugin ready", "version", in.version, "protocol", in.proc.Protocol(), "alpns", fmt.Sprint(in.manifest.Alpns), "pid", in.proc.Pid())
 	s.setState(StateReady, "")
 	return nil
 }
@@ -344,7 +427,7 @@ func (s *supervisor) deactivate(in *instance, reason string) {
 	if s.cur == in {
 		s.cur = nil
 		for _, a := range s.alpns {
-			s.h.opts.Endpoint.Unregister(a, "plugin:"+s.name)
+			s.h.opts.Endpoint.Unregister(a, owner(s.name))
 		}
 		s.alpns = nil
 		// Never report "ready" without a running instance: the state
@@ -360,137 +443,81 @@ func (s *supervisor) deactivate(in *instance, reason string) {
 // retire lets a replaced instance finish its connections, then stops it.
 func (s *supervisor) retire(old *instance) {
 	deadline := time.Now().Add(s.h.opts.DrainTimeout)
-	for time.Now().Before(deadline) {
-		n := 0
-		old.conns.Range(func(any, any) bool { n++; return true })
-		if n == 0 && old.active.Load() == 0 {
-			break
+	for time.Now().Before(deadline) && !old.idle() {
+		select {
+		case <-old.ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+			continue
 		}
-		time.Sleep(50 * time.Millisecond)
+		break
 	}
 	old.closeAll("plugin upgraded")
 	old.stop(2 * time.Second)
 	s.log.Info("previous plugin process stopped", "version", old.version)
 }
 
-// route is the endpoint handler of a plugin's ALPNs.
-type route struct{ s *supervisor }
-
-func (r route) ServeConn(ctx context.Context, c endpoint.Conn, ac auth.AuthContext) error {
-	s := r.s
-	in := s.current()
-	if in == nil {
-		return c.CloseWithError(endpoint.CodeUnavailable, "handler unavailable")
+// socketDir is where plugin sockets live: private (0700), so that without
+// AutoMTLS no other local user can reach them.
+func (h *Host) socketDir() string {
+	if h.opts.Store == nil {
+		return ""
 	}
-	caps, err := s.h.capabilities(s.name)
-	if err != nil {
-		s.log.Error("cannot resolve capabilities; connection refused", "error", err)
-		return c.CloseWithError(endpoint.CodeInternal, "internal")
-	}
-	id := in.nextID.Add(1)
-	bc := &bridgedConn{conn: c, drain: ctx, done: make(chan struct{})}
-	in.conns.Store(id, bc)
-	defer in.conns.Delete(id)
-	octx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_, err = in.pc.OpenConnection(octx, &pluginpb.OpenConnectionRequest{ConnId: id, Capabilities: caps, Auth: &pluginpb.AuthContext{
-		Identity: identityJSON(ac.Identity), Alpn: ac.ALPN, RemoteAddr: ac.RemoteAddr.String(), Fingerprint: ac.Fingerprint, Transport: ac.Transport}})
-	cancel()
-	if err != nil {
-		return c.CloseWithError(endpoint.CodeUnavailable, "handler unavailable")
-	}
-	select {
-	case <-bc.done:
-		if bc.code != 0 {
-			return c.CloseWithError(endpoint.CloseCode(bc.code), bc.reason)
-		}
-	case <-c.Context().Done():
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, _ = in.pc.CloseConnection(cctx, &pluginpb.CloseConnectionRequest{ConnId: id})
-		cancel()
-	case <-in.ctx.Done():
-		return c.CloseWithError(endpoint.CodeUnavailable, "handler unavailable")
-	}
-	return nil
+	return filepath.Join(h.opts.Store.Dir(), "run")
 }
 
-// forwarder registers a plugin operation in the core registry; each call
-// resolves capabilities afresh and goes to the current instance.
-func (s *supervisor) forwarder(op Operation) call.Registration {
-	spec := call.Spec{Name: op.Name, OpType: op.OpType, Visibility: op.Visibility, RemoteSafe: op.RemoteSafe, Description: op.Description,
-		InputSchema: op.InputSchema, OutputSchema: op.OutputSchema, AccessControl: op.AccessControl, Provenance: "plugin:" + s.name}
-	invoke := func(ctx context.Context, input json.RawMessage, emit func(any) error) (json.RawMessage, error) {
-		in := s.current()
-		if in == nil {
-			return nil, call.Errorf(call.CodeInternal, "plugin %s unavailable", s.name)
-		}
-		info, _ := call.FromContext(ctx)
-		caps, err := s.h.capabilities(s.name)
-		if err != nil {
-			s.log.Error("cannot resolve capabilities; call refused", "operation", op.Name, "error", err)
-			return nil, call.Errorf(call.CodeInternal, "plugin %s is misconfigured", s.name)
-		}
-		rid := uuid.NewString()
-		in.calls.Store(rid, &inflight{env: op.Env})
-		defer in.calls.Delete(rid)
-		req := &pluginpb.InvokeRequest{Operation: op.Name, Input: input, RequestId: rid, Capabilities: caps, Subscribe: op.OpType == call.Subscription}
-		if info != nil {
-			req.ParentId, req.Identity, req.ForwardedFor, req.Internal = info.ParentID, identityJSON(info.Identity), identityJSON(info.ForwardedFor), info.Internal
-		}
-		var out json.RawMessage
-		var callErr error
-		err = in.mux.call(ctx, req, func(r *pluginpb.InvokeResult) error {
-			switch r.GetKind() {
-			case pluginpb.InvokeResult_RESPONDED:
-				if emit == nil {
-					out = r.GetOutput()
-					return nil
-				}
-				return emit(json.RawMessage(r.GetOutput()))
-			case pluginpb.InvokeResult_ERROR:
-				var ce call.Error
-				if json.Unmarshal(r.GetError(), &ce) != nil || ce.Code == "" {
-					callErr = call.Errorf(call.CodeInternal, "internal error")
-				} else {
-					callErr = &ce
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			if errors.Is(err, errMuxClosed) {
-				return nil, s.unavailable(ctx)
-			}
-			return nil, err
-		}
-		if callErr != nil {
-			return nil, callErr
-		}
-		if out == nil && emit == nil {
-			return nil, call.Errorf(call.CodeInternal, "plugin %s ended the call without an answer", s.name)
-		}
-		return out, nil
+// launch starts version want of plugin name, reads its manifest and
+// configures it: the instance is ready for activation.
+func (h *Host) launch(name string, want *Installed, settings []byte) (*instance, error) {
+	log := h.log.Named(name)
+	spec := LaunchSpec{Name: name, Version: want.Version, SHA256: want.SHA256, MTLS: h.opts.MTLS, SocketDir: h.socketDir(), Log: log}
+	if h.opts.Store != nil {
+		spec.Binary = h.opts.Store.BinaryPath(name, want.Version)
 	}
-	reg := call.Registration{Spec: spec}
-	if op.OpType == call.Subscription {
-		reg.Stream = func(ctx context.Context, in json.RawMessage, emit func(any) error) error {
-			_, err := invoke(ctx, in, emit)
-			return err
-		}
-	} else {
-		reg.Call = func(ctx context.Context, in json.RawMessage) (any, error) {
-			out, err := invoke(ctx, in, nil)
-			if err != nil {
-				return nil, err
-			}
-			return out, nil
-		}
+	proc, err := h.launcher().Launch(context.Background(), spec)
+	if err != nil {
+		return nil, err
 	}
-	return reg
+	ictx, cancel := context.WithCancel(context.Background())
+	in := &instance{proc: proc, pc: proc.Plugin(), log: log, ctx: ictx, cancel: cancel, exited: make(chan struct{})}
+	fail := func(err error) (*instance, error) {
+		in.stop(0)
+		return nil, err
+	}
+	dctx, dcancel := context.WithTimeout(ictx, 10*time.Second)
+	defer dcancel()
+	m, err := in.pc.Describe(dctx, &pluginpb.Empty{})
+	if err != nil {
+		return fail(fmt.Errorf("describe: %w", err))
+	}
+	if err := ValidateManifest(m); err != nil {
+		return fail(fatal{err})
+	}
+	if m.Name != name || (want.Version != "" && m.Version != want.Version) {
+		return fail(fatal{fmt.Errorf("binary for %s@%s reports %s@%s; reinstall it", name, want.Version, m.Name, m.Version)})
+	}
+	in.manifest, in.name, in.version = m, m.Name, m.Version
+	hostID, err := proc.ServeHost(&hostService{h: h, in: in})
+	if err != nil {
+		return fail(err)
+	}
+	if err := h.configure(in, settings, hostID); err != nil {
+		if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition {
+			// The plugin refused its settings: a restart cannot help.
+			return fail(fatal{fmt.Errorf("plugin %s refused its settings: %s", name, status.Convert(err).Message())})
+		}
+		return fail(fmt.Errorf("configure: %w", err))
+	}
+	if in.mux, err = newCallMux(ictx, in.pc); err != nil {
+		return fail(fmt.Errorf("open the call stream: %w", err))
+	}
+	go in.watch()
+	return in, nil
 }
 
-func (s *supervisor) unavailable(ctx context.Context) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return call.Errorf(call.CodeInternal, "plugin %s unavailable", s.name)
+// configure sends settings to in (hostID 0: a reload).
+func (h *Host) configure(in *instance, settings []byte, hostID uint32) error {
+	ctx, cancel := context.WithTimeout(in.ctx, 10*time.Second)
+	defer cancel()
+	_, err := in.pc.Configure(ctx, &pluginpb.ConfigureRequest{Settings: settings, Node: h.opts.Node, HostBrokerId: hostID})
+	return err
 }

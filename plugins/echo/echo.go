@@ -21,52 +21,42 @@ import (
 // Build-time knobs (-ldflags "-X alknet.dev/alknet/plugins/echo.Version=…"):
 // the version, and — for tests that need a second, independent plugin or a
 // plugin of another protocol — the name (which also names the ALPN
-// alknet/<name> and the operations <name>/…) and the protocol version.
+// alknet/<name> and the operations <name>/…) and the protocol version
+// (empty: the SDK's).
 var (
 	Version  = "0.1.0"
 	Name     = "echo"
-	Protocol = "1"
+	Protocol = ""
 )
 
 // ALPN served by the plugin.
 func ALPN() string { return "alknet/" + Name }
 
-// Handler implements sdk.Handler.
-type Handler struct {
+// Plugin is the echo plugin.
+type Plugin struct {
 	calls atomic.Int64 // operations that reached the plugin
 }
 
-var _ sdk.Handler = (*Handler)(nil)
+var (
+	_ sdk.ConnServer   = (*Plugin)(nil)
+	_ sdk.OperationSet = (*Plugin)(nil)
+)
 
-// Manifest describes the echo plugin.
-func (h *Handler) Manifest() sdk.Manifest {
-	proto, _ := strconv.Atoi(Protocol)
-	op := func(o string) string { return Name + "/" + o }
-	return sdk.Manifest{
-		Name: Name, Version: Version, ProtocolVersions: []int{proto},
-		ALPNs:       []string{ALPN()},
+// Info describes the echo plugin.
+func (p *Plugin) Info() sdk.Info {
+	i := sdk.Info{Name: Name, Version: Version, ALPNs: []string{ALPN()},
 		Description: "echoes streams; example and test operations",
 		Capabilities: []sdk.CapabilitySpec{
 			{Name: "echo_secret", Description: "any secret, to show how capabilities arrive (optional)"},
-		},
-		Operations: []sdk.Operation{
-			{Name: op("say"), OpType: sdk.Query, RemoteSafe: true, Description: "returns its input"},
-			{Name: op("ticks"), OpType: sdk.Subscription, RemoteSafe: true, Description: "streams {\"n\": i} for i < count",
-				InputSchema: json.RawMessage(`{"type":"object","required":["count"],"properties":{"count":{"type":"integer","minimum":0,"maximum":1000000},"interval_ms":{"type":"integer","minimum":0}}}`)},
-			{Name: op("caps"), OpType: sdk.Query, Description: "names (never values) of the capabilities this call received, and how many calls reached the plugin",
-				AccessControl: sdk.AccessControl{RequiredScopes: []string{"echo:caps"}}},
-			{Name: op("env"), OpType: sdk.Query, Visibility: "internal", Description: "names of the plugin process's environment variables (isolation test)"},
-			{Name: op("crash"), OpType: sdk.Mutation, Visibility: "internal", Description: "exits the plugin process (crash test)"},
-			{Name: op("stats"), OpType: sdk.Query, RemoteSafe: true, Description: "how many operation calls reached the plugin"},
-		},
+		}}
+	if v, err := strconv.Atoi(Protocol); err == nil {
+		i.ProtocolVersions = []int{v}
 	}
+	return i
 }
 
-// Configure takes no settings.
-func (h *Handler) Configure(context.Context, json.RawMessage, *sdk.Host) error { return nil }
-
 // ServeConn echoes every stream until the peer half-closes it.
-func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
+func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -87,51 +77,88 @@ func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	}
 }
 
-// Invoke answers the echo operations.
-func (h *Handler) Invoke(ctx context.Context, call *sdk.Call) (any, error) {
-	h.calls.Add(1)
+// Ticks is the input of echo/ticks.
+type Ticks struct {
+	Count      int `json:"count"`
+	IntervalMS int `json:"interval_ms,omitempty"`
+}
+
+// Tick is one item of echo/ticks.
+type Tick struct {
+	N int `json:"n"`
+}
+
+// Operations are the echo operations.
+func (p *Plugin) Operations() []sdk.Op {
 	op := func(o string) string { return Name + "/" + o }
-	switch call.Operation {
-	case op("say"):
-		return call.Input, nil
-	case op("caps"):
-		return map[string]any{"capabilities": call.Capabilities.Names(), "calls": h.calls.Load()}, nil
-	case op("stats"):
-		return map[string]any{"calls": h.calls.Load()}, nil
-	case op("env"):
-		var names []string
-		for _, kv := range os.Environ() {
-			names = append(names, strings.SplitN(kv, "=", 2)[0])
-		}
-		sort.Strings(names)
-		return names, nil
-	case op("crash"):
-		go func() {
-			time.Sleep(10 * time.Millisecond)
-			os.Exit(3)
-		}()
-		return "crashing", nil
-	case op("ticks"):
-		var q struct {
-			Count      int `json:"count"`
-			IntervalMS int `json:"interval_ms"`
-		}
-		if err := json.Unmarshal(call.Input, &q); err != nil {
-			return nil, sdk.Errorf("INVALID_INPUT", "want {\"count\": n}")
-		}
-		for i := range q.Count {
-			if q.IntervalMS > 0 {
-				select {
-				case <-time.After(time.Duration(q.IntervalMS) * time.Millisecond):
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-			}
-			if err := call.Emit(map[string]int{"n": i}); err != nil {
-				return nil, err
-			}
-		}
-		return nil, nil
+	return []sdk.Op{
+		sdk.Query(op("say"), p.say).RemoteSafe().Describe("returns its input"),
+		sdk.Subscription(op("ticks"), p.ticks).RemoteSafe().
+			Describe(`streams {"n": i} for i < count, every interval_ms`).
+			InputSchema(json.RawMessage(`{"type":"object","required":["count"],"additionalProperties":false,"properties":{"count":{"type":"integer","minimum":0,"maximum":1000000},"interval_ms":{"type":"integer","minimum":0,"maximum":60000}}}`)),
+		sdk.Query(op("caps"), p.caps).RequireScopes("echo:caps").
+			Describe("names (never values) of the capabilities this call received, and how many calls reached the plugin"),
+		sdk.Query(op("env"), p.env).Internal().Describe("names of the plugin process's environment variables (isolation test)"),
+		sdk.Mutation(op("crash"), p.crash).Internal().Describe("exits the plugin process (crash test)"),
+		sdk.Query(op("stats"), p.stats).RemoteSafe().Describe("how many operation calls reached the plugin"),
 	}
-	return nil, sdk.Errorf("NOT_FOUND", "operation not found: %s", call.Operation)
+}
+
+func (p *Plugin) say(_ context.Context, _ *sdk.Call, in json.RawMessage) (json.RawMessage, error) {
+	p.calls.Add(1)
+	return in, nil
+}
+
+func (p *Plugin) ticks(ctx context.Context, _ *sdk.Call, in Ticks, emit func(Tick) error) error {
+	p.calls.Add(1)
+	for i := range in.Count {
+		if in.IntervalMS > 0 {
+			select {
+			case <-time.After(time.Duration(in.IntervalMS) * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := emit(Tick{N: i}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CapsReport is the output of echo/caps.
+type CapsReport struct {
+	Capabilities []string `json:"capabilities"`
+	Calls        int64    `json:"calls"`
+}
+
+func (p *Plugin) caps(_ context.Context, c *sdk.Call, _ struct{}) (CapsReport, error) {
+	return CapsReport{Capabilities: c.Capabilities.Names(), Calls: p.calls.Add(1)}, nil
+}
+
+// Stats is the output of echo/stats.
+type Stats struct {
+	Calls int64 `json:"calls"`
+}
+
+func (p *Plugin) stats(context.Context, *sdk.Call, struct{}) (Stats, error) {
+	return Stats{Calls: p.calls.Add(1)}, nil
+}
+
+func (p *Plugin) env(context.Context, *sdk.Call, struct{}) ([]string, error) {
+	p.calls.Add(1)
+	var names []string
+	for _, kv := range os.Environ() {
+		names = append(names, strings.SplitN(kv, "=", 2)[0])
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (p *Plugin) crash(context.Context, *sdk.Call, struct{}) (string, error) {
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		os.Exit(3)
+	}()
+	return "crashing", nil
 }

@@ -30,7 +30,7 @@ func (Secret) MarshalJSON() ([]byte, error) {
 	return nil, errors.New("sdk: refusing to marshal a secret")
 }
 
-// Capabilities are the secrets granted to this plugin, sent by the core
+// Capabilities are the secrets granted to this plugin, sent by the node
 // with each connection and call.
 type Capabilities struct{ m map[string]Secret }
 

@@ -2,49 +2,57 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"strconv"
-
-	"google.golang.org/grpc/metadata"
+	"slices"
 
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// Identity is who the core resolved the remote peer (or caller) to.
+// Identity is who the node resolved a peer, caller or credential to. Only
+// the node states identities; a plugin reads them to decide its own work.
 type Identity struct {
-	ID        string              `json:"id"`
-	Scopes    []string            `json:"scopes,omitempty"`
-	Resources map[string][]string `json:"resources,omitempty"`
+	ID        string
+	Scopes    []string
+	Resources map[string][]string
 }
 
 // HasScope reports whether the identity carries scope s.
 func (i *Identity) HasScope(s string) bool {
+	return i != nil && slices.Contains(i.Scopes, s)
+}
+
+// Allows reports whether the identity may do action on resource type typ:
+// resources[typ] contains action (or is not empty when action is "").
+func (i *Identity) Allows(typ, action string) bool {
 	if i == nil {
 		return false
 	}
-	for _, x := range i.Scopes {
-		if x == s {
-			return true
+	actions := i.Resources[typ]
+	if action == "" {
+		return len(actions) > 0
+	}
+	return slices.Contains(actions, action)
+}
+
+func identityFrom(p *pluginpb.Identity) *Identity {
+	if p == nil || p.GetId() == "" {
+		return nil
+	}
+	id := &Identity{ID: p.GetId(), Scopes: p.GetScopes()}
+	if len(p.GetResources()) > 0 {
+		id.Resources = make(map[string][]string, len(p.GetResources()))
+		for k, v := range p.GetResources() {
+			id.Resources[k] = v.GetActions()
 		}
 	}
-	return false
+	return id
 }
 
-func identityFrom(b []byte) *Identity {
-	if len(b) == 0 {
-		return nil
-	}
-	var id Identity
-	if json.Unmarshal(b, &id) != nil || id.ID == "" {
-		return nil
-	}
-	return &id
-}
-
-// Auth describes a connection: resolved identity (nil if anonymous), the
-// client's TLS fingerprint, the ALPN, the remote address and transport.
+// Auth describes a connection: the identity the node resolved the peer to
+// (nil: anonymous), its TLS fingerprint ("" without a client
+// certificate), the ALPN, its address and the transport (quic, tcp-tls,
+// tcp, internal).
 type Auth struct {
 	Identity    *Identity
 	Fingerprint string
@@ -59,13 +67,14 @@ type addr struct{ network, s string }
 func (a addr) Network() string { return a.network }
 func (a addr) String() string  { return a.s }
 
-// Conn is a connection the core routed to this plugin. Streams of the
-// remote peer arrive through AcceptStream; OpenStream opens one to it.
+// Conn is a connection the node routed to the plugin, or one the plugin
+// dialed with Host.DialInternal. Streams of the peer arrive through
+// AcceptStream; OpenStream opens one to it.
 type Conn struct {
 	id     uint64
 	auth   Auth
 	caps   Capabilities
-	host   pluginpb.HostClient
+	host   *Host
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -76,48 +85,71 @@ func (c *Conn) Auth() Auth { return c.auth }
 // Capabilities are the secrets granted to this plugin for this connection.
 func (c *Conn) Capabilities() Capabilities { return c.caps }
 
-// Context is done when the core closed the connection.
+// Context is done when the connection is closed.
 func (c *Conn) Context() context.Context { return c.ctx }
 
-// AcceptStream waits for the remote peer's next stream. It fails when the
+// Host is the node, for nested calls and internal dials as this
+// connection (pass the connection as the Actor).
+func (c *Conn) Host() *Host { return c.host }
+
+func (c *Conn) actorHandle() uint64 { return c.id }
+
+// AcceptStream waits for the peer's next stream. It fails when the
 // connection closes or the node drains: return from ServeConn then.
 func (c *Conn) AcceptStream(ctx context.Context) (*Stream, error) {
-	ref, err := c.host.AcceptStream(ctx, &pluginpb.ConnRef{ConnId: c.id})
+	s, err := c.stream(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("accept stream: %w", err)
 	}
-	return c.attach(ref)
+	return s, nil
 }
 
-// OpenStream opens a stream to the remote peer (QUIC connections only).
+// OpenStream opens a stream to the peer (QUIC and internal connections;
+// a TCP connection carries the one stream the peer opened).
 func (c *Conn) OpenStream(ctx context.Context) (*Stream, error) {
-	ref, err := c.host.OpenStream(ctx, &pluginpb.ConnRef{ConnId: c.id})
+	s, err := c.stream(ctx, false)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	return c.attach(ref)
+	return s, nil
 }
 
-func (c *Conn) attach(ref *pluginpb.StreamRef) (*Stream, error) {
-	return attachStream(c.ctx, c.host, ref, c.auth.RemoteAddr)
-}
-
-func attachStream(parent context.Context, host pluginpb.HostClient, ref *pluginpb.StreamRef, remote string) (*Stream, error) {
-	ctx, cancel := context.WithCancel(parent)
-	ctx = metadata.AppendToOutgoingContext(ctx,
-		pluginpb.MetaConnID, strconv.FormatUint(ref.GetConnId(), 10),
-		pluginpb.MetaStreamID, strconv.FormatUint(ref.GetStreamId(), 10))
-	cs, err := host.Stream(ctx)
+// stream starts the one Host.Stream RPC a stream costs: its first message
+// names the connection, and the node answers once the stream exists. The
+// RPC lives as long as the connection; ctx bounds only the wait.
+func (c *Conn) stream(ctx context.Context, accept bool) (*Stream, error) {
+	sctx, cancel := context.WithCancel(c.ctx)
+	cs, err := c.host.c.Stream(sctx)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("attach stream: %w", err)
+		return nil, err
 	}
-	return newStream(cs, cancel, addr{"alknet", "node"}, addr{"alknet", remote}), nil
+	if err := cs.Send(&pluginpb.Chunk{Open: &pluginpb.StreamOpen{Conn: c.id, Accept: accept}}); err != nil {
+		cancel()
+		return nil, err
+	}
+	s := newStream(cs, cancel, addr{"alknet", "node"}, addr{"alknet", c.auth.RemoteAddr})
+	select {
+	case <-s.opened:
+		return s, nil
+	case <-s.finished:
+		select {
+		case <-s.opened:
+			return s, nil // opened, and already ended by the peer
+		default:
+		}
+		return nil, hostError(s.endErr)
+	case <-ctx.Done():
+		cancel()
+		<-s.finished
+		return nil, ctx.Err()
+	}
 }
 
-// Close closes the connection with an application code (0 normal).
+// Close closes the connection with an application code (0 normal) and a
+// reason the peer sees.
 func (c *Conn) Close(code uint64, reason string) error {
-	_, err := c.host.CloseConnection(context.Background(), &pluginpb.CloseConnectionRequest{ConnId: c.id, Code: code, Reason: reason})
+	_, err := c.host.c.CloseConnection(context.Background(), &pluginpb.CloseConnectionRequest{Conn: c.id, Code: code, Reason: reason})
 	c.cancel()
 	return err
 }

@@ -2,61 +2,46 @@ package sdk_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 
 	"alknet.dev/alknet/plugins/sdk"
 	"alknet.dev/alknet/plugins/sdk/sdktest"
 )
 
-// upper is a complete plugin: ALPN alknet/upper upper-cases every stream,
-// and the operation upper/say upper-cases a string.
-type upper struct{}
+// hello is a complete plugin: every stream on ALPN alknet/hello gets
+// "hello <peer>", and the operation hello/greet greets a name.
+type hello struct{}
 
-func (upper) Manifest() sdk.Manifest {
-	return sdk.Manifest{
-		Name: "upper", Version: "1.0.0", ProtocolVersions: []int{1},
-		ALPNs: []string{"alknet/upper"},
-		Operations: []sdk.Operation{
-			{Name: "upper/say", OpType: sdk.Query, RemoteSafe: true,
-				InputSchema: json.RawMessage(`{"type":"string"}`)},
-		},
-	}
+func (hello) Info() sdk.Info {
+	return sdk.Info{Name: "hello", Version: "1.0.0", ALPNs: []string{"alknet/hello"}}
 }
 
-func (upper) Configure(context.Context, json.RawMessage, *sdk.Host) error { return nil }
-
-func (upper) ServeConn(ctx context.Context, c *sdk.Conn) error {
+func (hello) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	for {
 		s, err := c.AcceptStream(ctx)
 		if err != nil {
 			return nil // the connection closed or the node drains
 		}
-		go func() {
-			b, _ := io.ReadAll(s)
-			_, _ = s.Write([]byte(strings.ToUpper(string(b))))
-			_ = s.Close()
-		}()
+		fmt.Fprintf(s, "hello %s\n", c.Auth().RemoteAddr)
+		s.Close()
 	}
 }
 
-func (upper) Invoke(_ context.Context, call *sdk.Call) (any, error) {
-	var s string
-	if err := json.Unmarshal(call.Input, &s); err != nil {
-		return nil, sdk.Errorf("INVALID_INPUT", "want a string")
-	}
-	return strings.ToUpper(s), nil
+func (hello) Operations() []sdk.Op {
+	return []sdk.Op{sdk.Query("hello/greet", func(_ context.Context, _ *sdk.Call, name string) (string, error) {
+		return "hello " + name, nil
+	})}
 }
 
-// In a plugin's main package the whole program is:
+// In a plugin's main package the whole program is
 //
-//	func main() { sdk.Serve(upper{}) }
+//	func main() { sdk.Serve(hello{}) }
 //
-// sdktest runs the same handler in-process, behind the same protocol.
+// sdktest runs the same plugin in-process behind the node's call registry
+// and stream bridge.
 func Example() {
-	h, err := sdktest.New(upper{}, nil)
+	h, err := sdktest.New(hello{}, sdktest.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -64,17 +49,19 @@ func Example() {
 	defer h.Close()
 	ctx := context.Background()
 
-	out, err := h.Call(ctx, "upper/say", "hello", nil, nil, false)
-	fmt.Println(string(out[0]), err)
+	out, err := h.Call(ctx, "hello/greet", "you", nil)
+	fmt.Println(string(out), err)
+	_, err = h.Call(ctx, "hello/greet", 42, nil) // the derived schema wants a string
+	fmt.Println(err.(*sdk.Error).Code)
 
-	conn, _ := h.Connect(ctx, sdk.Auth{ALPN: "alknet/upper"}, nil)
-	s := conn.OpenStream()
-	_, _ = s.Write([]byte("over a stream"))
+	conn, _ := h.Connect(ctx, sdk.Auth{ALPN: "alknet/hello", RemoteAddr: "192.0.2.1:4433"})
+	s, _ := conn.OpenStream(ctx)
 	_ = s.CloseWrite()
 	b, _ := io.ReadAll(s)
-	fmt.Println(string(b))
+	fmt.Print(string(b))
 	conn.Close()
 	// Output:
-	// "HELLO" <nil>
-	// OVER A STREAM
+	// "hello you" <nil>
+	// INVALID_INPUT
+	// hello 192.0.2.1:4433
 }

@@ -7,92 +7,166 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// Host is the plugin's handle on the core: nested calls through the node's
-// registry and internal connections to other handlers.
+// Host is the plugin's handle on the node: nested calls through the
+// node's registry, internal connections to other handlers, and
+// credentials resolved to identities.
+//
+// Everything the plugin does through Host acts as an Actor — a *Call or a
+// *Conn the plugin is serving, or a *Session — and only while it is open;
+// the node attaches that actor's identity (docs/architecture.md D15).
 type Host struct {
 	c pluginpb.HostClient
 }
 
-// CallError is an alknet/call error.
-type CallError struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	Retryable bool   `json:"retryable"`
-	Details   any    `json:"details,omitempty"`
+// Actor is what a nested call or an internal dial acts as: a *Call the
+// plugin is answering, a *Conn it is serving or a *Session.
+type Actor interface {
+	actorHandle() uint64
 }
 
-func (e *CallError) Error() string { return e.Code + ": " + e.Message }
+// ErrNotServing is returned for an actor the plugin no longer serves (a
+// call that ended, a connection that closed).
+var ErrNotServing = errors.New("not a connection, call or session this plugin is serving")
 
-// Errorf returns a CallError with the given code (NOT_FOUND, FORBIDDEN,
-// INVALID_INPUT, INTERNAL, … or one the operation declares).
-func Errorf(code, format string, args ...any) *CallError {
-	return &CallError{Code: code, Message: fmt.Sprintf(format, args...), Retryable: code == "TIMEOUT"}
+// Logger is the plugin's logger (the same as the package's Logger).
+func (h *Host) Logger() hclog.Logger { return logger }
+
+// Invoke calls an operation of the node as as. From a *Call, it is a
+// nested call: op must be in the operation's env (Op.CanCall), and it runs
+// with the plugin's authority within the call's deadline, cancelled with
+// it. From a *Conn or *Session it is a call as that identity, through the
+// same gates as a call from the network. Errors are *Error values (or
+// ErrNotServing).
+func (h *Host) Invoke(ctx context.Context, as Actor, op string, input any) (json.RawMessage, error) {
+	var out json.RawMessage
+	err := h.invoke(ctx, as, op, input, false, func(b json.RawMessage) error { out = b; return nil })
+	return out, err
 }
 
-// Invoke calls an operation of the node on behalf of the running call
-// (parentID), which must list it in its manifest env.
-func (h *Host) Invoke(ctx context.Context, parentID, op string, input any) (json.RawMessage, error) {
+// Subscribe is Invoke for a subscription: each gets every item; returning
+// an error from it ends the subscription.
+func (h *Host) Subscribe(ctx context.Context, as Actor, op string, input any, each func(item json.RawMessage) error) error {
+	return h.invoke(ctx, as, op, input, true, each)
+}
+
+func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub bool, each func(json.RawMessage) error) error {
 	in, err := json.Marshal(input)
 	if err != nil {
-		return nil, err
+		return Errorf(CodeInvalidInput, "encode input: %v", err)
 	}
-	st, err := h.c.Invoke(ctx, &pluginpb.InvokeRequest{Operation: op, Input: in, ParentId: parentID})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := h.c.Invoke(ctx, &pluginpb.HostInvokeRequest{As: as.actorHandle(), Operation: op, Input: in, Subscribe: sub})
 	if err != nil {
-		return nil, err
+		return hostError(err)
 	}
 	for {
 		r, err := st.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil, Errorf("INTERNAL", "no answer")
+			return Errorf(CodeInternal, "no answer")
 		}
 		if err != nil {
-			return nil, err
+			return hostError(err)
 		}
 		switch r.GetKind() {
 		case pluginpb.InvokeResult_RESPONDED:
-			return r.GetOutput(), nil
-		case pluginpb.InvokeResult_ERROR:
-			var ce CallError
-			if json.Unmarshal(r.GetError(), &ce) != nil {
-				return nil, Errorf("INTERNAL", "malformed error")
+			if err := each(r.GetOutput()); err != nil {
+				return err
 			}
-			return nil, &ce
+			if !sub {
+				return nil
+			}
+		case pluginpb.InvokeResult_ERROR:
+			return errorFrom(r.GetError())
+		case pluginpb.InvokeResult_COMPLETED:
+			return nil
 		}
 	}
 }
 
-// DialInternal connects to another handler of this node by ALPN (for
-// example the SSH plugin's sftp subsystem to alknet/sftp). The returned
-// connection's OpenStream reaches the target handler.
-func (h *Host) DialInternal(ctx context.Context, alpn string, as *Identity) (*Conn, error) {
-	var id []byte
-	if as != nil {
-		id, _ = json.Marshal(as)
+// hostError turns a failed Host RPC into an error for the plugin.
+func hostError(err error) error {
+	switch status.Code(err) {
+	case codes.PermissionDenied:
+		return fmt.Errorf("%w (%s)", ErrNotServing, status.Convert(err).Message())
+	case codes.Canceled:
+		return context.Canceled
+	case codes.DeadlineExceeded:
+		return context.DeadlineExceeded
 	}
-	ref, err := h.c.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: alpn, Identity: id})
-	if err != nil {
-		return nil, fmt.Errorf("dial internal %s: %w", alpn, err)
-	}
-	cctx, cancel := context.WithCancel(context.Background())
-	return &Conn{id: ref.GetConnId(), host: h.c, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}}, nil
+	return err
 }
 
-// Credential kinds for Resolve.
+func errorFrom(p *pluginpb.CallError) *Error {
+	e := &Error{Code: Code(p.GetCode()), Message: p.GetMessage(), Retryable: p.GetRetryable()}
+	if len(p.GetDetails()) > 0 {
+		e.Details = json.RawMessage(p.GetDetails())
+	}
+	return e
+}
+
+// DialInternal connects to another handler of this node by ALPN (the SSH
+// plugin's sftp subsystem to alknet/sftp, say), as as: the target sees
+// as's identity. The connection closes when as ends; OpenStream on it
+// reaches the target handler.
+func (h *Host) DialInternal(ctx context.Context, as Actor, alpn string) (*Conn, error) {
+	ref, err := h.c.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: alpn, As: as.actorHandle()})
+	if err != nil {
+		return nil, fmt.Errorf("dial internal %s: %w", alpn, hostError(err))
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	return &Conn{id: ref.GetConn(), host: h, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}}, nil
+}
+
+// CredentialKind names what Authenticate resolves.
+type CredentialKind string
+
+// Credential kinds.
 const (
-	KindSSHKey = "ssh_key" // OpenSSH SHA256:<base64> fingerprint (ssh.FingerprintSHA256)
-	KindTLS    = "tls"     // TLS fingerprint (ed25519:… or SHA256:…)
-	KindToken  = "token"   // bearer token
+	// CredentialSSHKey is an OpenSSH SHA256:<base64> key fingerprint
+	// (ssh.FingerprintSHA256) whose possession the plugin verified.
+	CredentialSSHKey CredentialKind = "ssh_key"
+	// CredentialTLS is a TLS fingerprint (ed25519:… or SHA256:…).
+	CredentialTLS CredentialKind = "tls"
+	// CredentialToken is a bearer token.
+	CredentialToken CredentialKind = "token"
 )
 
-// Resolve asks the node who a credential belongs to, under its current
-// auth configuration; nil means nobody (the caller should refuse).
-func (h *Host) Resolve(ctx context.Context, kind, value string) (*Identity, error) {
-	r, err := h.c.ResolveIdentity(ctx, &pluginpb.ResolveRequest{Kind: kind, Value: value})
+// Session is an identity the node resolved from a credential presented
+// on a connection: an Actor for Invoke and DialInternal, valid until Close
+// or until its connection closes.
+type Session struct {
+	Identity *Identity
+	handle   uint64
+	host     *Host
+}
+
+func (s *Session) actorHandle() uint64 { return s.handle }
+
+// Close releases the session.
+func (s *Session) Close() error {
+	_, err := s.host.c.EndSession(context.Background(), &pluginpb.SessionRef{Session: s.handle})
+	return hostError(err)
+}
+
+// Authenticate asks the node who credential, presented on c, belongs to,
+// under the node's current auth configuration. It returns nil and no
+// error when nobody matches: refuse the peer then.
+func (h *Host) Authenticate(ctx context.Context, c *Conn, kind CredentialKind, credential string) (*Session, error) {
+	r, err := h.c.Authenticate(ctx, &pluginpb.AuthenticateRequest{Conn: c.id, Kind: string(kind), Credential: credential})
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", kind, err)
+		return nil, fmt.Errorf("authenticate %s: %w", kind, hostError(err))
 	}
-	return identityFrom(r.GetIdentity()), nil
+	id := identityFrom(r.GetIdentity())
+	if id == nil {
+		return nil, nil
+	}
+	return &Session{Identity: id, handle: r.GetSession(), host: h}, nil
 }

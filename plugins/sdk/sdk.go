@@ -1,75 +1,120 @@
 // Package sdk is what an Alknet plugin imports. A plugin is a separate
 // executable, alknet-plugin-<name>, that the node launches, verifies and
-// supervises with HashiCorp go-plugin (gRPC). It serves connections for its
-// ALPNs and operations for the node's call registry:
+// supervises (docs/spec/plugins.md). It serves connections for its ALPNs,
+// operations for the node's call registry, or both:
 //
-//	func main() { sdk.Serve(&echo.Handler{}) }
+//	func main() { sdk.Serve(hello{}) }
 //
-// The handler reports a Manifest, receives its settings in Configure, serves
-// each routed connection in ServeConn (streams are net.Conn values) and
-// answers operations in Invoke. Secrets arrive per connection and per call
-// as Capabilities, never through the environment. See plugins/echo for a
-// complete example and sdk/sdktest to test a handler in-process.
+// A plugin is any value with an Info method, and implements only what it
+// serves (small interfaces, each optional):
+//
+//   - ConnServer: ServeConn serves one connection on one of its ALPNs;
+//     streams are net.Conn values.
+//   - OperationSet: Operations returns a table of operations, built with
+//     Query, Mutation and Subscription from typed Go functions. The SDK
+//     derives their JSON Schemas, decodes the input, answers NOT_FOUND
+//     and turns returned errors into call errors.
+//   - Configurer: Configure receives the settings at start and again on
+//     every reload that changes them.
+//
+// Secrets arrive per connection and per call as Capabilities, never through
+// the environment. A plugin never states an identity: nested calls and
+// internal dials (Host) act as the connection, call or session being
+// served. Logger writes lines the node shows under the plugin's name.
+//
+// The Example shows a complete plugin; plugins/echo is a larger one;
+// sdktest runs a plugin in-process behind the node's own call and stream
+// machinery; README.md walks through a plugin in a module of its own.
 package sdk
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/experimental"
 
 	"alknet.dev/alknet/proto/pluginpb"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
-// Handler is a plugin's logic.
-type Handler interface {
-	// Manifest describes the plugin; it must not depend on Configure.
-	Manifest() Manifest
-	// Configure receives the plugin's settings (JSON, never secrets) and
-	// the host handle, once per launch, before any connection or call.
-	Configure(ctx context.Context, settings json.RawMessage, host *Host) error
-	// ServeConn serves one connection on one of the plugin's ALPNs. Return
-	// when AcceptStream fails (closed or draining) and your streams are done.
+// ProtocolVersion is the core↔plugin protocol version this SDK speaks.
+const ProtocolVersion = pluginrpc.ProtocolVersion
+
+// Info describes a plugin (its manifest, docs/spec/plugins.md §1).
+type Info struct {
+	// Name is [a-z][a-z0-9-]*; the executable is alknet-plugin-<name>.
+	Name string
+	// Version is semver (1.2.3).
+	Version     string
+	Description string
+	// ALPNs the plugin serves connections for (needs ConnServer).
+	ALPNs []string
+	// Namespaces the plugin's operations live in (default: Name). No
+	// namespace of the core or of another plugin is accepted.
+	Namespaces []string
+	// Capabilities are the secrets the plugin asks the node for.
+	Capabilities []CapabilitySpec
+	// ConfigSchema is the JSON Schema of the plugin's settings.
+	ConfigSchema json.RawMessage
+	// ProtocolVersions overrides the protocol versions reported (default:
+	// ProtocolVersion). For tests of version negotiation.
+	ProtocolVersions []int
+}
+
+// CapabilitySpec declares a secret the plugin needs; the operator grants
+// it in the node's config ([plugins.<name>.capabilities]).
+type CapabilitySpec struct {
+	Name        string
+	Required    bool
+	Description string
+}
+
+// Plugin is what Serve runs: a value describing itself, implementing
+// ConnServer, OperationSet and Configurer as it needs.
+type Plugin interface {
+	Info() Info
+}
+
+// ConnServer serves connections on the plugin's ALPNs.
+type ConnServer interface {
+	// ServeConn serves one connection. Return when AcceptStream fails (the
+	// connection closed or the node drains) and your streams are done.
 	ServeConn(ctx context.Context, c *Conn) error
-	// Invoke answers one operation call. For a subscription, call.Emit
-	// sends each item; return nil to complete it.
-	Invoke(ctx context.Context, call *Call) (any, error)
 }
 
-// Call is one operation invocation routed to the plugin.
-type Call struct {
-	Operation    string
-	Input        json.RawMessage
-	RequestID    string
-	ParentID     string
-	Identity     *Identity
-	ForwardedFor *Identity
-	Internal     bool
-	Capabilities Capabilities
-	// Emit is set for subscriptions.
-	Emit func(item any) error
-	Host *Host
+// OperationSet is a plugin's table of operations.
+type OperationSet interface {
+	Operations() []Op
 }
 
-// Handshake is the go-plugin handshake the node expects.
-var Handshake = plugin.HandshakeConfig{
-	ProtocolVersion:  pluginpb.ProtocolVersion,
-	MagicCookieKey:   pluginpb.MagicCookieKey,
-	MagicCookieValue: pluginpb.MagicCookieValue,
+// Configurer receives the plugin's settings (JSON; never secrets) and the
+// host handle: at start, before any connection or call, and again on each
+// reload that changed them. Returning ErrRestartRequired on a reload makes
+// the node restart the plugin without downtime; another error keeps the
+// settings that are running (at start: the plugin does not start).
+type Configurer interface {
+	Configure(ctx context.Context, settings json.RawMessage, host *Host) error
 }
+
+// ErrRestartRequired tells the node that new settings take a restart.
+var ErrRestartRequired = errors.New("these settings take effect after a restart")
 
 // Serve runs the plugin. `alknet-plugin-<name> describe` prints the
 // manifest as JSON and exits; otherwise it serves the node over go-plugin
 // and exits when the node stops it or disappears.
-func Serve(h Handler) {
+func Serve(p Plugin) {
+	srv, err := newServer(p)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", os.Args[0], err)
+		os.Exit(1)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "describe" {
-		b, err := json.MarshalIndent(h.Manifest(), "", "  ")
+		b, err := pluginrpc.MarshalManifest(srv.manifest)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "describe:", err)
 			os.Exit(1)
@@ -77,21 +122,23 @@ func Serve(h Handler) {
 		fmt.Println(string(b))
 		return
 	}
-	if os.Getenv(pluginpb.MagicCookieKey) != pluginpb.MagicCookieValue {
+	if os.Getenv(pluginrpc.MagicCookieKey) != pluginrpc.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is an Alknet plugin: install it with `alknet plugin install %s`; `%s describe` prints its manifest.\n", os.Args[0], os.Args[0], os.Args[0])
 		os.Exit(1)
 	}
 	go watchParent(os.Getppid())
-	log := hclog.New(&hclog.LoggerOptions{Name: h.Manifest().Name, Output: os.Stderr, JSONFormat: true, Level: hclog.Info})
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: Handshake,
+		HandshakeConfig: pluginrpc.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
-			pluginpb.ProtocolVersion: {pluginpb.PluginName: &GRPCPlugin{Impl: h}},
+			pluginrpc.ProtocolVersion: {pluginrpc.PluginName: &pluginrpc.GRPCPlugin{NewServer: func(dial pluginrpc.HostDialer) pluginpb.PluginServer {
+				srv.dial = dial
+				return srv
+			}}},
 		},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, serverOptions()...)...)
+			return grpc.NewServer(append(opts, pluginrpc.ServerOptions()...)...)
 		},
-		Logger: log,
+		Logger: logger.Named("go-plugin"),
 	})
 }
 
@@ -105,32 +152,3 @@ func watchParent(ppid int) {
 		}
 	}
 }
-
-func serverOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(pluginpb.MaxMessageSize),
-		grpc.MaxSendMsgSize(pluginpb.MaxMessageSize),
-		grpc.InitialWindowSize(1 << 20),
-		grpc.InitialConnWindowSize(2 << 20),
-		grpc.ReadBufferSize(256 << 10),
-		grpc.WriteBufferSize(256 << 10),
-		grpc.ForceServerCodecV2(pluginpb.Codec{}),
-		experimental.BufferPool(pluginpb.ChunkBuffers),
-	}
-}
-
-// DialOptions are the gRPC client options both sides use.
-func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(pluginpb.MaxMessageSize), grpc.MaxCallSendMsgSize(pluginpb.MaxMessageSize)),
-		grpc.WithInitialWindowSize(1 << 20),
-		grpc.WithInitialConnWindowSize(2 << 20),
-		grpc.WithReadBufferSize(256 << 10),
-		grpc.WithWriteBufferSize(256 << 10),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(pluginpb.Codec{})),
-		experimental.WithBufferPool(pluginpb.ChunkBuffers),
-	}
-}
-
-// ServerOptions are the gRPC server options both sides use.
-func ServerOptions() []grpc.ServerOption { return serverOptions() }

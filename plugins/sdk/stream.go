@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"alknet.dev/alknet/proto/pluginpb"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
 // chunkStream is the gRPC stream both sides of a bridged byte stream use.
@@ -38,6 +39,8 @@ type Stream struct {
 
 	in       chan []byte   // data chunks, closed at FIN or error
 	rerr     error         // set before in is closed
+	opened   chan struct{} // closed when the node says the stream exists
+	endErr   error         // how the RPC ended (set before finished closes)
 	finished chan struct{} // closed when the core has ended the RPC
 	rbuf     []byte
 	rfull    []byte // the chunk rbuf is part of, released once read
@@ -50,7 +53,7 @@ type Stream struct {
 	// what has gathered (see Write).
 	wmu     sync.Mutex
 	wcond   sync.Cond     // wakes writers waiting for room in pend
-	pend    *[]byte       // bytes not yet sent (from pluginpb.ChunkBuffers)
+	pend    *[]byte       // bytes not yet sent (from pluginrpc.ChunkBuffers)
 	wclosed bool          // CloseWrite or CancelWrite was called
 	fin     bool          // FIN to send after pend
 	reset   bool          // reset to send (pend dropped)
@@ -65,7 +68,7 @@ type Stream struct {
 var _ net.Conn = (*Stream)(nil)
 
 func newStream(cs chunkStream, cancel context.CancelFunc, local, remote net.Addr) *Stream {
-	s := &Stream{cs: cs, cancel: cancel, local: local, remote: remote, in: make(chan []byte, 4), finished: make(chan struct{}), dlChanged: make(chan struct{}, 1), wdone: make(chan struct{})}
+	s := &Stream{cs: cs, cancel: cancel, local: local, remote: remote, in: make(chan []byte, 4), opened: make(chan struct{}), finished: make(chan struct{}), dlChanged: make(chan struct{}, 1), wdone: make(chan struct{})}
 	s.wcond.L = &s.wmu
 	go s.pump()
 	return s
@@ -85,15 +88,21 @@ func (s *Stream) pump() {
 			open = false
 		}
 	}
+	opened := false
 	for {
 		c, err := s.cs.Recv()
 		if err != nil {
+			s.endErr = err
 			if errors.Is(err, io.EOF) {
 				end(io.EOF)
 			} else {
 				end(fmt.Errorf("stream: %w", err))
 			}
 			return
+		}
+		if c.GetOpened() && !opened {
+			opened = true
+			close(s.opened)
 		}
 		if !open {
 			continue
@@ -143,14 +152,14 @@ func (s *Stream) Read(p []byte) (int, error) {
 	n := copy(p, s.rbuf)
 	s.rbuf = s.rbuf[n:]
 	if len(s.rbuf) == 0 {
-		pluginpb.ReleaseChunkData(s.rfull)
+		pluginrpc.ReleaseChunkData(s.rfull)
 		s.rfull = nil
 	}
 	return n, nil
 }
 
 // Write queues p for the peer and returns once it is copied; it blocks
-// while a full chunk (pluginpb.ChunkSize) is already waiting, which is how
+// while a full chunk (pluginrpc.ChunkSize) is already waiting, which is how
 // the peer's flow control reaches the writer. An error of an earlier send
 // is returned by the next Write (and by CloseWrite), as with a socket.
 //
@@ -163,7 +172,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	defer s.wmu.Unlock()
 	n := 0
 	for len(p) > 0 {
-		for s.werr == nil && !s.wclosed && s.pend != nil && len(*s.pend) >= pluginpb.ChunkSize {
+		for s.werr == nil && !s.wclosed && s.pend != nil && len(*s.pend) >= pluginrpc.ChunkSize {
 			s.wcond.Wait()
 		}
 		if s.werr != nil {
@@ -172,7 +181,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		if s.wclosed {
 			return n, net.ErrClosed
 		}
-		c := min(len(p), pluginpb.ChunkSize-s.pendLen())
+		c := min(len(p), pluginrpc.ChunkSize-s.pendLen())
 		s.grow(c)
 		*s.pend = append(*s.pend, p[:c]...)
 		n += c
@@ -193,14 +202,14 @@ func (s *Stream) pendLen() int {
 // buffer when needed (doubling, so a burst costs few copies).
 func (s *Stream) grow(n int) {
 	if s.pend == nil {
-		s.pend = pluginpb.ChunkBuffers.Get(max(n, 4<<10))
+		s.pend = pluginrpc.ChunkBuffers.Get(max(n, 4<<10))
 		*s.pend = (*s.pend)[:0]
 		return
 	}
 	if have := *s.pend; cap(have)-len(have) < n {
-		bp := pluginpb.ChunkBuffers.Get(max(len(have)+n, 2*cap(have)))
+		bp := pluginrpc.ChunkBuffers.Get(max(len(have)+n, 2*cap(have)))
 		*bp = append((*bp)[:0], have...)
-		pluginpb.ChunkBuffers.Put(s.pend)
+		pluginrpc.ChunkBuffers.Put(s.pend)
 		s.pend = bp
 	}
 }
@@ -226,7 +235,7 @@ func (s *Stream) sender() {
 			s.sending = false
 			if s.werr != nil {
 				if s.pend != nil {
-					pluginpb.ChunkBuffers.Put(s.pend) // cannot be sent any more
+					pluginrpc.ChunkBuffers.Put(s.pend) // cannot be sent any more
 					s.pend = nil
 				}
 				if s.fin || s.reset {
@@ -241,7 +250,7 @@ func (s *Stream) sender() {
 		if s.reset {
 			c.Reset_, c.Code = true, s.code
 			if bp != nil {
-				pluginpb.ChunkBuffers.Put(bp) // a reset abandons unsent bytes
+				pluginrpc.ChunkBuffers.Put(bp) // a reset abandons unsent bytes
 				bp = nil
 			}
 		} else {
@@ -256,7 +265,7 @@ func (s *Stream) sender() {
 
 		err := s.cs.Send(c)
 		if bp != nil {
-			pluginpb.ChunkBuffers.Put(bp) // Send has encoded it
+			pluginrpc.ChunkBuffers.Put(bp) // Send has encoded it
 		}
 
 		s.wmu.Lock()
@@ -291,7 +300,7 @@ func (s *Stream) failWrites(err error) {
 		s.werr = err
 	}
 	if s.pend != nil && !s.sending {
-		pluginpb.ChunkBuffers.Put(s.pend)
+		pluginrpc.ChunkBuffers.Put(s.pend)
 		s.pend = nil
 	}
 	s.wcond.Broadcast()

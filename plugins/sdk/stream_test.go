@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"alknet.dev/alknet/proto/pluginpb"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
 // chunkPeer is the core's end of a bridged stream, as the Stream's write
@@ -152,7 +153,7 @@ func TestStreamWriteWaitsForRoom(t *testing.T) {
 	p := newChunkPeer()
 	s := startStream(t, p)
 	p.holdSends()
-	big := make([]byte, pluginpb.ChunkSize)
+	big := make([]byte, pluginrpc.ChunkSize)
 	if _, err := s.Write(big); err != nil {
 		t.Fatal(err)
 	}
@@ -185,11 +186,11 @@ func TestStreamWriteWaitsForRoom(t *testing.T) {
 	n := 0
 	for _, c := range p.chunks() {
 		n += len(c.Data)
-		if len(c.Data) > pluginpb.ChunkSize {
-			t.Fatalf("a message of %d bytes; chunks hold at most %d", len(c.Data), pluginpb.ChunkSize)
+		if len(c.Data) > pluginrpc.ChunkSize {
+			t.Fatalf("a message of %d bytes; chunks hold at most %d", len(c.Data), pluginrpc.ChunkSize)
 		}
 	}
-	if want := 2*pluginpb.ChunkSize + len("one more"); n != want {
+	if want := 2*pluginrpc.ChunkSize + len("one more"); n != want {
 		t.Fatalf("the peer got %d bytes; want %d", n, want)
 	}
 }
@@ -253,7 +254,7 @@ func TestStreamEndedRPCReleasesWriter(t *testing.T) {
 	p := newChunkPeer()
 	s := newStream(p, func() {}, addr{"alknet", "node"}, addr{"alknet", "peer"})
 	p.holdSends()
-	big := make([]byte, pluginpb.ChunkSize)
+	big := make([]byte, pluginrpc.ChunkSize)
 	_, _ = s.Write(big)
 	waitSend(t, p)
 	_, _ = s.Write(big)

@@ -26,6 +26,7 @@ const (
 	extIdentity = "identity@alknet.dev" // JSON of sdk.Identity
 	extSource   = "source@alknet.dev"   // peer | authorized_keys | certificate
 	extNoPTY    = "no-pty@alknet.dev"   // present: pty-req is refused
+	extKey      = "key@alknet.dev"      // fingerprint of a key the node resolved
 )
 
 // Where an identity came from.
@@ -41,10 +42,31 @@ var errUnknownKey = errors.New("ssh: public key not authorized")
 // authenticator resolves public keys of one SSH connection to identities.
 type authenticator struct {
 	ctx    context.Context
-	host   *sdk.Host
+	conn   *sdk.Conn
 	cfg    *config
 	log    hclog.Logger
 	remote string
+
+	mu       sync.Mutex
+	sessions map[string]*sdk.Session // by key fingerprint, from the node
+}
+
+// session is the node's session for the key with fingerprint fp, if the
+// node resolved it.
+func (a *authenticator) session(fp string) *sdk.Session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sessions[fp]
+}
+
+// close ends the node's sessions of this SSH connection.
+func (a *authenticator) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for fp, s := range a.sessions {
+		_ = s.Close()
+		delete(a.sessions, fp)
+	}
 }
 
 // publicKey is gossh's PublicKeyCallback: it decides whether key may log in
@@ -73,16 +95,28 @@ func (a *authenticator) resolve(meta gossh.ConnMetadata, key gossh.PublicKey) (*
 		return a.certificate(meta, cert)
 	}
 	fp := gossh.FingerprintSHA256(key)
-	if a.host != nil {
+	if sess := a.session(fp); sess != nil {
+		return peerPermissions(sess, fp), nil
+	}
+	if a.conn != nil {
+		// The node resolves the key under its current peers; gossh has
+		// already checked — or will check before accepting — that the
+		// client holds it.
 		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
-		id, err := a.host.Resolve(ctx, sdk.KindSSHKey, fp)
+		sess, err := a.conn.Host().Authenticate(ctx, a.conn, sdk.CredentialSSHKey, fp)
 		cancel()
-		// An error (an older node, or a node going down) means "not a
-		// known peer": the plugin's own settings may still know the key.
+		// An error (the node going down) means "not a known peer": the
+		// plugin's own settings may still know the key.
 		if err != nil {
 			a.log.Debug("resolving an ssh key through the node failed; trying authorized_keys", "error", err)
-		} else if id != nil {
-			return permissions(id, sourcePeer, false, nil), nil
+		} else if sess != nil {
+			a.mu.Lock()
+			if a.sessions == nil {
+				a.sessions = map[string]*sdk.Session{}
+			}
+			a.sessions[fp] = sess
+			a.mu.Unlock()
+			return peerPermissions(sess, fp), nil
 		}
 	}
 	for _, kf := range a.cfg.keyFiles {
@@ -141,6 +175,13 @@ func (a *authenticator) certificate(meta gossh.ConnMetadata, cert *gossh.Certifi
 	}
 	_, pty := cert.Extensions["permit-pty"]
 	return permissions(&sdk.Identity{ID: cert.KeyId, Scopes: scopes}, sourceCert, !pty, cert.CriticalOptions), nil
+}
+
+// peerPermissions are those of a key the node resolved to a peer.
+func peerPermissions(sess *sdk.Session, fp string) *gossh.Permissions {
+	p := permissions(sess.Identity, sourcePeer, false, nil)
+	p.Extensions[extKey] = fp
+	return p
 }
 
 // withoutForwarding removes the forwarding scopes (-L/-D and -R), as

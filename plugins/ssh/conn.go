@@ -55,11 +55,16 @@ func (s *streamConn) Close() error {
 
 // serverConn is one authenticated SSH connection.
 type serverConn struct {
-	h      *Handler
-	cfg    *config
-	sconn  *gossh.ServerConn
-	id     *sdk.Identity
-	source string // peer | authorized_keys | certificate
+	h     *Plugin
+	cfg   *config
+	sconn *gossh.ServerConn
+	id    *sdk.Identity
+	// actor is what bridges to other handlers act as: the node's session
+	// for a key it resolved, else the connection itself (an identity from
+	// the plugin's own settings is never stated to the node).
+	actor  sdk.Actor
+	node   *sdk.Conn // the node's connection the SSH connection runs on
+	source string    // peer | authorized_keys | certificate
 	noPTY  bool
 	remote string
 	since  time.Time
@@ -75,10 +80,12 @@ type serverConn struct {
 
 // serveStream runs one SSH connection on st until it ends; everything it
 // started has ended when it returns.
-func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Signer, remote string, st *sdk.Stream) {
+func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, signer gossh.Signer, st *sdk.Stream) {
 	log := h.logger()
+	remote := node.Auth().RemoteAddr
 	nc := &streamConn{Stream: st, remote: tcpAddr(remote)}
-	a := &authenticator{ctx: ctx, host: h.host.Load(), cfg: cfg, log: log, remote: remote}
+	a := &authenticator{ctx: ctx, conn: node, cfg: cfg, log: log, remote: remote}
+	defer a.close()
 	sc := &gossh.ServerConfig{
 		PublicKeyCallback:         a.publicKey,
 		VerifiedPublicKeyCallback: a.verified,
@@ -114,7 +121,11 @@ func (h *Handler) serveStream(ctx context.Context, cfg *config, signer gossh.Sig
 		return
 	}
 	_, noPTY := sconn.Permissions.Extensions[extNoPTY]
-	c := &serverConn{h: h, cfg: cfg, sconn: sconn, id: id, source: sconn.Permissions.Extensions[extSource], noPTY: noPTY,
+	var actor sdk.Actor = node
+	if sess := a.session(sconn.Permissions.Extensions[extKey]); sess != nil {
+		actor = sess
+	}
+	c := &serverConn{h: h, cfg: cfg, sconn: sconn, id: id, actor: actor, node: node, source: sconn.Permissions.Extensions[extSource], noPTY: noPTY,
 		remote: remote, since: time.Now(), log: log.With("remote_addr", remote, "id", id.ID), forwards: map[string]net.Listener{}}
 	h.track(c)
 	defer h.untrack(c)

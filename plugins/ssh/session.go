@@ -305,14 +305,9 @@ func (s *session) git(service, repo string) {
 // bridge connects the channel to another handler of the node through
 // DialInternal, as the authenticated identity, and copies both ways.
 func (s *session) bridge(alpn, what string, header []byte) {
-	host := s.c.h.host.Load()
-	if host == nil {
-		s.fail(1, "alknet: the %s handler is not installed on this node (alknet plugin install alknet-plugin-%s)", what, what)
-		return
-	}
 	dctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
 	defer cancel()
-	conn, err := host.DialInternal(dctx, alpn, s.c.id)
+	conn, err := s.c.node.Host().DialInternal(dctx, s.c.actor, alpn)
 	if err != nil {
 		s.c.log.Info("bridge unavailable", "alpn", alpn, "error", err.Error())
 		s.fail(1, "alknet: the %s handler is not installed on this node (alknet plugin install alknet-plugin-%s)", what, what)

@@ -21,9 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,53 +61,61 @@ const (
 	ALPNGit  = "alknet/git"
 )
 
-// Handler implements sdk.Handler.
-type Handler struct {
-	// Logger receives the plugin's log lines; nil means hclog JSON on
-	// stderr, which the node re-emits under the plugin's name.
+// Plugin is the SSH plugin.
+type Plugin struct {
+	// Logger receives the plugin's log lines; nil means the SDK's logger,
+	// whose lines the node shows under the plugin's name.
 	Logger hclog.Logger
 
 	logOnce sync.Once
 	log     hclog.Logger
 	cfg     atomic.Pointer[config]
-	host    atomic.Pointer[sdk.Host]
 
 	mu    sync.Mutex
 	conns map[*serverConn]struct{}
 }
 
-var _ sdk.Handler = (*Handler)(nil)
+var (
+	_ sdk.ConnServer   = (*Plugin)(nil)
+	_ sdk.OperationSet = (*Plugin)(nil)
+	_ sdk.Configurer   = (*Plugin)(nil)
+)
 
-// stderr is the process's standard error as it was at start: sdk.Serve
-// (go-plugin) later points os.Stderr at a pipe the node discards, while
-// the real stderr is what the node reads and re-emits as log lines.
-var stderr = os.Stderr
-
-func (h *Handler) logger() hclog.Logger {
+func (h *Plugin) logger() hclog.Logger {
 	h.logOnce.Do(func() {
 		h.log = h.Logger
 		if h.log == nil {
-			h.log = hclog.New(&hclog.LoggerOptions{Name: "ssh", Output: stderr, JSONFormat: true, Level: hclog.Info})
+			h.log = sdk.Logger()
 		}
 	})
 	return h.log
 }
 
-// Manifest describes the SSH plugin.
-func (h *Handler) Manifest() sdk.Manifest {
-	return sdk.Manifest{
-		Name: "ssh", Version: Version, ProtocolVersions: []int{1},
-		ALPNs:       []string{ALPN},
+// Info describes the SSH plugin.
+func (h *Plugin) Info() sdk.Info {
+	return sdk.Info{
+		Name: "ssh", Version: Version, ALPNs: []string{ALPN},
 		Description: "SSH server for stock OpenSSH clients: allow-listed exec, shell, port forwarding, sftp and git bridges",
 		Capabilities: []sdk.CapabilitySpec{{Name: CapHostKey, Required: true,
 			Description: "the SSH host key as a 32-byte Ed25519 seed (granted by default from the node's vault; the host_key_file setting overrides it)"}},
-		Operations: []sdk.Operation{{
-			Name: OpSessions, OpType: sdk.Query,
-			Description:   "active SSH connections: identity, how it authenticated, remote address, SSH user name, start time",
-			AccessControl: sdk.AccessControl{RequiredScopes: []string{"admin"}},
-			OutputSchema:  json.RawMessage(`{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"auth":{"type":"string"},"remote_addr":{"type":"string"},"user":{"type":"string"},"since":{"type":"string","format":"date-time"}}}}`),
-		}},
 		ConfigSchema: json.RawMessage(configSchema),
+	}
+}
+
+// Session describes one active SSH connection (ssh/sessions).
+type Session struct {
+	ID         string    `json:"id"`
+	Auth       string    `json:"auth"`
+	RemoteAddr string    `json:"remote_addr"`
+	User       string    `json:"user"`
+	Since      time.Time `json:"since"`
+}
+
+// Operations are the plugin's operations: ssh/sessions.
+func (h *Plugin) Operations() []sdk.Op {
+	return []sdk.Op{
+		sdk.Query(OpSessions, h.sessions).RequireScopes("admin").
+			Describe("active SSH connections: identity, how it authenticated, remote address, SSH user name, start time"),
 	}
 }
 
@@ -141,8 +147,9 @@ const configSchema = `{
   }
 }`
 
-// Configure validates the settings; unknown keys are errors.
-func (h *Handler) Configure(_ context.Context, settings json.RawMessage, host *sdk.Host) error {
+// Configure validates the settings (unknown keys are errors) and applies
+// them: at start, and on every reload — new SSH connections use them.
+func (h *Plugin) Configure(_ context.Context, settings json.RawMessage, _ *sdk.Host) error {
 	cfg, err := parseSettings(settings)
 	if err != nil {
 		return err
@@ -151,7 +158,6 @@ func (h *Handler) Configure(_ context.Context, settings json.RawMessage, host *s
 		h.logger().Warn("shell is set but allow_shell is not: shell requests are refused", "shell", cfg.shellIdle)
 	}
 	h.cfg.Store(cfg)
-	h.host.Store(host)
 	return nil
 }
 
@@ -174,16 +180,7 @@ func hostSigner(cfg *config, caps sdk.Capabilities) (gossh.Signer, error) {
 
 // ServeConn runs one SSH server connection on each stream of c, and
 // returns when c stops accepting streams and every SSH connection ended.
-func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
-	cfg := h.cfg.Load()
-	if cfg == nil {
-		return errors.New("ssh: not configured")
-	}
-	signer, err := hostSigner(cfg, c.Capabilities())
-	if err != nil {
-		h.logger().Error("cannot serve SSH", "remote_addr", c.Auth().RemoteAddr, "error", err)
-		return err
-	}
+func (h *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -191,44 +188,46 @@ func (h *Handler) ServeConn(ctx context.Context, c *sdk.Conn) error {
 		if err != nil {
 			return nil // closed or draining; connections in progress go on
 		}
+		// Each SSH connection runs with the settings current when it
+		// starts, so a reload applies to the next one.
+		cfg := h.cfg.Load()
+		if cfg == nil {
+			return errors.New("ssh: not configured")
+		}
+		signer, err := hostSigner(cfg, c.Capabilities())
+		if err != nil {
+			h.logger().Error("cannot serve SSH", "remote_addr", c.Auth().RemoteAddr, "error", err)
+			closeStream(st)
+			return err
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer h.recoverPanic("stream")
-			h.serveStream(ctx, cfg, signer, c.Auth().RemoteAddr, st)
+			h.serveStream(ctx, c, cfg, signer, st)
 		}()
 	}
 }
 
-func (h *Handler) recoverPanic(where string) {
+func (h *Plugin) recoverPanic(where string) {
 	if p := recover(); p != nil {
 		h.logger().Error("panic recovered", "in", where, "panic", fmt.Sprint(p))
 	}
 }
 
-// Invoke answers ssh/sessions.
-func (h *Handler) Invoke(_ context.Context, call *sdk.Call) (any, error) {
-	if strings.TrimPrefix(call.Operation, "/") != OpSessions {
-		return nil, sdk.Errorf("NOT_FOUND", "operation not found: %s", call.Operation)
-	}
-	type session struct {
-		ID         string    `json:"id"`
-		Auth       string    `json:"auth"`
-		RemoteAddr string    `json:"remote_addr"`
-		User       string    `json:"user"`
-		Since      time.Time `json:"since"`
-	}
-	out := []session{}
+// sessions answers ssh/sessions.
+func (h *Plugin) sessions(context.Context, *sdk.Call, struct{}) ([]Session, error) {
+	out := []Session{}
 	h.mu.Lock()
 	for c := range h.conns {
-		out = append(out, session{ID: c.id.ID, Auth: c.source, RemoteAddr: c.remote, User: c.sconn.User(), Since: c.since})
+		out = append(out, Session{ID: c.id.ID, Auth: c.source, RemoteAddr: c.remote, User: c.sconn.User(), Since: c.since})
 	}
 	h.mu.Unlock()
-	slices.SortFunc(out, func(a, b session) int { return a.Since.Compare(b.Since) })
+	slices.SortFunc(out, func(a, b Session) int { return a.Since.Compare(b.Since) })
 	return out, nil
 }
 
-func (h *Handler) track(c *serverConn) {
+func (h *Plugin) track(c *serverConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.conns == nil {
@@ -237,7 +236,7 @@ func (h *Handler) track(c *serverConn) {
 	h.conns[c] = struct{}{}
 }
 
-func (h *Handler) untrack(c *serverConn) {
+func (h *Plugin) untrack(c *serverConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.conns, c)

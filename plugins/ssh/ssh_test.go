@@ -88,7 +88,27 @@ type fixture struct {
 	bob     gossh.Signer // authorized_keys, no scope
 	logs    *logBuffer
 	dir     string
-	handler *ssh.Handler
+	handler *ssh.Plugin
+	peers   []sdktest.Peer // the node's [[auth.peers]]
+}
+
+// stream opens a stream of the fixture's connection to the plugin.
+func (f *fixture) stream() *sdktest.Stream {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := f.conn.OpenStream(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st
+}
+
+// hostKeyGrant grants a fresh host key seed.
+func hostKeyGrant() map[string][]byte {
+	seed := make([]byte, ed25519.SeedSize)
+	_, _ = rand.Read(seed)
+	return map[string][]byte{ssh.CapHostKey: seed}
 }
 
 func newSigner(t *testing.T) gossh.Signer {
@@ -129,7 +149,13 @@ func lookPath(t *testing.T, name string) string {
 // connection granted the host key seed.
 func newFixture(t *testing.T, edit func(dir string, settings map[string]any)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, alice: newSigner(t), bob: newSigner(t), logs: &logBuffer{}, dir: t.TempDir()}
+	return newPeerFixture(t, nil, edit)
+}
+
+// newPeerFixture is newFixture for a node whose [[auth.peers]] are peers.
+func newPeerFixture(t *testing.T, peers []sdktest.Peer, edit func(dir string, settings map[string]any)) *fixture {
+	t.Helper()
+	f := &fixture{t: t, alice: newSigner(t), bob: newSigner(t), logs: &logBuffer{}, dir: t.TempDir(), peers: peers}
 	aliceFile := filepath.Join(f.dir, "alice_keys")
 	bobFile := filepath.Join(f.dir, "bob_keys")
 	writeAuthorizedKeys(t, aliceFile, "# alice's laptop", strings.TrimSpace(string(gossh.MarshalAuthorizedKey(f.alice.PublicKey())))+" alice@laptop")
@@ -148,14 +174,13 @@ func newFixture(t *testing.T, edit func(dir string, settings map[string]any)) *f
 	if edit != nil {
 		edit(f.dir, settings)
 	}
-	f.handler = &ssh.Handler{Logger: hclog.New(&hclog.LoggerOptions{Name: "ssh", Output: f.logs, JSONFormat: true, Level: hclog.Debug})}
-	f.h = sdktest.Start(t, f.handler, settings)
+	f.handler = &ssh.Plugin{Logger: hclog.New(&hclog.LoggerOptions{Name: "ssh", Output: f.logs, JSONFormat: true, Level: hclog.Debug})}
 	f.seed = make([]byte, ed25519.SeedSize)
 	_, _ = rand.Read(f.seed)
+	f.h = sdktest.Start(t, f.handler, sdktest.Options{Settings: settings, Capabilities: map[string][]byte{ssh.CapHostKey: f.seed}, Peers: f.peers})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := f.h.Connect(ctx, sdk.Auth{ALPN: ssh.ALPN, RemoteAddr: remoteAddr, Transport: "quic"},
-		map[string][]byte{ssh.CapHostKey: f.seed})
+	conn, err := f.h.Connect(ctx, sdk.Auth{ALPN: ssh.ALPN, RemoteAddr: remoteAddr, Transport: "quic"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +212,7 @@ func (f *fixture) dial(signers ...gossh.Signer) (*gossh.Client, gossh.PublicKey,
 
 // dialWith dials offering only ciphers (nil: x/crypto/ssh's defaults).
 func (f *fixture) dialWith(ciphers []string, signers ...gossh.Signer) (*gossh.Client, gossh.PublicKey, error) {
-	st := f.conn.OpenStream()
+	st := f.stream()
 	var hostKey gossh.PublicKey
 	cfg := &gossh.ClientConfig{
 		Config: gossh.Config{Ciphers: ciphers},
@@ -239,20 +264,35 @@ func run(t *testing.T, c *gossh.Client, cmd string, stdin io.Reader) (string, st
 }
 
 func TestManifest(t *testing.T) {
-	h := sdktest.Start(t, &ssh.Handler{}, nil)
-	m, err := h.Manifest(context.Background())
+	info := (&ssh.Plugin{}).Info()
+	if info.Name != "ssh" || info.Version != "0.1.0" || len(info.ALPNs) != 1 || info.ALPNs[0] != "alknet/ssh" {
+		t.Fatalf("info %+v", info)
+	}
+	if len(info.Capabilities) != 1 || info.Capabilities[0].Name != "ssh_host_key" || !info.Capabilities[0].Required {
+		t.Fatalf("capabilities %+v", info.Capabilities)
+	}
+	// The node's view of the operation: admin only, not remote-safe.
+	h := sdktest.Start(t, &ssh.Plugin{}, sdktest.Options{Capabilities: hostKeyGrant()})
+	admin := &sdk.Identity{ID: "op", Scopes: []string{"admin"}}
+	out, err := h.Call(context.Background(), "services/schema", map[string]string{"name": "ssh/sessions"}, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Name != "ssh" || m.Version != "0.1.0" || len(m.ALPNs) != 1 || m.ALPNs[0] != "alknet/ssh" || m.ProtocolVersions[0] != 1 {
-		t.Fatalf("manifest %+v", m)
+	var spec struct {
+		OpType        string `json:"op_type"`
+		RemoteSafe    bool   `json:"remote_safe"`
+		Provenance    string `json:"provenance"`
+		AccessControl struct {
+			RequiredScopes []string `json:"required_scopes"`
+		} `json:"access_control"`
 	}
-	if len(m.Capabilities) != 1 || m.Capabilities[0].Name != "ssh_host_key" || !m.Capabilities[0].Required {
-		t.Fatalf("capabilities %+v", m.Capabilities)
+	if err := json.Unmarshal(out, &spec); err != nil || spec.OpType != "query" || spec.RemoteSafe || spec.Provenance != "plugin:ssh" ||
+		!slices.Equal(spec.AccessControl.RequiredScopes, []string{"admin"}) {
+		t.Fatalf("ssh/sessions spec: %s %v", out, err)
 	}
-	if len(m.Operations) != 1 || m.Operations[0].Name != "ssh/sessions" || m.Operations[0].RemoteSafe ||
-		m.Operations[0].AccessControl.RequiredScopes[0] != "admin" {
-		t.Fatalf("operations %+v", m.Operations)
+	// Without the host key grant the node does not start the plugin.
+	if _, err := sdktest.New(&ssh.Plugin{}, sdktest.Options{}); err == nil || !strings.Contains(err.Error(), "needs capability \"ssh_host_key\"") {
+		t.Fatalf("started without a host key: %v", err)
 	}
 }
 
@@ -286,7 +326,7 @@ func TestHostKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Readable by others: refused, with the fix in the message.
-	if _, err := sdktest.New(&ssh.Handler{}, map[string]any{"host_key_file": path}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if _, err := sdktest.New(&ssh.Plugin{}, sdktest.Options{Settings: map[string]any{"host_key_file": path}, Capabilities: hostKeyGrant()}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("a 0644 host key was accepted: %v", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
@@ -350,7 +390,7 @@ func TestSettingsErrors(t *testing.T) {
 		{map[string]any{"ciphers": []string{}}, "ciphers: empty"},
 		{map[string]any{"ciphers": []string{"aes128-cbc"}}, `"aes128-cbc" is not supported`},
 	} {
-		_, err := sdktest.New(&ssh.Handler{}, tc.settings)
+		_, err := sdktest.New(&ssh.Plugin{}, sdktest.Options{Settings: tc.settings, Capabilities: hostKeyGrant()})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("settings %v: error %v; want one naming %s", tc.settings, err, tc.want)
 		}
@@ -408,7 +448,7 @@ func (c *recordingConn) Read(b []byte) (int, error) {
 // ciphers the server's KEXINIT offered that client.
 func (f *fixture) offered(ciphers []string, signer gossh.Signer) []string {
 	f.t.Helper()
-	rc := &recordingConn{streamConn: streamConn{f.conn.OpenStream()}}
+	rc := &recordingConn{streamConn: streamConn{f.stream()}}
 	cfg := &gossh.ClientConfig{
 		Config:          gossh.Config{Ciphers: ciphers},
 		User:            "anyone",
@@ -465,7 +505,7 @@ func TestClientWaitingForServerKexInit(t *testing.T) {
 	f := newFixture(t, func(dir string, settings map[string]any) {
 		signer = addIdentity(t, dir, settings, "laptop", "ssh:exec")
 	})
-	sc := streamConn{f.conn.OpenStream()}
+	sc := streamConn{f.stream()}
 	const clientVersion = "SSH-2.0-waiter"
 	if _, err := sc.Write([]byte(clientVersion + "\r\n")); err != nil {
 		t.Fatal(err)
@@ -682,8 +722,8 @@ func TestClientGoneKillsProgram(t *testing.T) {
 	// waiting for them), and the program with them.
 	waitFor(t, "the connection to end", func() bool { return len(f.logs.lines("ssh connection closed")) == 1 })
 	waitFor(t, "ssh/sessions to be empty", func() bool {
-		out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}}, false)
-		return err == nil && string(out[0]) == "[]"
+		out, err := f.h.Call(context.Background(), "ssh/sessions", nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}})
+		return err == nil && string(out) == "[]"
 	})
 	if b, _ := exec.Command("pgrep", "-f", "sleep 31.5").Output(); len(b) > 0 {
 		t.Fatalf("the program outlived its connection: pids %s", b)
@@ -830,21 +870,21 @@ func TestBadClientsOnlyEndTheirConnection(t *testing.T) {
 	}
 	// Garbage instead of a banner: too long for a version line, and not
 	// one anyway (an HTTP request, cut off without waiting for more).
-	garbage := f.conn.OpenStream()
+	garbage := f.stream()
 	_, _ = garbage.Write(bytes.Repeat([]byte("x"), 600))
 	ends("garbage", garbage)
 	start := time.Now()
-	web := f.conn.OpenStream()
+	web := f.stream()
 	_, _ = web.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 	ends("http", web)
 	if time.Since(start) > 900*time.Millisecond {
 		t.Errorf("a non-SSH client was kept until the handshake deadline (%v)", time.Since(start))
 	}
 	// A client that never speaks: the handshake deadline ends it.
-	silent := f.conn.OpenStream()
+	silent := f.stream()
 	ends("silent", silent)
 	// A banner, then gone in the middle of the key exchange.
-	quitter := f.conn.OpenStream()
+	quitter := f.stream()
 	_, _ = quitter.Write([]byte("SSH-2.0-quitter\r\n"))
 	_ = quitter.CloseWrite()
 	ends("mid-kex", quitter)
@@ -1164,8 +1204,8 @@ func TestCertificateAuthority(t *testing.T) {
 	if out, _, _ := run(t, c, "echo cert", nil); out != "cert\n" {
 		t.Fatalf("exec with a certificate: %q", out)
 	}
-	out, err := f.h.Call(context.Background(), "ssh/sessions", nil, nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}}, false)
-	if err != nil || !strings.Contains(string(out[0]), `"id":"carol@example","auth":"certificate","remote_addr":"192.0.2.7:40000","user":"anyone"`) {
+	out, err := f.h.Call(context.Background(), "ssh/sessions", nil, &sdk.Identity{ID: "op", Scopes: []string{"admin"}})
+	if err != nil || !strings.Contains(string(out), `"id":"carol@example","auth":"certificate","remote_addr":"192.0.2.7:40000","user":"anyone"`) {
 		t.Fatalf("ssh/sessions: %s %v", out, err)
 	}
 	// Without permit-port-forwarding: neither -L nor -R.
@@ -1252,16 +1292,16 @@ func TestSessionsOperation(t *testing.T) {
 	// The client's handshake can finish a moment before the server has
 	// recorded the session: poll briefly.
 	var list []map[string]any
-	var out []json.RawMessage
+	var out json.RawMessage
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var err error
-		out, err = f.h.Call(context.Background(), "ssh/sessions", nil, nil, admin, false)
+		out, err = f.h.Call(context.Background(), "ssh/sessions", nil, admin)
 		if err != nil {
 			t.Fatal(err)
 		}
 		list = nil
-		if err := json.Unmarshal(out[0], &list); err == nil && len(list) == 1 {
+		if err := json.Unmarshal(out, &list); err == nil && len(list) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -1273,7 +1313,12 @@ func TestSessionsOperation(t *testing.T) {
 		t.Fatalf("ssh/sessions: %s", out)
 	}
 	_ = c.Close()
-	if _, err := f.h.Call(context.Background(), "ssh/nope", nil, nil, admin, false); err == nil {
-		t.Fatal("unknown operation answered")
+	var se *sdk.Error
+	if _, err := f.h.Call(context.Background(), "ssh/nope", nil, admin); !errors.As(err, &se) || se.Code != sdk.CodeNotFound {
+		t.Fatalf("unknown operation: %v", err)
+	}
+	// Not an admin: the node refuses before the plugin runs.
+	if _, err := f.h.Call(context.Background(), "ssh/sessions", nil, &sdk.Identity{ID: "x"}); !errors.As(err, &se) || se.Code != sdk.CodeForbidden {
+		t.Fatalf("ssh/sessions without admin: %v", err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"alknet.dev/alknet/plugins/sdk"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
 // The floor under plugin-call-p50: a plugin call crosses into the plugin
@@ -83,7 +83,7 @@ func startPingPongServer() (*pingPongServer, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	srv := grpc.NewServer(sdk.ServerOptions()...)
+	srv := grpc.NewServer(pluginrpc.ServerOptions()...)
 	srv.RegisterService(&pingPongDesc, nil)
 	var serving sync.WaitGroup
 	serving.Go(func() { _ = srv.Serve(ln) })
@@ -113,7 +113,7 @@ func startPingPong(child bool) func(ctx context.Context, e *env) (*instance, err
 			}
 			addr, stopServer = srv.addr, srv.stop
 		}
-		cc, err := grpc.NewClient("unix://"+addr, append(sdk.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		cc, err := grpc.NewClient("unix://"+addr, append(pluginrpc.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			stopServer()
 			return nil, err

@@ -6,4 +6,4 @@ import (
 	"alknet.dev/alknet/plugins/sdk"
 )
 
-func main() { sdk.Serve(&echo.Handler{}) }
+func main() { sdk.Serve(&echo.Plugin{}) }

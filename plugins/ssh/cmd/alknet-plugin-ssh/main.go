@@ -6,4 +6,4 @@ import (
 	"alknet.dev/alknet/plugins/ssh"
 )
 
-func main() { sdk.Serve(&ssh.Handler{}) }
+func main() { sdk.Serve(&ssh.Plugin{}) }

@@ -1,8 +1,16 @@
 // Package pluginhost runs protocol handlers as separate plugin processes
-// (spec/plugins.md, D6, D7): it installs and verifies them, launches them
-// with HashiCorp go-plugin, registers their ALPNs with the endpoint and
-// their operations with the call registry, bridges stream bytes over gRPC,
+// (docs/spec/plugins.md; docs/architecture.md D6, D7, D15): it installs and
+// verifies them, launches them with HashiCorp go-plugin, registers their
+// ALPNs with the endpoint and their operations with the call registry
+// (each inside the namespaces it owns), bridges stream bytes over gRPC,
 // resolves capabilities per call, and supervises and upgrades them.
+//
+// Files: store.go (lock file, install), manifest.go (manifest checks),
+// launch.go and inprocess.go (starting a process), instance.go (one
+// running process and its handles), supervisor.go (the state machine),
+// route.go (connections to plugins), bridge.go (stream bytes), forward.go
+// and callmux.go (operation calls to plugins), hostsvc.go (the Host
+// service plugins call).
 package pluginhost
 
 import (
@@ -25,7 +33,7 @@ import (
 	"alknet.dev/alknet/proto/pluginpb"
 )
 
-// States of a plugin (spec/plugins.md §6).
+// States of a plugin (docs/spec/plugins.md §6).
 const (
 	StateStarting   = "starting"
 	StateReady      = "ready"
@@ -49,21 +57,33 @@ const (
 type CapabilityResolver func(grant string) ([]byte, error)
 
 // PluginConfig is the per-plugin configuration the host reads at every
-// launch and call (it may change on reload).
+// launch, call and reload.
 type PluginConfig struct {
 	Version      string
 	Settings     json.RawMessage
 	Capabilities map[string]string // capability name → grant
 	Disabled     bool
-	// RequireSignature refuses to launch a version installed without a
-	// signature by one of TrustedPublishers (any signer if that is empty).
+	// RequireSignature refuses to launch — and on reload stops — a version
+	// installed without a signature by one of TrustedPublishers (any
+	// signer if that is empty).
 	RequireSignature  bool
 	TrustedPublishers []string
 }
 
+// Catalog says what is installed; the Store in production.
+type Catalog interface {
+	Load() (*Lock, error)
+}
+
 // Options configure a Host.
 type Options struct {
-	Store        *Store
+	// Store holds the installed plugins (binaries, lock file, sockets and
+	// state file). Catalog, when set, replaces it as the list of what to
+	// run (tests with an in-process Launcher need no store).
+	Store   *Store
+	Catalog Catalog
+	// Launcher starts processes (default ProcessLauncher).
+	Launcher     Launcher
 	Endpoint     *endpoint.Endpoint
 	Registry     *call.Registry
 	Logger       hclog.Logger
@@ -71,8 +91,9 @@ type Options struct {
 	DrainTimeout time.Duration
 	Config       func(name string) PluginConfig
 	Resolve      CapabilityResolver
-	NodeInfo     json.RawMessage
-	// Policy is the current auth policy (for ResolveIdentity).
+	// Node tells plugins about the node (id, version, log level).
+	Node *pluginpb.NodeInfo
+	// Policy is the current auth policy (Host.Authenticate).
 	Policy func() *auth.Policy
 	// DefaultGrants are grants used when the config names none for a
 	// capability a plugin declares (ssh_host_key → the vault's SSH host key).
@@ -86,6 +107,7 @@ type Host struct {
 
 	mu      sync.Mutex
 	plugins map[string]*supervisor
+	claims  map[string]string // operation namespace → plugin name
 	wg      sync.WaitGroup
 }
 
@@ -100,7 +122,24 @@ func New(o Options) *Host {
 	if o.Config == nil {
 		o.Config = func(string) PluginConfig { return PluginConfig{} }
 	}
-	return &Host{opts: o, log: o.Logger, plugins: map[string]*supervisor{}}
+	if o.Node == nil {
+		o.Node = &pluginpb.NodeInfo{}
+	}
+	return &Host{opts: o, log: o.Logger, plugins: map[string]*supervisor{}, claims: map[string]string{}}
+}
+
+func (h *Host) catalog() Catalog {
+	if h.opts.Catalog != nil {
+		return h.opts.Catalog
+	}
+	return h.opts.Store
+}
+
+func (h *Host) launcher() Launcher {
+	if h.opts.Launcher != nil {
+		return h.opts.Launcher
+	}
+	return ProcessLauncher{}
 }
 
 // Status is what `alknet plugin list` and node/info show.
@@ -117,7 +156,7 @@ type Status struct {
 // Start launches every installed, enabled plugin; it waits until each is
 // ready or has failed (a failed plugin never stops the node).
 func (h *Host) Start(ctx context.Context) error {
-	lock, err := h.opts.Store.Load()
+	lock, err := h.catalog().Load()
 	if err != nil {
 		return err
 	}
@@ -171,6 +210,9 @@ func (h *Host) Statuses() []Status {
 
 // writeState records the statuses for `alknet plugin list`.
 func (h *Host) writeState() {
+	if h.opts.Store == nil {
+		return
+	}
 	b, err := json.MarshalIndent(h.Statuses(), "", "  ")
 	if err != nil {
 		return
@@ -188,11 +230,28 @@ func ReadState(store *Store) ([]Status, error) {
 	return st, json.Unmarshal(b, &st)
 }
 
-// Reload re-reads the lock file: new plugins start, a changed version is
-// switched to without downtime, a bumped restart generation or a failed
-// plugin restarts, removed plugins stop.
+// Settings returns the settings plugin name's running instance was
+// configured with, and why the last reload's settings were refused (nil
+// when they were taken).
+func (h *Host) Settings(name string) ([]byte, error) {
+	h.mu.Lock()
+	s := h.plugins[name]
+	h.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("plugin %s is not running", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.settings, s.refused
+}
+
+// Reload re-reads the lock file and the configuration: new plugins start;
+// a changed version or restart generation is switched to without
+// downtime; changed settings are applied (live, or by such a switch); a
+// plugin the signature rule now refuses is stopped; a failed plugin is
+// tried again; removed or disabled plugins stop and lose their operations.
 func (h *Host) Reload() {
-	lock, err := h.opts.Store.Load()
+	lock, err := h.catalog().Load()
 	if err != nil {
 		h.log.Error("plugin reload", "error", err)
 		return
@@ -214,7 +273,7 @@ func (h *Host) Reload() {
 	}
 	h.mu.Unlock()
 	for _, s := range gone {
-		s.shutdown()
+		s.shutdown(true)
 	}
 }
 
@@ -227,17 +286,72 @@ func (h *Host) Shutdown() {
 	}
 	h.mu.Unlock()
 	for _, s := range sups {
-		s.shutdown()
+		s.shutdown(false)
 	}
 	h.wg.Wait()
 	h.writeState()
 }
 
+// claim records namespaces as plugin name's, refusing any the core or
+// another plugin owns (naming both); the plugin's other claims are
+// released.
+func (h *Host) claim(name string, namespaces []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ns := range namespaces {
+		if slices.Contains(CoreNamespaces, ns) {
+			return fmt.Errorf("plugin %s declares namespace %q, which the core owns", name, ns)
+		}
+		if other, ok := h.claims[ns]; ok && other != name {
+			return fmt.Errorf("plugin %s declares namespace %q, which plugin %s owns", name, ns, other)
+		}
+		if owner, ok := h.opts.Registry.NamespaceOwner(ns); ok && owner != "plugin:"+name {
+			return fmt.Errorf("plugin %s declares namespace %q, which %s owns", name, ns, describeOwner(owner))
+		}
+	}
+	for ns, owner := range h.claims {
+		if owner == name && !slices.Contains(namespaces, ns) {
+			delete(h.claims, ns)
+		}
+	}
+	for _, ns := range namespaces {
+		h.claims[ns] = name
+	}
+	return nil
+}
+
+// release drops every namespace of plugin name.
+func (h *Host) release(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ns, owner := range h.claims {
+		if owner == name {
+			delete(h.claims, ns)
+		}
+	}
+}
+
+// describeOwner turns a provenance into words for an error.
+func describeOwner(provenance string) string {
+	switch {
+	case provenance == "local":
+		return "the core"
+	case len(provenance) > 7 && provenance[:7] == "plugin:":
+		return "plugin " + provenance[7:]
+	}
+	return provenance
+}
+
 // capabilities resolves the grants of plugin name for one request.
-func (h *Host) capabilities(name string) ([]*pluginpb.Capability, error) {
-	grants := h.grants(name)
+func (h *Host) capabilities(name string, manifest *pluginpb.Manifest) ([]*pluginpb.Capability, error) {
+	grants := h.grants(name, manifest)
+	keys := make([]string, 0, len(grants))
+	for k := range grants {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	out := make([]*pluginpb.Capability, 0, len(grants))
-	for _, capName := range sortedKeys(grants) {
+	for _, capName := range keys {
 		if h.opts.Resolve == nil {
 			return nil, fmt.Errorf("capability %s: no resolver", capName)
 		}
@@ -251,41 +365,16 @@ func (h *Host) capabilities(name string) ([]*pluginpb.Capability, error) {
 }
 
 // grants are the configured grants of plugin name plus the default grants
-// for the capabilities its running manifest declares and the config leaves
-// out.
-func (h *Host) grants(name string) map[string]string {
+// for the capabilities its manifest declares and the config leaves out.
+func (h *Host) grants(name string, manifest *pluginpb.Manifest) map[string]string {
 	g := map[string]string{}
-	h.mu.Lock()
-	sup := h.plugins[name]
-	h.mu.Unlock()
-	if sup != nil {
-		if in := sup.current(); in != nil {
-			for _, c := range in.manifest.Capabilities {
-				if d, ok := h.opts.DefaultGrants[c.Name]; ok {
-					g[c.Name] = d
-				}
-			}
+	for _, c := range manifest.GetCapabilities() {
+		if d, ok := h.opts.DefaultGrants[c.Name]; ok {
+			g[c.Name] = d
 		}
 	}
 	for k, v := range h.opts.Config(name).Capabilities {
 		g[k] = v
 	}
 	return g
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func identityJSON(id *auth.Identity) []byte {
-	if id == nil {
-		return nil
-	}
-	b, _ := json.Marshal(id)
-	return b
 }

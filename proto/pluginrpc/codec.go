@@ -1,4 +1,4 @@
-package pluginpb
+package pluginrpc
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"alknet.dev/alknet/proto/pluginpb"
 
 	// Registers the standard "proto" codec the fallback below uses.
 	_ "google.golang.org/grpc/encoding/proto"
@@ -31,8 +33,8 @@ import (
 // may hand it back with ReleaseChunkData. Every other message goes
 // through the stock codec.
 //
-// Both sides install it with ForceCodecV2 / ForceServerCodecV2 (see the
-// SDK's DialOptions and ServerOptions).
+// Both sides install it with ForceCodecV2 / ForceServerCodecV2 (see
+// DialOptions and ServerOptions).
 type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}
@@ -44,17 +46,17 @@ var stock = encoding.GetCodecV2("proto")
 
 // Marshal encodes v.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
-	c, ok := v.(*Chunk)
+	c, ok := v.(*pluginpb.Chunk)
 	if !ok {
 		return stock.Marshal(v)
 	}
-	var ref []byte
-	if c.GetRef() != nil {
-		b, err := proto.Marshal(c.GetRef())
+	var open []byte
+	if c.GetOpen() != nil {
+		b, err := proto.Marshal(c.GetOpen())
 		if err != nil {
-			return nil, fmt.Errorf("marshal chunk ref: %w", err)
+			return nil, fmt.Errorf("marshal chunk open: %w", err)
 		}
-		ref = b
+		open = b
 	}
 	n := 0
 	if len(c.Data) > 0 {
@@ -69,8 +71,11 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if c.Code != 0 {
 		n += 1 + protowire.SizeVarint(c.Code)
 	}
-	if ref != nil {
-		n += 1 + protowire.SizeBytes(len(ref))
+	if c.Open != nil {
+		n += 1 + protowire.SizeBytes(len(open))
+	}
+	if c.Opened {
+		n += 2
 	}
 	if n == 0 {
 		return nil, nil // an empty message
@@ -94,9 +99,13 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		b = protowire.AppendTag(b, 4, protowire.VarintType)
 		b = protowire.AppendVarint(b, c.Code)
 	}
-	if ref != nil {
+	if c.Open != nil {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
-		b = protowire.AppendBytes(b, ref)
+		b = protowire.AppendBytes(b, open)
+	}
+	if c.Opened {
+		b = protowire.AppendTag(b, 6, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
 	}
 	*bp = b
 	return mem.BufferSlice{mem.NewBuffer(bp, ChunkBuffers)}, nil
@@ -104,7 +113,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 
 // Unmarshal decodes data into v.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	c, ok := v.(*Chunk)
+	c, ok := v.(*pluginpb.Chunk)
 	if !ok {
 		return stock.Unmarshal(data, v)
 	}
@@ -140,7 +149,7 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 				c.Data = *bp
 			}
 			b = b[n:]
-		case (num == 2 || num == 3 || num == 4) && typ == protowire.VarintType:
+		case (num == 2 || num == 3 || num == 4 || num == 6) && typ == protowire.VarintType:
 			x, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return fmt.Errorf("chunk field %d: %w", num, protowire.ParseError(n))
@@ -150,6 +159,8 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 				c.Fin = x != 0
 			case 3:
 				c.Reset_ = x != 0
+			case 6:
+				c.Opened = x != 0
 			default:
 				c.Code = x
 			}
@@ -157,13 +168,13 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		case num == 5 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return fmt.Errorf("chunk ref: %w", protowire.ParseError(n))
+				return fmt.Errorf("chunk open: %w", protowire.ParseError(n))
 			}
-			if c.Ref == nil {
-				c.Ref = &StreamRef{}
+			if c.Open == nil {
+				c.Open = &pluginpb.StreamOpen{}
 			}
-			if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(v, c.Ref); err != nil {
-				return fmt.Errorf("chunk ref: %w", err)
+			if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(v, c.Open); err != nil {
+				return fmt.Errorf("chunk open: %w", err)
 			}
 			b = b[n:]
 		default:

@@ -1,4 +1,4 @@
-package pluginpb
+package pluginrpc
 
 import (
 	"bytes"
@@ -6,7 +6,11 @@ import (
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+
+	"alknet.dev/alknet/proto/pluginpb"
 )
+
+type Chunk = pluginpb.Chunk
 
 var sampleChunks = []*Chunk{
 	{},
@@ -15,8 +19,11 @@ var sampleChunks = []*Chunk{
 	{Fin: true},
 	{Data: []byte("last"), Fin: true},
 	{Reset_: true, Code: 1<<40 + 7},
-	{Ref: &StreamRef{ConnId: 3, StreamId: 1 << 33}},
-	{Data: []byte{0}, Fin: true, Reset_: true, Code: 2, Ref: &StreamRef{ConnId: 1}},
+	{Open: &pluginpb.StreamOpen{Conn: 3, Accept: true}},
+	{Open: &pluginpb.StreamOpen{}},
+	{Opened: true},
+	{Data: []byte("first"), Opened: true},
+	{Data: []byte{0}, Fin: true, Reset_: true, Code: 2, Open: &pluginpb.StreamOpen{Conn: 1 << 40}, Opened: true},
 }
 
 func flat(bs mem.BufferSlice) []byte { return bs.Materialize() }
@@ -65,12 +72,12 @@ func TestChunkCodecReadsProtobuf(t *testing.T) {
 
 // Other messages go through the stock codec.
 func TestCodecOtherMessages(t *testing.T) {
-	in := &StreamRef{ConnId: 9, StreamId: 4}
+	in := &pluginpb.ConnRef{Conn: 9}
 	bs, err := Codec{}.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out StreamRef
+	var out pluginpb.ConnRef
 	if err := (Codec{}).Unmarshal(bs, &out); err != nil || !proto.Equal(&out, in) {
 		t.Fatalf("round trip: %v %v", &out, err)
 	}
@@ -100,11 +107,11 @@ func FuzzChunkUnmarshal(f *testing.F) {
 			return
 		}
 		want.ProtoReflect().SetUnknown(nil)
-		if want.Ref != nil {
-			want.Ref.ProtoReflect().SetUnknown(nil)
+		if want.Open != nil {
+			want.Open.ProtoReflect().SetUnknown(nil)
 		}
-		if got.Ref != nil {
-			got.Ref.ProtoReflect().SetUnknown(nil)
+		if got.Open != nil {
+			got.Open.ProtoReflect().SetUnknown(nil)
 		}
 		if !proto.Equal(&got, &want) {
 			t.Fatalf("%x: codec read %v, proto.Unmarshal %v", b, &got, &want)

@@ -1,0 +1,307 @@
+// Package node assembles a node from its configuration — TLS identity,
+// endpoint, auth, call registry, plugin host — and runs it: the
+// composition root of `alknet serve` (docs/architecture.md). cmd/alknet
+// parses flags, reads the configuration and opens the vault; everything
+// else a running node is made of is wired here, once.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"alknet.dev/alknet/core/auth"
+	"alknet.dev/alknet/core/call"
+	"alknet.dev/alknet/core/config"
+	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/diag"
+	"alknet.dev/alknet/core/endpoint"
+	"alknet.dev/alknet/core/pluginhost"
+	"alknet.dev/alknet/core/vault"
+	"alknet.dev/alknet/proto/pluginpb"
+)
+
+// Options configure a node.
+type Options struct {
+	// Config is the validated configuration.
+	Config *config.Config
+	// Dir is the data directory (it exists).
+	Dir datadir.Dir
+	// Vault is the node's open vault (capabilities and, in raw_key mode
+	// without tls.key_file, the node key are derived from it).
+	Vault *vault.Vault
+	// Version is the node's version, reported by node/info and to plugins.
+	Version string
+	// BundledDir holds alknet-plugin-* executables installed at start
+	// (beside the alknet binary: the embedded default, D11). Empty: none.
+	BundledDir string
+	Logger     hclog.Logger
+}
+
+// Node is one running core process.
+type Node struct {
+	opts    Options
+	log     hclog.Logger
+	cfg     atomic.Pointer[config.Config]
+	auth    *auth.Provider
+	ep      *endpoint.Endpoint
+	reg     *call.Registry
+	plugins *pluginhost.Host
+	fp      string
+	acme    func(context.Context) error
+
+	reloadMu sync.Mutex
+	stopBG   context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// New assembles the node; Start serves it.
+func New(o Options) (*Node, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	cfg := o.Config
+	n := &Node{opts: o, log: o.Logger}
+	n.cfg.Store(cfg)
+	pol, err := cfg.Policy()
+	if err != nil {
+		return nil, err
+	}
+	n.auth = auth.NewProvider(pol)
+	certs, fp, runACME, err := n.identity(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.fp, n.acme = fp, runACME
+	n.ep = endpoint.New(endpoint.Options{
+		Listen:       cfg.Listen,
+		Plain:        cfg.Listeners.Plain,
+		Certs:        certs,
+		Auth:         n.auth,
+		Limits:       func() config.Limits { return n.cfg.Load().Limits },
+		DrainTimeout: cfg.DrainTimeout,
+		Logger:       n.log.Named("endpoint"),
+	})
+	n.reg = call.NewRegistry(n.log.Named("call"))
+	n.reg.SetDeadline(cfg.Call.Deadline)
+	if err := n.reg.Register(n.nodeInfo()); err != nil {
+		return nil, err
+	}
+	if cfg.EnableDiag {
+		if _, err := diag.Register(n.reg); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.ep.Register(call.ALPN, "core", &call.Adapter{Registry: n.reg, Policy: n.auth.Policy, CallTimeout: cfg.Call.Deadline, Logger: n.log.Named("call")}); err != nil {
+		return nil, err
+	}
+	n.plugins = pluginhost.New(pluginhost.Options{
+		Store:    pluginhost.OpenStore(o.Dir.PluginsPath()),
+		Endpoint: n.ep, Registry: n.reg, Logger: n.log.Named("plugin"),
+		MTLS: cfg.Plugins.MTLS, DrainTimeout: cfg.Plugins.DrainTimeout,
+		Node:    &pluginpb.NodeInfo{Id: fp, Version: o.Version, LogLevel: logLevel(cfg.LogLevel, n.log)},
+		Config:  n.pluginConfig,
+		Resolve: n.resolveCapability,
+		Policy:  n.auth.Policy,
+		// The SSH host key is derived from the vault unless the config
+		// grants another one (docs/spec/vault.md §2).
+		DefaultGrants: map[string]string{"ssh_host_key": "vault:ed25519:" + vault.PathSSHHostKey},
+	})
+	return n, nil
+}
+
+func logLevel(configured string, log hclog.Logger) string {
+	if configured != "" {
+		return configured
+	}
+	return log.GetLevel().String()
+}
+
+// Start binds the listeners, installs bundled plugins, launches every
+// plugin (waiting until each is ready or failed) and starts background
+// work (ACME renewal).
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.ep.Start(); err != nil {
+		return err
+	}
+	if n.opts.BundledDir != "" {
+		if err := n.installBundled(ctx); err != nil {
+			n.log.Warn("auto-install of bundled plugins", "error", err)
+		}
+	}
+	if err := n.plugins.Start(ctx); err != nil {
+		n.ep.Shutdown()
+		return err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	n.stopBG = stop
+	if n.acme != nil {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			_ = n.acme(bg)
+		}()
+	}
+	n.log.Info("node ready", "fingerprint", n.fp, "data_dir", n.opts.Dir.Path, "alpns", fmt.Sprint(n.ep.ALPNs()))
+	return nil
+}
+
+// Shutdown drains the endpoint, then stops the plugins (after their
+// connections) and background work.
+func (n *Node) Shutdown() {
+	n.ep.Shutdown()
+	n.plugins.Shutdown()
+	if n.stopBG != nil {
+		n.stopBG()
+	}
+	n.bg.Wait()
+}
+
+// Reload applies next's dynamic settings — auth peers and API keys,
+// limits, plugin settings, capability grants, signature rules, the
+// plugin set — and keeps the running values of static ones, which it
+// returns (they apply after a restart). next must be validated.
+func (n *Node) Reload(next *config.Config) (static []string, err error) {
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	old := n.cfg.Load()
+	static = config.StaticChanges(old, next)
+	applied := config.ApplyDynamic(old, next)
+	pol, err := applied.Policy()
+	if err != nil {
+		return static, err
+	}
+	n.cfg.Store(applied)
+	n.auth.Swap(pol)
+	n.plugins.Reload()
+	return static, nil
+}
+
+// Config is the configuration in force.
+func (n *Node) Config() *config.Config { return n.cfg.Load() }
+
+// Fingerprint is the node's identity (ed25519:<hex> in raw_key mode).
+func (n *Node) Fingerprint() string { return n.fp }
+
+// UDPAddr and TCPAddr are the bound addresses (same port).
+func (n *Node) UDPAddr() net.Addr { return n.ep.UDPAddr() }
+
+// TCPAddr is the bound TCP+TLS address.
+func (n *Node) TCPAddr() net.Addr { return n.ep.TCPAddr() }
+
+// ALPNs are the protocols the node serves now.
+func (n *Node) ALPNs() []string { return n.ep.ALPNs() }
+
+// Registry is the node's call registry.
+func (n *Node) Registry() *call.Registry { return n.reg }
+
+// Plugins are the statuses of the node's plugins.
+func (n *Node) Plugins() []pluginhost.Status { return n.plugins.Statuses() }
+
+// nodeInfo is the built-in node/info operation.
+func (n *Node) nodeInfo() call.Registration {
+	return call.Registration{
+		Spec: call.Spec{Name: "node/info", OpType: call.Query, RemoteSafe: true, Description: "node id, version, ALPNs and plugins"},
+		Call: func(context.Context, json.RawMessage) (any, error) {
+			return map[string]any{"id": n.fp, "version": n.opts.Version, "alpns": n.ep.ALPNs(), "plugins": n.plugins.Statuses()}, nil
+		},
+	}
+}
+
+// pluginConfig is what the plugin host reads for plugin name, from the
+// configuration in force (a reload changes it).
+func (n *Node) pluginConfig(name string) pluginhost.PluginConfig {
+	all := n.cfg.Load().Plugins
+	p := all.Plugin(name)
+	var settings json.RawMessage
+	if len(p.Settings) > 0 {
+		settings, _ = json.Marshal(p.Settings)
+	}
+	return pluginhost.PluginConfig{Version: p.Version, Settings: settings, Capabilities: p.Capabilities, Disabled: p.Disabled,
+		RequireSignature: all.RequireSignature, TrustedPublishers: all.TrustedPublishers}
+}
+
+// installBundled installs every alknet-plugin-* in BundledDir whose exact
+// binary is not installed yet. Bundled plugins sit beside the trusted
+// alknet binary itself; a rebuilt one replaces the installed build of the
+// same version (nothing runs yet).
+func (n *Node) installBundled(ctx context.Context) error {
+	store := pluginhost.OpenStore(n.opts.Dir.PluginsPath())
+	matches, _ := filepath.Glob(filepath.Join(n.opts.BundledDir, "alknet-plugin-*"))
+	lock, err := store.Load()
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, lp := range lock.Plugins {
+		for _, v := range lp.Versions {
+			known[v.SHA256] = true
+		}
+	}
+	for _, m := range matches {
+		if st, err := os.Stat(m); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			continue
+		}
+		sum, err := pluginhost.FileSHA256(m)
+		if err != nil || known[sum] {
+			continue
+		}
+		inst, err := store.Install(ctx, m, "bundled:"+m, pluginhost.InstallOptions{SHA256: sum, Force: true})
+		if errors.Is(err, pluginhost.ErrAlreadyInstalled) {
+			continue
+		}
+		if err != nil {
+			n.log.Warn("bundled plugin not installed", "path", m, "error", err)
+			continue
+		}
+		n.log.Info("installed bundled plugin", "name", inst.Name, "version", inst.Version, "sha256", inst.SHA256[:12])
+	}
+	return nil
+}
+
+// resolveCapability turns a grant into its secret (docs/spec/plugins.md
+// §5).
+func (n *Node) resolveCapability(grant string) ([]byte, error) {
+	v := n.opts.Vault
+	switch {
+	case strings.HasPrefix(grant, "vault:ed25519:"):
+		if v == nil {
+			return nil, errors.New("the vault is not open")
+		}
+		k, err := v.DeriveEd25519(strings.TrimPrefix(grant, "vault:ed25519:"))
+		if err != nil {
+			return nil, err
+		}
+		defer k.Wipe()
+		s := k.Seed()
+		defer s.Wipe()
+		return append([]byte(nil), s.Bytes()...), nil
+	case strings.HasPrefix(grant, "credential:"):
+		if v == nil {
+			return nil, errors.New("the vault is not open")
+		}
+		s, err := vault.NewCredentialStore(n.opts.Dir.CredentialsPath(), v).Get(strings.TrimPrefix(grant, "credential:"))
+		if err != nil {
+			return nil, err
+		}
+		defer s.Wipe()
+		return append([]byte(nil), s.Bytes()...), nil
+	case strings.HasPrefix(grant, "file:"):
+		s, err := vault.ReadPassphraseFile(strings.TrimPrefix(grant, "file:"))
+		if err != nil {
+			return nil, err
+		}
+		defer s.Wipe()
+		return append([]byte(nil), s.Bytes()...), nil
+	}
+	return nil, fmt.Errorf("unknown grant kind %q", grant)
+}
