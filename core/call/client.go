@@ -38,7 +38,7 @@ func (a *Adapter) ServeConn(ctx context.Context, c endpoint.Conn, ac auth.AuthCo
 	return nil
 }
 
-// Credentials say who this client is and whom it expects (spec/call.md
+// Credentials say who this client is and whom it expects (docs/spec/call.md
 // §7). They come from the vault and capabilities, never from the
 // environment.
 type Credentials struct {

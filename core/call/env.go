@@ -28,7 +28,7 @@ type envCaller struct {
 
 // Nested calls name in the handler's scoped env with the parent's
 // composition authority as identity, marked internal, inheriting the
-// parent's deadline and capabilities (spec/call.md §5). A name outside the
+// parent's deadline and capabilities (docs/spec/call.md §5). A name outside the
 // scoped env is NOT_FOUND.
 func Nested(ctx context.Context, name string, input any, policy Policy) (json.RawMessage, error) {
 	info, ok := FromContext(ctx)

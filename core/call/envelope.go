@@ -15,7 +15,7 @@ import (
 	"alknet.dev/alknet/core/auth"
 )
 
-// Event types: exactly these five (spec/call.md §2).
+// Event types: exactly these five (docs/spec/call.md §2).
 const (
 	EventRequested = "call.requested"
 	EventResponded = "call.responded"
@@ -163,7 +163,7 @@ func (ed *envDecoder) decode() (Envelope, error) {
 // module until Go 1.27 makes it the default). It reads a document in one
 // pass where encoding/json validates it first and then decodes it — and
 // again for each nested json.RawMessage — which made JSON the largest
-// Alknet-side cost of a call. Names match exactly (spec/call.md: field
+// Alknet-side cost of a call. Names match exactly (docs/spec/call.md: field
 // names are exact); a repeated name keeps the last value and invalid UTF-8
 // is replaced, as encoding/json did.
 func decodeJSON(b []byte, v any) error {

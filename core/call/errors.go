@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// Error codes (spec/call.md §3).
+// Error codes (docs/spec/call.md §3).
 const (
 	CodeNotFound             = "NOT_FOUND"
 	CodeForbidden            = "FORBIDDEN"

@@ -1,4 +1,4 @@
-// Package call implements the alknet/call protocol (spec/call.md, D4, D5):
+// Package call implements the alknet/call protocol (docs/spec/call.md, docs/architecture.md D4, D5):
 // length-prefixed JSON event envelopes over streams, an operation registry
 // with ordered gates, one dispatcher shared by the server and the client
 // paths, CallClient with default-deny for the remote side, and peer import.
@@ -16,7 +16,7 @@ import (
 )
 
 // MaxFrame is the largest frame body: exactly this is accepted, one more
-// byte is rejected (spec/call.md §1).
+// byte is rejected (docs/spec/call.md §1).
 const MaxFrame = 64 << 20
 
 var (

@@ -10,7 +10,7 @@ import (
 
 // ImportPeer registers the remote-safe operations that peer lists as
 // internal operations named prefix/<name> that forward to peer with the
-// original caller recorded as forwarded_for (spec/call.md §7). Aborting or
+// original caller recorded as forwarded_for (docs/spec/call.md §7). Aborting or
 // timing out the local call sends call.aborted to the peer. A name that is
 // already registered is an error and nothing is imported.
 func ImportPeer(ctx context.Context, reg *Registry, peer *Session, prefix, peerName string) ([]string, error) {

@@ -57,7 +57,7 @@ type ErrorSchema struct {
 	HTTPStatus  int             `json:"http_status,omitempty"`
 }
 
-// Spec describes an operation (spec/call.md §4).
+// Spec describes an operation (docs/spec/call.md §4).
 type Spec struct {
 	Name           string          `json:"name"`
 	Namespace      string          `json:"namespace"`
@@ -397,7 +397,7 @@ func CheckAccess(ac AccessControl, id *auth.Identity) *Error {
 	return nil
 }
 
-// Invoke runs the gates in order (spec/call.md §4) and then the handler.
+// Invoke runs the gates in order (docs/spec/call.md §4) and then the handler.
 // For subscriptions, emit receives each item; the returned output is only
 // meaningful for queries and mutations.
 func (r *Registry) Invoke(ctx context.Context, inv Invocation, emit func(json.RawMessage) error) (json.RawMessage, *Error) {
