@@ -387,3 +387,49 @@ func TestSSHPluginCrashIsolated(t *testing.T) {
 		t.Fatalf("new ssh after restart: exit %d %q %s\nnode logs:\n%s", code, out, errs, e.srv.logs)
 	}
 }
+
+// A reload that removes a forwarding rule applies to the next connection:
+// `ssh -L` to the target it allowed is refused afterwards.
+func TestSSHReloadRemovesForwardRule(t *testing.T) {
+	e := startSSH(t, "")
+	webAddr := strings.TrimPrefix(e.web.URL, "http://")
+	forward := func() (*exec.Cmd, int) {
+		lport := freePort(t)
+		fwd := exec.Command("ssh", append(e.sshArgs(true), "-N", "-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, webAddr), "ops@node")...)
+		if err := fwd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = fwd.Process.Kill(); _ = fwd.Wait() })
+		return fwd, lport
+	}
+	_, lport := forward()
+	if body := curlRetry(t, fmt.Sprintf("http://127.0.0.1:%d/", lport)); body != "hello from the web server\n" {
+		t.Fatalf("curl through -L before the reload: %q", body)
+	}
+	cfg := readFile(t, e.cfgPath)
+	rule := fmt.Sprintf("[[plugins.ssh.forward_rules]]\ntarget = %q\naction = \"allow\"\ndirection = \"local\"\n", webAddr)
+	if !strings.Contains(cfg, rule) {
+		t.Fatalf("the test's config has no rule for %s:\n%s", webAddr, cfg)
+	}
+	writeFile(t, e.cfgPath, strings.Replace(cfg, rule, "", 1), 0o600)
+	_ = e.srv.cmd.Process.Signal(syscall.SIGHUP)
+	e.srv.waitLog("configuration reloaded", "plugin settings applied")
+	fwd, lport := forward()
+	// ssh listens at once; the node refuses the channel when curl connects.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://127.0.0.1:%d/", lport)).CombinedOutput()
+		if strings.Contains(string(out), "hello from the web server") {
+			t.Fatalf("-L to a target whose rule was removed still works")
+		}
+		if err != nil && strings.Contains(string(out), "Empty reply") || strings.Contains(string(out), "Recv failure") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("curl through the -L of the reloaded node: %v %s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.srv.waitLog("forward refused", "kind=direct-tcpip")
+	_ = fwd
+}

@@ -22,7 +22,7 @@ type app struct {
 	v        *viper.Viper
 	root     *cobra.Command
 	log      hclog.Logger
-	// passphraseFile is flag-only: D8 forbids secrets from the environment,
+	// passphraseFile is flag-only: docs/architecture.md D8 forbids secrets from the environment,
 	// and we keep even the path to one out of it for clarity.
 	passphraseFile string
 }

@@ -41,7 +41,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // token reads the bearer token from a 0600 file or the credential store;
-// never from argv or the environment (D8).
+// never from argv or the environment (docs/architecture.md D8).
 func (a *app) token(f *callFlags) (string, error) {
 	switch {
 	case f.tokenFile != "" && f.tokenCredential != "":

@@ -13,7 +13,7 @@ import (
 	"alknet.dev/alknet/core/vault"
 )
 
-// defaultPort is the UDP (QUIC) and TCP (TLS) port of a node (D1).
+// defaultPort is the UDP (QUIC) and TCP (TLS) port of a node (docs/architecture.md D1).
 const defaultPort = 4433
 
 type createOpts struct {

@@ -17,7 +17,7 @@ import (
 var errNoTerminal = errors.New("no terminal to ask for the vault passphrase: give --vault-passphrase-file FILE (mode 0600)")
 
 // passphrase returns the vault passphrase from --vault-passphrase-file or
-// the controlling terminal (never argv or the environment, D8). confirm asks
+// the controlling terminal (never argv or the environment, docs/architecture.md D8). confirm asks
 // twice, for setting a new passphrase.
 func (a *app) passphrase(prompt string, confirm bool) (vault.Secret, error) {
 	if a.passphraseFile != "" {

@@ -26,7 +26,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the node: QUIC on UDP and TLS on TCP, same port, protocols by ALPN",
 		Long: `Serve the node. With no configuration at all it creates its data directory
-and vault on first run (embedded default, D11), prints its dial string, and
+and vault on first run (embedded default, docs/architecture.md D11), prints its dial string, and
 serves every registered ALPN on UDP and TCP port 4433.
 
 Signals: SIGHUP reloads the dynamic configuration from the config file and
@@ -166,9 +166,9 @@ func (a *app) reload(n *node.Node, d datadir.Dir) {
 // -ldflags "-X main.version=…".
 var version = "0.1.0-dev"
 
-// ensureVault opens the node's vault, creating it on first run (D11). It
+// ensureVault opens the node's vault, creating it on first run (docs/architecture.md D11). It
 // stays unlocked while the node runs: capabilities are resolved from it at
-// every connection and call (plugins.md §5).
+// every connection and call (docs/spec/plugins.md §5).
 func (a *app) ensureVault(d datadir.Dir) (*vault.Vault, error) {
 	created := false
 	if !d.HasVault() {

@@ -1,6 +1,6 @@
 // Package auth resolves who is on the other end of a connection or a
 // request: TLS fingerprints, SSH key fingerprints and bearer tokens map to
-// identities through the node's dynamic configuration (spec/identity.md §5).
+// identities through the node's dynamic configuration (docs/spec/identity.md §5).
 package auth
 
 import (

@@ -1,6 +1,6 @@
 // Package config loads, validates and reloads the node's configuration
-// (spec/identity.md §6). Settings resolve flag → environment (ALKNET_*) →
-// file → default; secrets never come from any of them (D8).
+// (docs/spec/identity.md §6). Settings resolve flag → environment (ALKNET_*) →
+// file → default; secrets never come from any of them (docs/architecture.md D8).
 //
 // Every key is either static (a restart applies it) or dynamic (a reload
 // applies it), declared once by a `reload:"dynamic"` tag on its field or
@@ -29,10 +29,10 @@ import (
 	"alknet.dev/alknet/core/auth"
 )
 
-// DefaultPort is the UDP (QUIC) and TCP (TLS) port of a node (D1).
+// DefaultPort is the UDP (QUIC) and TCP (TLS) port of a node (docs/architecture.md D1).
 const DefaultPort = 4433
 
-// TLS identity modes (spec/identity.md §2).
+// TLS identity modes (docs/spec/identity.md §2).
 const (
 	TLSRawKey     = "raw_key"
 	TLSX509       = "x509"

@@ -1,6 +1,6 @@
 // Package datadir locates and creates a node's data directory: the vault,
 // credentials, known peers, plugins and repositories of one node live there
-// (spec/identity.md §6).
+// (docs/spec/identity.md §6).
 package datadir
 
 import (

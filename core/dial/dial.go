@@ -1,5 +1,5 @@
 // Package dial connects to Alknet nodes and verifies who answered
-// (spec/identity.md §2 client side): a pinned fingerprint, else WebPKI for
+// (docs/spec/identity.md §2 client side): a pinned fingerprint, else WebPKI for
 // X.509 servers, else fail closed — printing the server's fingerprint and
 // how to trust it. Trust on first use records new peers in known_peers.
 package dial

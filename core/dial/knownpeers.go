@@ -14,7 +14,7 @@ import (
 )
 
 // KnownPeers is the client-side `known_peers` file: one `host:port
-// fingerprint` per line, like SSH's known_hosts (spec/identity.md §4).
+// fingerprint` per line, like SSH's known_hosts (docs/spec/identity.md §4).
 type KnownPeers struct {
 	mu   sync.Mutex
 	path string

@@ -16,7 +16,7 @@ import (
 )
 
 // CloseCode is the application error code a connection is closed with
-// (spec/identity.md §1).
+// (docs/spec/identity.md §1).
 type CloseCode uint64
 
 // Close codes.

@@ -1,4 +1,4 @@
-// Package endpoint is the node's front door (D1, spec/identity.md §1): QUIC
+// Package endpoint is the node's front door (docs/architecture.md D1, docs/spec/identity.md §1): QUIC
 // on one UDP port and TCP+TLS on the same TCP port, plus optional plain-TCP
 // ports mapped to one ALPN. The TLS handshake picks the protocol by ALPN;
 // each connection is handed with its AuthContext to the handler registered

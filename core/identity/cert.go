@@ -31,7 +31,7 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // RawKeyCertificate builds the deterministic self-signed certificate that
-// carries key (D2): serial, subject, validity and key identifiers are all
+// carries key (docs/architecture.md D2): serial, subject, validity and key identifiers are all
 // functions of the public key, so the same key gives byte-identical DER.
 func RawKeyCertificate(key ed25519.PrivateKey) ([]byte, error) {
 	if len(key) != ed25519.PrivateKeySize {

@@ -1,5 +1,5 @@
 // Package identity turns keys into TLS identities and TLS identities into
-// peer identity strings (spec/identity.md §2–§3, D2).
+// peer identity strings (docs/spec/identity.md §2–§3, docs/architecture.md D2).
 //
 // Go's TLS stack has no RFC 7250 raw public keys, so a node presents a
 // deterministic self-signed X.509 certificate that carries its Ed25519 key,

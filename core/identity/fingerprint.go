@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Fingerprint prefixes (spec/identity.md §3).
+// Fingerprint prefixes (docs/spec/identity.md §3).
 const (
 	PrefixEd25519 = "ed25519:"
 	PrefixSHA256  = "SHA256:"

@@ -42,7 +42,7 @@ type Options struct {
 	// Version is the node's version, reported by node/info and to plugins.
 	Version string
 	// BundledDir holds alknet-plugin-* executables installed at start
-	// (beside the alknet binary: the embedded default, D11). Empty: none.
+	// (beside the alknet binary: the embedded default, docs/architecture.md D11). Empty: none.
 	BundledDir string
 	Logger     hclog.Logger
 }

@@ -431,7 +431,7 @@ func (s *Store) Verify(inst *Installed) error {
 }
 
 // minimalEnv is the only environment a plugin process gets besides
-// go-plugin's handshake variables (spec/plugins.md §2).
+// go-plugin's handshake variables (docs/spec/plugins.md §2).
 func minimalEnv() []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG"} {

@@ -1,5 +1,5 @@
 // Package vault derives every key of a node from one BIP39 mnemonic and
-// encrypts stored credentials (spec/vault.md, D3, D8).
+// encrypts stored credentials (docs/spec/vault.md, docs/architecture.md D3, D8).
 //
 //   - BIP39: English word list and checksum, NFKD, PBKDF2-HMAC-SHA512 seed.
 //   - SLIP-0010 ed25519, hardened indices only, strict path grammar.

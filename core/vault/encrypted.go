@@ -11,7 +11,7 @@ import (
 	"fmt"
 )
 
-// Key versions for credential encryption (spec/vault.md §3).
+// Key versions for credential encryption (docs/spec/vault.md §3).
 const (
 	MinKeyVersion     = 2
 	DefaultKeyVersion = 2

@@ -27,7 +27,7 @@ const FileFormat = 1
 // Mode says how the seed is kept at rest.
 type Mode string
 
-// Vault file modes (spec/vault.md §4).
+// Vault file modes (docs/spec/vault.md §4).
 const (
 	// ModePlain keeps the seed in the 0600 file, like an SSH host key. It is
 	// the embedded default so that a daemon restarts unattended.
@@ -45,7 +45,7 @@ type KDFParams struct {
 	Salt      string `json:"salt"`
 }
 
-// DefaultKDF is t=3, m=64 MiB, p=2 (spec/vault.md §4).
+// DefaultKDF is t=3, m=64 MiB, p=2 (docs/spec/vault.md §4).
 var DefaultKDF = KDFParams{Name: "argon2id", Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
 
 // Bounds on KDF parameters read from a file: a hostile or corrupted file
@@ -329,7 +329,7 @@ func ReadPassphraseFile(path string) (Secret, error) {
 }
 
 // readPrivateFile reads a file after checking that neither group nor others
-// have any permission on it (D8: secrets at rest are 0600).
+// have any permission on it (docs/architecture.md D8: secrets at rest are 0600).
 func readPrivateFile(path, what string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {

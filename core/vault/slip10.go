@@ -13,7 +13,7 @@ import (
 // Hardened is the SLIP-0010 offset for hardened child indices (2^31).
 const Hardened uint32 = 1 << 31
 
-// Well-known derivation paths (spec/vault.md §2; coin type 74').
+// Well-known derivation paths (docs/spec/vault.md §2; coin type 74').
 const (
 	PathNodeIdentity = "m/74'/0'/0'/0'"
 	PathSSHHostKey   = "m/74'/0'/1'/0'"
@@ -94,7 +94,7 @@ func (x ExtendedKey) Wipe() { x.Key.Wipe(); x.ChainCode.Wipe() }
 //
 // Written by hand (about 20 lines of HMAC) because the maintained Go BIP32
 // libraries implement secp256k1 or the BIP32-Ed25519 variant, not SLIP-0010
-// (D3); the official test vectors pin the behaviour.
+// (docs/architecture.md D3); the official test vectors pin the behaviour.
 func DeriveSLIP10(seed []byte, path Path) ExtendedKey {
 	mac := hmac.New(sha512.New, []byte("ed25519 seed"))
 	mac.Write(seed)

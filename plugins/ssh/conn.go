@@ -221,7 +221,7 @@ type directTCPIPMsg struct {
 }
 
 // directTCPIP connects to an allowed destination for the client. The
-// destination is never logged (D10).
+// destination is never logged (docs/architecture.md D10).
 func (c *serverConn) directTCPIP(ctx context.Context, nch gossh.NewChannel) {
 	var m directTCPIPMsg
 	if err := gossh.Unmarshal(nch.ExtraData(), &m); err != nil || m.Port > 65535 {

@@ -947,7 +947,7 @@ func TestLocalForward(t *testing.T) {
 	if len(f.logs.lines("forward refused")) != 4 {
 		t.Fatalf("refusals not logged:\n%s", f.logs)
 	}
-	// D10: destinations never reach the logs.
+	// docs/architecture.md D10: destinations never reach the logs.
 	for _, dest := range []string{target, denied.Addr().String(), other.Addr().String()} {
 		_, port, _ := net.SplitHostPort(dest)
 		if strings.Contains(f.logs.String(), ":"+port) {

@@ -100,7 +100,7 @@ func echoPluginBench(name, config string, info bool) benchmark {
 	}
 	if info {
 		b.Informational, b.Goal = true, 0.85
-		b.Description = "as echo-plugin with [plugins] mtls = false (plain gRPC on the private plugin socket); spec/plugins.md §3 target 0.85"
+		b.Description = "as echo-plugin with [plugins] mtls = false (plain gRPC on the private plugin socket); docs/spec/plugins.md §3 target 0.85"
 		b.Subject.Label = "bin/alknet serve (plugins.mtls = false) + echo plugin, dial.Dial (pinned)"
 	}
 	return b

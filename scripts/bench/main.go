@@ -1,6 +1,6 @@
 // Command bench runs Alknet's benchmark suite (`make bench`) and prints
 // each figure next to its anchor measured in the same run on the same
-// machine, with the ratio and whether it meets its goal (CONVENTIONS.md).
+// machine, with the ratio and whether it meets its goal (README.md, "Quick start").
 //
 // A row compares Alknet (the subject) with an anchor: the same work done
 // with the bare library Alknet is built on (quic-go, crypto/tls), with the
