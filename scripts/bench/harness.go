@@ -37,6 +37,11 @@ type benchmark struct {
 	// Delta reports subject − anchor (what Alknet adds, in Unit) instead
 	// of a ratio; it needs an anchor.
 	Delta bool
+	// MaxTimes makes the goal relative to another row of the same run: the
+	// row's Delta must not exceed Factor × that row's Delta (e.g. plugin
+	// call latency against the process boundary's floor). That row is run
+	// too whenever this one is.
+	MaxTimes *relativeGoal
 	// Informational rows are reported with their goal but are not M-gates.
 	Informational bool
 	// Rounds is how many measured rounds each variant gets (ShortRounds
@@ -60,7 +65,14 @@ type companion struct {
 	Goal                    float64
 	Max                     float64
 	Delta                   bool
+	MaxTimes                *relativeGoal
 	Informational           bool
+}
+
+// relativeGoal bounds a Delta row by Factor × the Delta of row Row.
+type relativeGoal struct {
+	Row    string  `json:"row"`
+	Factor float64 `json:"factor"`
 }
 
 // goal is how the row's goal is printed: "≥ 0.95" (a ratio), "≤ 300 ms"
@@ -68,6 +80,10 @@ type companion struct {
 // Alknet adds to its anchor), or "—" (none).
 func (c companion) goal() string {
 	switch {
+	case c.MaxTimes != nil && c.Max > 0:
+		return fmt.Sprintf("Δ ≤ %g × %s Δ = %.1f %s", c.MaxTimes.Factor, c.MaxTimes.Row, c.Max, c.Unit)
+	case c.MaxTimes != nil:
+		return fmt.Sprintf("Δ ≤ %g × %s Δ", c.MaxTimes.Factor, c.MaxTimes.Row)
 	case c.Max > 0 && c.Delta:
 		return fmt.Sprintf("Δ ≤ %g %s", c.Max, c.Unit)
 	case c.Max > 0:
@@ -90,7 +106,7 @@ func (b *benchmark) names() []string {
 // rows are the benchmark's own row and its companions.
 func (b *benchmark) rows() []companion {
 	rows := []companion{{Name: b.Name, Description: b.Description, Unit: b.Unit, HigherIsBetter: b.HigherIsBetter,
-		Goal: b.Goal, Max: b.Max, Delta: b.Delta, Informational: b.Informational}}
+		Goal: b.Goal, Max: b.Max, Delta: b.Delta, MaxTimes: b.MaxTimes, Informational: b.Informational}}
 	return append(rows, b.Also...)
 }
 
@@ -159,7 +175,10 @@ type result struct {
 	Goal           float64 `json:"goal"`
 	// GoalMax is an absolute goal (benchmark.Max): the subject's median,
 	// or Delta, must not exceed it.
-	GoalMax       float64  `json:"goal_max,omitempty"`
+	GoalMax float64 `json:"goal_max,omitempty"`
+	// GoalMaxTimes makes GoalMax Factor × the Delta of another row of the
+	// same run (benchmark.MaxTimes); it is set once that row is measured.
+	GoalMaxTimes  *relativeGoal `json:"goal_max_times,omitempty"`
 	Informational bool     `json:"informational"`
 	Rounds        int      `json:"rounds"`
 	Subject       series   `json:"subject"`
@@ -191,7 +210,7 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 	for i, r := range rows {
 		res[i] = result{
 			Name: r.Name, Area: b.Area, Description: r.Description, Unit: r.Unit,
-			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, GoalMax: r.Max, Informational: r.Informational, Rounds: rounds,
+			HigherIsBetter: r.HigherIsBetter, Goal: r.Goal, GoalMax: r.Max, GoalMaxTimes: r.MaxTimes, Informational: r.Informational, Rounds: rounds,
 			Subject: series{Label: b.Subject.Label}, Anchor: series{Label: b.Anchor.Label},
 		}
 		if r.Max > 0 {
@@ -249,6 +268,30 @@ func (b *benchmark) run(ctx context.Context, e *env) []result {
 		res[i].Ratio, res[i].Delta, res[i].Status = judge(r, res[i].Subject.Median, res[i].Anchor.Median, hasAnchor)
 	}
 	return finish(err)
+}
+
+// resolveRelativeGoals sets the bound of every row whose goal is relative
+// to another row (benchmark.MaxTimes) from that row's Delta in the same
+// run, and judges it again.
+func resolveRelativeGoals(results []result) {
+	delta := map[string]*float64{}
+	for _, r := range results {
+		delta[r.Name] = r.Delta
+	}
+	for i := range results {
+		r := &results[i]
+		if r.GoalMaxTimes == nil || r.Status == "failed" {
+			continue
+		}
+		ref := delta[r.GoalMaxTimes.Row]
+		if ref == nil {
+			r.Status = "info"
+			continue
+		}
+		r.GoalMax = r.GoalMaxTimes.Factor * *ref
+		c := companion{Max: r.GoalMax, Delta: true}
+		_, _, r.Status = judge(c, r.Subject.Median, r.Anchor.Median, true)
+	}
 }
 
 // judge compares the subject's median s with the anchor's a (if the row

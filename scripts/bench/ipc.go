@@ -29,7 +29,7 @@ import (
 // process boundary costs, which no change to Alknet's code removes.
 var ipcFloor = benchmark{
 	Name: "plugin-ipc-floor", Area: "plugins", Unit: "µs", HigherIsBetter: false, Delta: true, Informational: true,
-	Description: "p50 of one message and its echo on an open gRPC stream over a unix socket (sdk options, no TLS), each after 300 µs idle: server in a child process minus server in this process — the process boundary a plugin call crosses there and back",
+	Description: "p50 of one message and its echo on an open gRPC stream over a unix socket (the plugin protocol's gRPC options and codec, no TLS), each after 300 µs idle: server in a child process minus server in this process — the process boundary a plugin call crosses there and back",
 	Rounds:      5, ShortRounds: 3,
 	Subject: variant{Label: "gRPC stream ping-pong, server in a child process", Start: startPingPong(true)},
 	Anchor:  variant{Label: "gRPC stream ping-pong, server in this process", Start: startPingPong(false)},

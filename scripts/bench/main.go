@@ -192,6 +192,7 @@ func run() int {
 			break
 		}
 	}
+	resolveRelativeGoals(rep.Results)
 	rep.DurationSeconds = time.Since(rep.Started).Seconds()
 
 	doc, err := json.MarshalIndent(rep, "", "  ")
@@ -253,6 +254,14 @@ func filter(all []benchmark, only string) ([]benchmark, error) {
 			return nil, fmt.Errorf("-only %q matches no benchmark; have: %s", pat, strings.Join(names, ", "))
 		}
 	}
+	// A row whose goal is relative to another needs that row in the run.
+	for _, b := range all {
+		for _, r := range b.rows() {
+			if keep[r.Name] && r.MaxTimes != nil {
+				keep[r.MaxTimes.Row] = true
+			}
+		}
+	}
 	var out []benchmark
 	for _, b := range all {
 		if slices.ContainsFunc(b.names(), func(n string) bool { return keep[n] }) {
@@ -275,7 +284,7 @@ func printTable(w io.Writer, rep report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tROUNDS\tALKNET\tANCHOR\tRATIO/Δ\tGOAL\t")
 	for _, r := range rep.Results {
-		goal := (companion{Unit: r.Unit, Goal: r.Goal, Max: r.GoalMax, Delta: r.Delta != nil}).goal()
+		goal := (companion{Unit: r.Unit, Goal: r.Goal, Max: r.GoalMax, MaxTimes: r.GoalMaxTimes, Delta: r.Delta != nil}).goal()
 		if goal != "—" {
 			goal += ": " + r.Status
 		}
