@@ -49,6 +49,27 @@ type authenticator struct {
 
 	mu       sync.Mutex
 	sessions map[string]*sdk.Session // by key fingerprint, from the node
+	failed   int                     // authentication attempts refused (method other than none)
+}
+
+// attempted is gossh's AuthLogCallback: it counts the refused attempts,
+// whatever the method (a password or keyboard-interactive attempt is
+// refused without reaching a callback). "none" is how clients ask which
+// methods exist; it tries nothing.
+func (a *authenticator) attempted(_ gossh.ConnMetadata, method string, err error) {
+	if err == nil || method == "none" {
+		return
+	}
+	a.mu.Lock()
+	a.failed++
+	a.mu.Unlock()
+}
+
+// failures is the number of refused attempts so far.
+func (a *authenticator) failures() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failed
 }
 
 // session is the node's session for the key with fingerprint fp, if the

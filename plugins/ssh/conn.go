@@ -72,6 +72,8 @@ type serverConn struct {
 
 	wg             sync.WaitGroup // every goroutine of the connection
 	noMoreSessions atomic.Bool
+	sessions       *channelLimit // max_sessions
+	forwardings    *channelLimit // max_forward_channels: direct-tcpip and forwarded-tcpip
 
 	mu       sync.Mutex
 	closed   bool
@@ -79,8 +81,10 @@ type serverConn struct {
 }
 
 // serveStream runs one SSH connection on st until it ends; everything it
-// started has ended when it returns.
-func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, signer gossh.Signer, st *sdk.Stream) {
+// started has ended when it returns. authDone is called once the
+// connection is authenticated or failed to be (max_startups counts it
+// until then).
+func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, signer gossh.Signer, st *sdk.Stream, authDone func()) {
 	log := h.logger()
 	remote := node.Auth().RemoteAddr
 	nc := &streamConn{Stream: st, remote: tcpAddr(remote)}
@@ -89,10 +93,13 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 	sc := &gossh.ServerConfig{
 		PublicKeyCallback:         a.publicKey,
 		VerifiedPublicKeyCallback: a.verified,
+		AuthLogCallback:           a.attempted,
 		MaxAuthTries:              cfg.maxAuthAttempts,
 		ServerVersion:             serverVersion,
 	}
-	sc.Ciphers = cfg.ciphers
+	// Explicit lists: the library's defaults include SHA-1 key exchange
+	// and MACs (settings.go, DefaultKexAlgorithms).
+	sc.Ciphers, sc.KeyExchanges, sc.MACs = cfg.ciphers, cfg.kex, cfg.macs
 	sc.AddHostKey(signer)
 
 	// The banner, key exchange and authentication must finish in time: a
@@ -108,7 +115,14 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 		conn = pc
 	}
 	sconn, chans, reqs, err := gossh.NewServerConn(conn, sc)
+	authDone()
 	if err != nil {
+		// A client that tried to authenticate and never did: its source
+		// accrues a penalty. One that failed before (key exchange, garbage)
+		// guessed nothing.
+		if a.failures() > 0 {
+			h.penalise(cfg, remote)
+		}
 		log.Info("ssh handshake failed", "remote_addr", remote, "error", err.Error())
 		return // NewServerConn closed nc
 	}
@@ -126,7 +140,9 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 		actor = sess
 	}
 	c := &serverConn{h: h, cfg: cfg, sconn: sconn, id: id, actor: actor, node: node, source: sconn.Permissions.Extensions[extSource], noPTY: noPTY,
-		remote: remote, since: time.Now(), log: log.With("remote_addr", remote, "id", id.ID), forwards: map[string]net.Listener{}}
+		remote: remote, since: time.Now(), log: log.With("remote_addr", remote, "id", id.ID), forwards: map[string]net.Listener{},
+		sessions:    &channelLimit{what: "session", setting: "max_sessions", max: cfg.maxSessions},
+		forwardings: &channelLimit{what: "forward", setting: "max_forward_channels", max: cfg.maxForwards}}
 	h.track(c)
 	defer h.untrack(c)
 
@@ -137,7 +153,13 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 	})
 	c.spawn("global requests", func() { c.globalRequests(cctx, reqs) })
 	for nch := range chans {
-		c.spawn("channel", func() { c.channel(cctx, nch) })
+		// Limits are applied here, in the order the client opened its
+		// channels, before a goroutine exists for the channel.
+		sl, ok := c.admitChannel(cctx, nch)
+		if !ok {
+			continue
+		}
+		c.spawn("channel", func() { c.channel(cctx, nch, sl) })
 	}
 	// The SSH connection ended: stop its programs, listeners and bridges.
 	cancel()
@@ -149,7 +171,47 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
-	c.log.Info("ssh connection closed", "duration_secs", int(time.Since(c.since).Seconds()))
+	fields := []any{"duration_secs", int(time.Since(c.since).Seconds())}
+	for _, l := range []*channelLimit{c.sessions, c.forwardings} {
+		if n := l.refusedCount(); n > 0 {
+			fields = append(fields, "refused_"+l.setting, n)
+		}
+	}
+	c.log.Info("ssh connection closed", fields...)
+}
+
+// admitChannel applies no-more-sessions, max_sessions and
+// max_forward_channels to a channel the client opens, refusing it when
+// they say no. The slot (nil for other channel types) is the channel's
+// place under its limit.
+func (c *serverConn) admitChannel(ctx context.Context, nch gossh.NewChannel) (*slot, bool) {
+	var l *channelLimit
+	switch nch.ChannelType() {
+	case "session":
+		if c.noMoreSessions.Load() {
+			_ = nch.Reject(gossh.Prohibited, "no more sessions")
+			return nil, false
+		}
+		l = c.sessions
+	case "direct-tcpip":
+		l = c.forwardings
+	default:
+		return nil, true
+	}
+	sl, ok := l.acquire(ctx)
+	if !ok {
+		c.limitReached(l)
+		_ = nch.Reject(gossh.ResourceShortage, l.message())
+	}
+	return sl, ok
+}
+
+// limitReached logs the first channel a limit refuses on this connection;
+// the count is on the "ssh connection closed" line.
+func (c *serverConn) limitReached(l *channelLimit) {
+	if l.noteRefused() == 1 {
+		c.log.Info("channel refused", "type", l.what, "reason", l.setting, "limit", l.max)
+	}
 }
 
 // spawn runs f in a goroutine owned by the connection.
@@ -162,10 +224,11 @@ func (c *serverConn) spawn(what string, f func()) {
 	}()
 }
 
-func (c *serverConn) channel(ctx context.Context, nch gossh.NewChannel) {
+func (c *serverConn) channel(ctx context.Context, nch gossh.NewChannel, sl *slot) {
+	defer sl.release()
 	switch t := nch.ChannelType(); t {
 	case "session":
-		c.session(ctx, nch)
+		c.session(ctx, nch, sl)
 	case "direct-tcpip":
 		c.directTCPIP(ctx, nch)
 	default:
@@ -357,7 +420,17 @@ func (c *serverConn) acceptForwarded(ctx context.Context, ln net.Listener, addr 
 		if err != nil {
 			return
 		}
+		// Whoever connects to the port holds a channel of this SSH
+		// connection: max_forward_channels bounds them, and a connection
+		// past it is closed at once.
+		sl, ok := c.forwardings.acquire(ctx)
+		if !ok {
+			c.limitReached(c.forwardings)
+			_ = tcp.Close()
+			continue
+		}
 		c.spawn("forwarded connection", func() {
+			defer sl.release()
 			orig, _ := tcp.RemoteAddr().(*net.TCPAddr)
 			m := forwardedTCPIPMsg{Addr: addr, Port: uint32(port)}
 			if orig != nil {

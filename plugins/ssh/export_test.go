@@ -32,3 +32,7 @@ func ReplayConn(c net.Conn, sent, replay []byte) net.Conn {
 
 // OpenSSHCiphers is OpenSSH 9's default cipher order.
 var OpenSSHCiphers = opensshCiphers
+
+// SetClock makes p's per-source penalties run on now instead of the
+// system clock.
+func SetClock(p *Plugin, now func() time.Time) { p.clock.Store(&now) }

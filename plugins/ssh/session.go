@@ -34,6 +34,7 @@ type session struct {
 
 	pty     *ptyRequest // accepted pty-req, if any
 	started bool        // exec, shell or subsystem accepted
+	slot    *slot       // the channel's place under max_sessions
 
 	mu     sync.Mutex
 	proc   *os.Process // running program (group leader)
@@ -41,23 +42,22 @@ type session struct {
 	master *os.File // pty master while the program runs in a pty
 }
 
-func (c *serverConn) session(ctx context.Context, nch gossh.NewChannel) {
-	if c.noMoreSessions.Load() {
-		_ = nch.Reject(gossh.Prohibited, "no more sessions")
-		return
-	}
+func (c *serverConn) session(ctx context.Context, nch gossh.NewChannel, sl *slot) {
 	ch, reqs, err := nch.Accept()
 	if err != nil {
 		return
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{c: c, ch: ch, ctx: sctx}
+	s := &session{c: c, ch: ch, ctx: sctx, slot: sl}
 	defer func() {
 		// The client closed the channel (or the connection ended): stop
 		// what runs on it and wait for its goroutines.
 		cancel()
 		s.closeMaster()
 		s.wg.Wait()
+		// The channel is done with: its place under max_sessions is free
+		// for the client's next session.
+		sl.release()
 		_ = ch.Close()
 	}()
 	for req := range reqs {
@@ -182,6 +182,15 @@ func (s *session) fail(status int, format string, args ...any) {
 func (s *session) exit(status int) {
 	_ = s.ch.CloseWrite()
 	_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(status)}))
+	s.close()
+}
+
+// close closes the channel from the server's side. The session's slot
+// under max_sessions is released when the client's close comes back; a
+// session opened after it (a client runs commands one after another) may
+// wait for that instead of being refused.
+func (s *session) close() {
+	s.slot.serverClosed()
 	_ = s.ch.Close()
 }
 
@@ -631,5 +640,5 @@ func (s *session) report(ps *os.ProcessState) {
 	} else {
 		_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(ps.ExitCode())}))
 	}
-	_ = s.ch.Close()
+	s.close()
 }

@@ -54,6 +54,52 @@ type Settings struct {
 	// supports, rather than the first of its own list (default true; see
 	// kexinit.go).
 	PreferServerCiphers *bool `json:"prefer_server_ciphers,omitempty"`
+	// KexAlgorithms are the key exchanges offered, in preference order
+	// (default: DefaultKexAlgorithms, no SHA-1).
+	KexAlgorithms []string `json:"kex_algorithms,omitempty"`
+	// MACs are the message authentication codes offered with non-AEAD
+	// ciphers, in preference order (default: DefaultMACs, no SHA-1).
+	MACs []string `json:"macs,omitempty"`
+	// MaxStartups bounds the connections that have not finished
+	// authenticating, as OpenSSH's MaxStartups: "start:rate:full" or one
+	// number (default "10:30:100"; see limits.go).
+	MaxStartups MaxStartups `json:"max_startups,omitempty"`
+	// PenaltyAuthFail is what a source accrues for a connection that
+	// ended without authenticating after trying (a Go duration, default
+	// "5s"; "0s" turns penalties off).
+	PenaltyAuthFail string `json:"penalty_authfail,omitempty"`
+	// PenaltyMin is the accrued penalty at which a source is refused
+	// (default "15s").
+	PenaltyMin string `json:"penalty_min,omitempty"`
+	// PenaltyMax caps a source's accrued penalty (default "600s").
+	PenaltyMax string `json:"penalty_max,omitempty"`
+	// PenaltyMaxSources bounds the sources remembered (default 65536).
+	PenaltyMaxSources *int `json:"penalty_max_sources,omitempty"`
+	// MaxSessions bounds the session channels open at once on one SSH
+	// connection (default 10).
+	MaxSessions *int `json:"max_sessions,omitempty"`
+	// MaxForwardChannels bounds the forwarding channels (-L/-D and -R)
+	// open at once on one SSH connection (default 64).
+	MaxForwardChannels *int `json:"max_forward_channels,omitempty"`
+}
+
+// MaxStartups is the max_startups setting as given: "start:rate:full",
+// or a number (TOML max_startups = 10), kept as its text.
+type MaxStartups string
+
+// UnmarshalJSON accepts a string or a whole number.
+func (m *MaxStartups) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*m = MaxStartups(s)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err == nil {
+		*m = MaxStartups(strconv.FormatInt(n, 10))
+		return nil
+	}
+	return fmt.Errorf("max_startups: %s: want \"start:rate:full\" (e.g. \"10:30:100\") or a number", clip(string(b)))
 }
 
 // DefaultCiphers are the ciphers offered unless settings name others:
@@ -68,6 +114,27 @@ type Settings struct {
 var DefaultCiphers = []string{
 	gossh.CipherAES128GCM, gossh.CipherAES256GCM,
 	gossh.CipherAES128CTR, gossh.CipherAES192CTR, gossh.CipherAES256CTR,
+}
+
+// DefaultKexAlgorithms are the key exchanges offered unless settings name
+// others. golang.org/x/crypto/ssh would also offer
+// diffie-hellman-group14-sha1, whose exchange hash is SHA-1; it is left
+// out, as OpenSSH has done since 8.x, and only a kex_algorithms setting
+// that names it brings it back. curve25519-sha256@libssh.org is the name
+// OpenSSH before 7.3 used for curve25519-sha256.
+var DefaultKexAlgorithms = []string{
+	gossh.KeyExchangeMLKEM768X25519,
+	gossh.KeyExchangeCurve25519, "curve25519-sha256@libssh.org",
+	gossh.KeyExchangeECDHP256, gossh.KeyExchangeECDHP384, gossh.KeyExchangeECDHP521,
+	gossh.KeyExchangeDH16SHA512, gossh.KeyExchangeDH14SHA256,
+}
+
+// DefaultMACs are the MACs offered unless settings name others: HMAC-SHA2,
+// encrypt-then-MAC first. golang.org/x/crypto/ssh would also offer
+// hmac-sha1 and hmac-sha1-96; they are left out unless a macs setting
+// names them. AEAD ciphers (AES-GCM, chacha20-poly1305) use no MAC.
+var DefaultMACs = []string{
+	gossh.HMACSHA256ETM, gossh.HMACSHA512ETM, gossh.HMACSHA256, gossh.HMACSHA512,
 }
 
 // ExecAllow is the exec allow-list in either of its two forms: a list of
@@ -150,6 +217,14 @@ const (
 	defaultMaxAuthAttempts  = 5
 	defaultHandshakeTimeout = 30 * time.Second
 	defaultShell            = "/bin/sh"
+
+	defaultMaxStartups        = "10:30:100"
+	defaultPenaltyAuthFail    = 5 * time.Second
+	defaultPenaltyMin         = 15 * time.Second
+	defaultPenaltyMax         = 600 * time.Second
+	defaultPenaltyMaxSources  = 65536
+	defaultMaxSessions        = 10
+	defaultMaxForwardChannels = 64
 )
 
 // config is Settings validated and ready to use.
@@ -164,7 +239,14 @@ type config struct {
 	maxAuthAttempts  int
 	handshakeTimeout time.Duration
 	ciphers          []string
-	preferServer     bool // prefer_server_ciphers
+	preferServer     bool     // prefer_server_ciphers
+	kex              []string // kex_algorithms
+	macs             []string
+	sha1             []string // SHA-1 algorithms the settings name (warned about)
+	startups         startups // max_startups
+	penalty          penaltyPolicy
+	maxSessions      int
+	maxForwards      int // max_forward_channels
 }
 
 type certAuthority struct {
@@ -185,7 +267,11 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		}
 	}
 	c := &config{exec: map[string]string{}, maxAuthAttempts: defaultMaxAuthAttempts, handshakeTimeout: defaultHandshakeTimeout,
-		ciphers: slices.Clone(DefaultCiphers), preferServer: true}
+		ciphers: slices.Clone(DefaultCiphers), preferServer: true,
+		kex: slices.Clone(DefaultKexAlgorithms), macs: slices.Clone(DefaultMACs),
+		penalty:     penaltyPolicy{authFail: defaultPenaltyAuthFail, min: defaultPenaltyMin, max: defaultPenaltyMax, maxSources: defaultPenaltyMaxSources},
+		maxSessions: defaultMaxSessions, maxForwards: defaultMaxForwardChannels}
+	c.startups, _ = parseStartups(defaultMaxStartups)
 	if s.HostKeyFile != "" {
 		k, err := loadHostKey(s.HostKeyFile)
 		if err != nil {
@@ -284,7 +370,114 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 	if s.PreferServerCiphers != nil {
 		c.preferServer = *s.PreferServerCiphers
 	}
+	if err := parseLimits(&s, c); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// sha1Algorithms are the key exchanges and MACs golang.org/x/crypto/ssh
+// implements that rest on SHA-1: offered only when the settings name them.
+var sha1Algorithms = []string{
+	gossh.InsecureKeyExchangeDH14SHA1, gossh.InsecureKeyExchangeDH1SHA1, gossh.InsecureKeyExchangeDHGEXSHA1,
+	gossh.HMACSHA1, gossh.InsecureHMACSHA196,
+}
+
+// algorithmList validates a kex_algorithms or macs setting: every name one
+// the library implements (SHA-1 ones included: naming them is how an
+// operator brings them back for an old client).
+func algorithmList(key string, names, secure, insecure []string) ([]string, []string, error) {
+	choose := strings.Join(slices.DeleteFunc(slices.Clone(secure), func(n string) bool { return slices.Contains(sha1Algorithms, n) }), ", ")
+	if len(names) == 0 {
+		return nil, nil, fmt.Errorf("ssh settings: %s: empty; name one or more of %s", key, choose)
+	}
+	var sha1 []string
+	for _, name := range names {
+		if !slices.Contains(secure, name) && !slices.Contains(insecure, name) {
+			return nil, nil, fmt.Errorf("ssh settings: %s: %q is not supported; choose from %s", key, name, choose)
+		}
+		if slices.Contains(sha1Algorithms, name) {
+			sha1 = append(sha1, name)
+		}
+	}
+	return slices.Clone(names), sha1, nil
+}
+
+// positive reads an optional whole-number setting of at least 1.
+func positive(key string, v *int, dst *int) error {
+	if v == nil {
+		return nil
+	}
+	if *v < 1 {
+		return fmt.Errorf("ssh settings: %s: %d; want 1 or more", key, *v)
+	}
+	*dst = *v
+	return nil
+}
+
+// duration reads an optional duration setting; zero is allowed only if
+// zeroOK.
+func duration(key, v string, zeroOK bool, dst *time.Duration) error {
+	if v == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || (d == 0 && !zeroOK) {
+		want := "a positive duration"
+		if zeroOK {
+			want = "a duration, 0s or more"
+		}
+		return fmt.Errorf("ssh settings: %s: %q is not %s (e.g. \"5s\", \"10m\")", key, v, want)
+	}
+	*dst = d
+	return nil
+}
+
+// parseLimits validates the settings that bound what a client can make
+// the plugin hold (limits.go), and the key exchanges and MACs.
+func parseLimits(s *Settings, c *config) error {
+	if s.KexAlgorithms != nil {
+		kex, sha1, err := algorithmList("kex_algorithms", s.KexAlgorithms,
+			append(gossh.SupportedAlgorithms().KeyExchanges, "curve25519-sha256@libssh.org"), gossh.InsecureAlgorithms().KeyExchanges)
+		if err != nil {
+			return err
+		}
+		c.kex, c.sha1 = kex, append(c.sha1, sha1...)
+	}
+	if s.MACs != nil {
+		macs, sha1, err := algorithmList("macs", s.MACs, gossh.SupportedAlgorithms().MACs, gossh.InsecureAlgorithms().MACs)
+		if err != nil {
+			return err
+		}
+		c.macs, c.sha1 = macs, append(c.sha1, sha1...)
+	}
+	if s.MaxStartups != "" {
+		st, err := parseStartups(string(s.MaxStartups))
+		if err != nil {
+			return fmt.Errorf("ssh settings: max_startups: %w", err)
+		}
+		c.startups = st
+	}
+	p := &c.penalty
+	if err := duration("penalty_authfail", s.PenaltyAuthFail, true, &p.authFail); err != nil {
+		return err
+	}
+	if err := duration("penalty_min", s.PenaltyMin, true, &p.min); err != nil {
+		return err
+	}
+	if err := duration("penalty_max", s.PenaltyMax, false, &p.max); err != nil {
+		return err
+	}
+	if p.min > p.max {
+		return fmt.Errorf("ssh settings: penalty_min (%v) is above penalty_max (%v): no source would ever be refused; lower penalty_min or raise penalty_max", p.min, p.max)
+	}
+	if err := positive("penalty_max_sources", s.PenaltyMaxSources, &p.maxSources); err != nil {
+		return err
+	}
+	if err := positive("max_sessions", s.MaxSessions, &c.maxSessions); err != nil {
+		return err
+	}
+	return positive("max_forward_channels", s.MaxForwardChannels, &c.maxForwards)
 }
 
 // checkCommandName requires a command name an exec request can name:

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,9 @@ type Plugin struct {
 
 	mu    sync.Mutex
 	conns map[*serverConn]struct{}
+
+	gate  gate                             // unauthenticated connections, per-source penalties (limits.go)
+	clock atomic.Pointer[func() time.Time] // penalties' clock; unset: time.Now (tests set it)
 }
 
 var (
@@ -143,7 +147,21 @@ const configSchema = `{
       "default": ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
       "description": "session ciphers offered, in order (chacha20-poly1305@openssh.com is supported but slow in Go on amd64, so not offered by default)"},
     "prefer_server_ciphers": {"type": "boolean", "default": true,
-      "description": "each client gets the first of ciphers it supports (the node offers it that one only); false: the client's own order decides, as with other SSH servers"}
+      "description": "each client gets the first of ciphers it supports (the node offers it that one only); false: the client's own order decides, as with other SSH servers"},
+    "kex_algorithms": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+      "default": ["mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group16-sha512", "diffie-hellman-group14-sha256"],
+      "description": "key exchanges offered, in order; SHA-1 ones (diffie-hellman-group14-sha1, ...) only if listed here"},
+    "macs": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+      "default": ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"],
+      "description": "MACs offered with non-AEAD ciphers, in order; hmac-sha1 and hmac-sha1-96 only if listed here"},
+    "max_startups": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 1}], "default": "10:30:100",
+      "description": "start:rate:full: from start unauthenticated connections, drop new ones with a probability rising from rate% to 100% at full (a number n: start = full = n)"},
+    "penalty_authfail": {"type": "string", "default": "5s", "description": "penalty a source (IPv4 address, IPv6 /64) accrues per connection that failed to authenticate; 0s: no penalties"},
+    "penalty_min": {"type": "string", "default": "15s", "description": "accrued penalty from which the source's new connections are refused until it runs out"},
+    "penalty_max": {"type": "string", "default": "600s", "description": "cap of a source's accrued penalty"},
+    "penalty_max_sources": {"type": "integer", "minimum": 1, "default": 65536, "description": "sources under penalty remembered; past it, the one whose penalty ends soonest is forgotten"},
+    "max_sessions": {"type": "integer", "minimum": 1, "default": 10, "description": "session channels open at once on one SSH connection"},
+    "max_forward_channels": {"type": "integer", "minimum": 1, "default": 64, "description": "forwarding channels (-L/-D and -R) open at once on one SSH connection"}
   }
 }`
 
@@ -156,6 +174,9 @@ func (h *Plugin) Configure(_ context.Context, settings json.RawMessage, _ *sdk.H
 	}
 	if cfg.shellIdle != "" {
 		h.logger().Warn("shell is set but allow_shell is not: shell requests are refused", "shell", cfg.shellIdle)
+	}
+	if len(cfg.sha1) > 0 {
+		h.logger().Warn("SHA-1 algorithms enabled by the settings; offer them only while a client needs them", "algorithms", strings.Join(cfg.sha1, ","))
 	}
 	h.cfg.Store(cfg)
 	return nil
@@ -200,11 +221,19 @@ func (h *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 			closeStream(st)
 			return err
 		}
+		// Refused connections are closed before a byte of SSH is sent:
+		// they cost the node no key exchange (limits.go).
+		authDone, ok := h.admit(cfg, c.Auth().RemoteAddr)
+		if !ok {
+			closeStream(st)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer authDone()
 			defer h.recoverPanic("stream")
-			h.serveStream(ctx, c, cfg, signer, st)
+			h.serveStream(ctx, c, cfg, signer, st, authDone)
 		}()
 	}
 }
