@@ -38,20 +38,10 @@ func (a *app) editAuth(change func(*config.Auth) error) (datadir.Dir, error) {
 	if err := d.Ensure(); err != nil {
 		return d, err
 	}
-	path := config.AuthFilePath(d.Path)
-	cur, err := config.LoadAuthFile(path)
-	if err != nil {
+	if err := config.UpdateAuthFile(config.AuthFilePath(d.Path), change); err != nil {
 		return d, err
 	}
-	if err := change(&cur); err != nil {
-		return d, err
-	}
-	if err := config.SaveAuthFile(path, cur); err != nil {
-		return d, err
-	}
-	if pid, ok := signalNode(d); ok {
-		fmt.Fprintf(a.err, "asked the running node (pid %d) to reload\n", pid)
-	}
+	a.tellRunningNode(d, "reload")
 	return d, nil
 }
 

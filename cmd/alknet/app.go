@@ -12,6 +12,7 @@ import (
 
 	"alknet.dev/alknet/core/config"
 	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/pluginhost"
 	"alknet.dev/alknet/core/vault"
 )
 
@@ -83,7 +84,29 @@ func (a *app) setup() error {
 		return fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", a.v.GetString("log_level"))
 	}
 	a.log = hclog.New(&hclog.LoggerOptions{Name: "alknet", Level: level, Output: a.err, JSONFormat: a.v.GetBool("log_json")})
+	a.removeLeftovers()
 	return nil
+}
+
+// removeLeftovers removes, before any command uses the data directory,
+// what writers killed half-way left in it: temporary files of its JSON
+// files (one of vault.json may hold the seed in clear) and plugin install
+// staging. Every command does it — `alknet serve` at its start, `alknet
+// vault seal` before it seals — and entries a live process still holds are
+// kept, so it is safe while a node or another command runs.
+func (a *app) removeLeftovers() {
+	d, err := a.dataDir()
+	if err != nil || !d.Exists() {
+		return
+	}
+	removed, err := d.RemoveLeftovers()
+	more, err2 := pluginhost.OpenStore(d.PluginsPath()).RemoveLeftovers()
+	for _, p := range append(removed, more...) {
+		a.log.Info("removed the leftover of an interrupted write", "path", p)
+	}
+	if err := errors.Join(err, err2); err != nil {
+		a.log.Warn("leftovers of interrupted writes remain; remove them by hand if no alknet command is running", "error", err)
+	}
 }
 
 // dataDir resolves --data-dir / data_dir / ALKNET_DATA_DIR / the XDG default.

@@ -50,11 +50,7 @@ func (a *app) tellNode() {
 	if err != nil {
 		return
 	}
-	if pid, ok := signalNode(d); ok {
-		fmt.Fprintf(a.err, "asked the running node (pid %d) to apply the change\n", pid)
-	} else {
-		fmt.Fprintln(a.err, "no running node found; the change applies at its next start")
-	}
+	a.tellRunningNode(d, "apply the change")
 }
 
 func (a *app) pluginCmd() *cobra.Command {
@@ -255,7 +251,7 @@ func (a *app) pluginListCmd() *cobra.Command {
 			}
 			states := map[string]pluginhost.Status{}
 			if d, err := a.dataDir(); err == nil {
-				if _, running := runningNode(d); running {
+				if _, running := d.RunningNode(); running {
 					if st, err := pluginhost.ReadState(store); err == nil {
 						for _, s := range st {
 							states[s.Name] = s

@@ -7,19 +7,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"alknet.dev/alknet/core/atomicfile"
 	"alknet.dev/alknet/core/datadir"
 	"alknet.dev/alknet/core/node"
 	"alknet.dev/alknet/core/vault"
 )
-
-// pidFileName is where a serving node records its pid, so that `alknet
-// peers` / `alknet apikey` can ask it to reload.
-const pidFileName = "alknet.pid"
 
 func (a *app) serveCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -34,7 +30,12 @@ Signals: SIGHUP reloads the dynamic configuration from the config file and
 capability grants, signature rules, the plugin set (` + "`alknet config docs`" + `
 marks each key) — a bad file is rejected whole and the old configuration
 stays; SIGINT/SIGTERM drain connections for up to drain_timeout, then close
-the rest with "shutdown" and exit 0.`,
+the rest with "shutdown" and exit 0.
+
+One node per data directory: the node locks <data-dir>/alknet.lock, with its
+pid inside, for as long as it runs, and a second 'alknet serve' on the same
+directory is refused naming that pid. Leftovers of writes that were
+interrupted (a killed command) are removed at start.`,
 		Example: "  alknet serve\n  alknet serve --listen 127.0.0.1:0 --data-dir /tmp/node\n  alknet serve --config /etc/alknet/alknet.toml",
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context()) },
@@ -80,6 +81,16 @@ func (a *app) serve(ctx context.Context) error {
 	if err := d.Ensure(); err != nil {
 		return err
 	}
+	// One node per data directory, held until this process exits however it
+	// exits; the CLI finds this node through the same lock
+	// (tellRunningNode).
+	held, err := d.LockNode()
+	if err != nil {
+		return err
+	}
+	defer held.Release()
+	// Leftovers of interrupted writes were removed in setup (every command
+	// does it); the ones a live process still held were rightly kept.
 	cfg, err := a.config(d)
 	if err != nil {
 		return err
@@ -102,11 +113,6 @@ func (a *app) serve(ctx context.Context) error {
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
-	pidPath := filepath.Join(d.Path, pidFileName)
-	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
-		a.log.Warn("cannot write pid file; `alknet peers`/`apikey` will not reload this node by themselves", "path", pidPath, "error", err)
-	}
-	defer os.Remove(pidPath)
 
 	_, port, _ := net.SplitHostPort(n.UDPAddr().String())
 	host, _, _ := net.SplitHostPort(cfg.Listen)
@@ -116,6 +122,19 @@ func (a *app) serve(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintf(a.out, "alknet node %s@%s\n", n.Fingerprint(), net.JoinHostPort(host, port))
+	// Where the CLI beside the node reaches it (`alknet status`): the
+	// loopback address when the node listens on every address.
+	local, _, _ := net.SplitHostPort(cfg.Listen)
+	if local == "" || local == "0.0.0.0" {
+		local = "127.0.0.1"
+	} else if local == "::" {
+		local = "::1"
+	}
+	addrFile := filepath.Join(d.Path, nodeAddrFile)
+	if err := atomicfile.WriteFile(addrFile, []byte(n.Fingerprint()+"@"+net.JoinHostPort(local, port)+"\n")); err != nil {
+		a.log.Warn("cannot record the node's address; `alknet status` will need it given", "path", addrFile, "error", err)
+	}
+	defer os.Remove(addrFile)
 
 	for {
 		select {
@@ -162,6 +181,11 @@ func (a *app) reload(n *node.Node, d datadir.Dir) {
 	a.log.Info("configuration reloaded", "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
 }
 
+// nodeAddrFile in the data directory holds the running node's dial
+// string for the CLI beside it (valid only while the node holds the
+// data directory's lock).
+const nodeAddrFile = "node.addr"
+
 // version is the node's version, set at build time with
 // -ldflags "-X main.version=…".
 var version = "0.1.0-dev"
@@ -193,36 +217,24 @@ func (a *app) ensureVault(d datadir.Dir) (*vault.Vault, error) {
 	return v, nil
 }
 
-// runningNode returns the pid of the node serving data dir d, if any.
-func runningNode(d datadir.Dir) (*os.Process, bool) {
-	b, err := os.ReadFile(filepath.Join(d.Path, pidFileName))
-	if err != nil {
-		return nil, false
+// tellRunningNode asks the node serving from d, if one runs, to reload
+// (SIGHUP) so that a change to its files applies at once, and says what it
+// did; what completes "asked the running node (pid N) to …". The node is
+// found by the data directory's lock (datadir.RunningNode), never by a
+// recorded pid alone: a node killed with -9 leaves its pid behind, and that
+// pid may since belong to an unrelated process.
+func (a *app) tellRunningNode(d datadir.Dir, what string) {
+	pid, running := d.RunningNode()
+	switch {
+	case !running:
+		fmt.Fprintln(a.err, "no running node found; the change applies at its next start")
+	case pid <= 0:
+		fmt.Fprintf(a.err, "a node serves %s but its pid is not visible from here; send it SIGHUP to apply the change\n", d.Path)
+	default:
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			fmt.Fprintf(a.err, "could not signal the running node (pid %d): %v; send it SIGHUP to apply the change\n", pid, err)
+			return
+		}
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to %s\n", pid, what)
 	}
-	pid, err := strconv.Atoi(string(trimNL(b)))
-	if err != nil || pid <= 0 {
-		return nil, false
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil || p.Signal(syscall.Signal(0)) != nil {
-		return nil, false
-	}
-	return p, true
-}
-
-// signalNode asks a running node (pid file in d) to reload. It reports
-// whether a node was signalled.
-func signalNode(d datadir.Dir) (int, bool) {
-	p, ok := runningNode(d)
-	if !ok || p.Signal(syscall.SIGHUP) != nil {
-		return 0, false
-	}
-	return p.Pid, true
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

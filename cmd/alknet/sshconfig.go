@@ -131,8 +131,14 @@ func sshHostKey(ctx context.Context, conn endpoint.Conn, addr string) (gossh.Pub
 }
 
 // setKnownHost writes "alias key" into a known_hosts file, replacing any
-// previous line for alias.
+// previous line for alias. It holds the file's lock (atomicfile.Lock) from
+// the read to the write, so concurrent runs keep each other's lines.
 func setKnownHost(path, alias string, key gossh.PublicKey) error {
+	unlock, err := atomicfile.Lock(path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var lines []string
 	if b, err := os.ReadFile(path); err == nil {
 		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {

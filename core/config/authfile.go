@@ -68,6 +68,27 @@ func SaveAuthFile(path string, a Auth) error {
 	return atomicfile.WriteFile(path, append(b, '\n'))
 }
 
+// UpdateAuthFile applies change to the managed peers and keys and saves
+// the result, holding the file's lock (auth.json.lock, atomicfile.Lock)
+// from the read to the write: concurrent `alknet peers add` and `alknet
+// apikey create` each build on the other's result instead of replacing it.
+// A change that returns an error leaves the file as it was.
+func UpdateAuthFile(path string, change func(*Auth) error) error {
+	unlock, err := atomicfile.Lock(path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := LoadAuthFile(path)
+	if err != nil {
+		return err
+	}
+	if err := change(&cur); err != nil {
+		return err
+	}
+	return SaveAuthFile(path, cur)
+}
+
 // MergeAuth adds the managed peers and keys to c and validates the result
 // (a peer_id present in both places is a duplicate).
 func (c *Config) MergeAuth(managed Auth) error {

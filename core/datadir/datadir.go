@@ -1,6 +1,8 @@
 // Package datadir locates and creates a node's data directory: the vault,
 // credentials, known peers, plugins and repositories of one node live there
-// (docs/spec/identity.md §6).
+// (docs/spec/identity.md §6). It also holds the directory for the one node
+// that serves from it (LockNode) and tells commands which node that is
+// (RunningNode).
 package datadir
 
 import (

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"alknet.dev/alknet/core/atomicfile"
 	"alknet.dev/alknet/core/identity"
 )
 
@@ -85,10 +86,18 @@ func (k *KnownPeers) Lookup(addr string) (string, error) {
 	return m[addr], nil
 }
 
-// Add records addr → fp, refusing to replace a different fingerprint.
+// Add records addr → fp, refusing to replace a different fingerprint. The
+// check and the append hold the file's lock (known_peers.lock,
+// atomicfile.Lock): two clients trusting the same address at once must not
+// both append, each with the fingerprint it saw.
 func (k *KnownPeers) Add(addr, fp string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	unlock, err := atomicfile.Lock(k.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	m, err := k.load()
 	if err != nil {
 		return err

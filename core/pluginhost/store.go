@@ -110,10 +110,19 @@ func (s *Store) save(l *Lock) error {
 	return atomicfile.WriteFile(s.lockPath(), append(b, '\n'))
 }
 
-// Update applies f to the lock file under the store's lock.
+// Update applies f to the lock file and saves it, holding the store's
+// mutex and the file lock (lock.json.lock, atomicfile.Lock) from the read
+// to the write, so that concurrent `alknet plugin` commands and a node
+// installing its bundled plugins each build on the other's result. An
+// error from f leaves the file as it was.
 func (s *Store) Update(f func(*Lock) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	unlock, err := atomicfile.Lock(s.lockPath())
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	l, err := s.load()
 	if err != nil {
 		return err
@@ -221,11 +230,13 @@ func (s *Store) Install(ctx context.Context, src, source string, o InstallOption
 	if err := ensureDir(stageRoot); err != nil {
 		return nil, err
 	}
-	stage, err := os.MkdirTemp(stageRoot, "install-")
+	// Locked while this process lives: RemoveLeftovers clears it only
+	// after a kill -9 left it behind.
+	stage, release, err := atomicfile.MkdirTemp(stageRoot, "install")
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", src, err)
 	}
-	defer os.RemoveAll(stage)
+	defer release()
 	staged := filepath.Join(stage, "candidate")
 	sum, err := stageCopy(src, staged)
 	if err != nil {
@@ -304,6 +315,15 @@ func (s *Store) Install(ctx context.Context, src, source string, o InstallOption
 
 // stagingDir holds install candidates while they are checked.
 const stagingDir = ".staging"
+
+// RemoveLeftovers removes what interrupted commands left in the store:
+// temporary files of lock.json and state.json, and install staging
+// directories whose process is gone. It returns the paths removed.
+func (s *Store) RemoveLeftovers() ([]string, error) {
+	removed, err := atomicfile.RemoveLeftovers(s.dir)
+	more, err2 := atomicfile.RemoveAbandoned(filepath.Join(s.dir, stagingDir))
+	return append(removed, more...), errors.Join(err, err2)
+}
 
 // conflicts refuses a version whose ALPNs or namespaces another installed
 // plugin claims, naming both owners (docs/architecture.md D15).

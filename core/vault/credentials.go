@@ -30,7 +30,9 @@ type credentialsJSON struct {
 }
 
 // CredentialStore keeps named secrets as EncryptedData blobs in a 0600 JSON
-// file, written atomically. It is safe for concurrent use in one process.
+// file, written atomically. It is safe for concurrent use, in one process
+// and across processes: every change holds the file's lock
+// (credentials.json.lock, atomicfile.Lock) from its read to its write.
 type CredentialStore struct {
 	mu   sync.Mutex
 	path string
@@ -97,6 +99,28 @@ func parseCredentials(b []byte) (credentialsJSON, error) {
 	return j, nil
 }
 
+// change runs f on the store's current content and saves the result,
+// holding the in-process mutex and the file lock throughout, so that
+// concurrent changes — other goroutines, other `alknet` processes — each
+// see the previous one's result instead of overwriting it.
+func (c *CredentialStore) change(f func(*credentialsJSON) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unlock, err := atomicfile.Lock(c.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	j, err := c.load()
+	if err != nil {
+		return err
+	}
+	if err := f(&j); err != nil {
+		return err
+	}
+	return c.save(j)
+}
+
 func (c *CredentialStore) save(j credentialsJSON) error {
 	b, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
@@ -111,18 +135,14 @@ func (c *CredentialStore) Set(name string, secret []byte) error {
 	if err := CheckCredentialName(name); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	j, err := c.load()
-	if err != nil {
-		return err
-	}
-	e, err := c.v.Encrypt(secret, j.KeyVersion)
-	if err != nil {
-		return fmt.Errorf("encrypt credential %q: %w", name, err)
-	}
-	j.Credentials[name] = e
-	return c.save(j)
+	return c.change(func(j *credentialsJSON) error {
+		e, err := c.v.Encrypt(secret, j.KeyVersion)
+		if err != nil {
+			return fmt.Errorf("encrypt credential %q: %w", name, err)
+		}
+		j.Credentials[name] = e
+		return nil
+	})
 }
 
 // Get decrypts the credential called name.
@@ -168,17 +188,13 @@ func (c *CredentialStore) List() ([]CredentialInfo, error) {
 
 // Remove deletes the credential called name.
 func (c *CredentialStore) Remove(name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	j, err := c.load()
-	if err != nil {
-		return err
-	}
-	if _, ok := j.Credentials[name]; !ok {
-		return fmt.Errorf("%w %q (see `alknet credential list`)", ErrNoCredential, name)
-	}
-	delete(j.Credentials, name)
-	return c.save(j)
+	return c.change(func(j *credentialsJSON) error {
+		if _, ok := j.Credentials[name]; !ok {
+			return fmt.Errorf("%w %q (see `alknet credential list`)", ErrNoCredential, name)
+		}
+		delete(j.Credentials, name)
+		return nil
+	})
 }
 
 // KeyVersion is the version new credentials are written with.
@@ -196,19 +212,21 @@ func (c *CredentialStore) RotateAll(to int) (int, error) {
 	if err := checkKeyVersion(to); err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	j, err := c.load()
+	n := 0
+	err := c.change(func(j *credentialsJSON) error {
+		for name, e := range j.Credentials {
+			ne, err := c.v.Rotate(e, to)
+			if err != nil {
+				return fmt.Errorf("rotate credential %q: %w", name, err)
+			}
+			j.Credentials[name] = ne
+		}
+		j.KeyVersion = to
+		n = len(j.Credentials)
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	for name, e := range j.Credentials {
-		ne, err := c.v.Rotate(e, to)
-		if err != nil {
-			return 0, fmt.Errorf("rotate credential %q: %w", name, err)
-		}
-		j.Credentials[name] = ne
-	}
-	j.KeyVersion = to
-	return len(j.Credentials), c.save(j)
+	return n, nil
 }
