@@ -65,21 +65,124 @@ type Plugins struct {
 	// signature; turned on by a reload, it stops unsigned running plugins.
 	RequireSignature  bool     `mapstructure:"require_signature" reload:"dynamic" doc:"plugins must carry a valid publisher signature (alknet plugin install --signature); a reload that turns it on stops unsigned running plugins"`
 	TrustedPublishers []string `mapstructure:"trusted_publishers" reload:"dynamic" doc:"publisher keys (ed25519:<hex>) whose signatures are accepted"`
-	// Entries holds [plugins.<name>] tables: version, settings, capabilities, disabled.
+	// User runs every plugin as another local user (the node must run as
+	// root); docs/spec/plugins.md §9.
+	User string `mapstructure:"user" doc:"run plugins as this local user (name or uid; the node must run as root), so that a plugin cannot read the node's files; empty: the node's own user"`
+	// Entries holds [plugins.<name>] tables: version, settings, capabilities, disabled, limits.
 	Entries map[string]any `mapstructure:",remain"`
 	parsed  map[string]Plugin
 }
 
 // Plugin configures one plugin ([plugins.<name>]). Keys other than
-// version, settings, capabilities and disabled are the plugin's own
-// settings too, so `[plugins.ssh] exec_allow = [...]` works as the handler
-// specs write it; a key given in both places is an error.
+// version, settings, capabilities, disabled and limits are the plugin's
+// own settings too, so `[plugins.ssh] exec_allow = [...]` works as the
+// handler specs write it; a key given in both places is an error.
 type Plugin struct {
 	Version      string            `mapstructure:"version"`
 	Settings     map[string]any    `mapstructure:"settings"`
 	Capabilities map[string]string `mapstructure:"capabilities"`
 	Disabled     bool              `mapstructure:"disabled"`
+	Limits       PluginLimits      `mapstructure:"limits"`
 	Extra        map[string]any    `mapstructure:",remain"`
+}
+
+// PluginLimits is [plugins.<name>.limits] as written; absent keys take the
+// defaults below (docs/spec/plugins.md §9). ResourceLimits resolves them.
+type PluginLimits struct {
+	// Memory is bytes, or a size such as "512MiB" or "1GiB".
+	Memory    string   `mapstructure:"memory"`
+	OpenFiles *int     `mapstructure:"open_files"`
+	Processes *int     `mapstructure:"processes"`
+	CPU       *float64 `mapstructure:"cpu"`
+}
+
+// Defaults of [plugins.<name>.limits].
+const (
+	DefaultPluginMemory    = 1 << 30 // 1 GiB
+	DefaultPluginOpenFiles = 4096
+	DefaultPluginProcesses = 256
+	DefaultPluginCPU       = 1.0
+)
+
+// ResourceLimits are the limits a plugin runs under: [plugins.<name>.limits]
+// with the defaults applied.
+type ResourceLimits struct {
+	MemoryBytes int64
+	OpenFiles   int
+	Processes   int
+	CPU         float64 // a fraction of one CPU
+}
+
+var limitKeys = []string{"memory", "open_files", "processes", "cpu"}
+
+// resolve applies the defaults and checks every value; errors name the key
+// under prefix (plugins.<name>.limits).
+func (l PluginLimits) resolve(prefix string) (ResourceLimits, error) {
+	r := ResourceLimits{MemoryBytes: DefaultPluginMemory, OpenFiles: DefaultPluginOpenFiles, Processes: DefaultPluginProcesses, CPU: DefaultPluginCPU}
+	if l.Memory != "" {
+		n, err := ParseSize(l.Memory)
+		if err != nil {
+			return r, fmt.Errorf("%s.memory: %w", prefix, err)
+		}
+		// Below this a Go plugin cannot even start; it would crash-loop.
+		if n < 16<<20 {
+			return r, fmt.Errorf("%s.memory: %q is below the 16MiB a plugin needs to start", prefix, l.Memory)
+		}
+		r.MemoryBytes = n
+	}
+	if l.OpenFiles != nil {
+		if *l.OpenFiles < 64 || *l.OpenFiles > 1<<20 {
+			return r, fmt.Errorf("%s.open_files: %d is out of range (64 to 1048576)", prefix, *l.OpenFiles)
+		}
+		r.OpenFiles = *l.OpenFiles
+	}
+	if l.Processes != nil {
+		// A Go plugin needs a handful of threads, and every thread counts.
+		if *l.Processes < 16 || *l.Processes > 1<<22 {
+			return r, fmt.Errorf("%s.processes: %d is out of range (16 to 4194304; threads count too)", prefix, *l.Processes)
+		}
+		r.Processes = *l.Processes
+	}
+	if l.CPU != nil {
+		// The kernel's smallest quota is 1 ms per 100 ms period.
+		if !(*l.CPU >= 0.01 && *l.CPU <= 1024) {
+			return r, fmt.Errorf("%s.cpu: %v is out of range (0.01 to 1024 CPUs, e.g. 0.5 or 2)", prefix, *l.CPU)
+		}
+		r.CPU = *l.CPU
+	}
+	return r, nil
+}
+
+// ResourceLimits are the limits plugin p runs under (the defaults for a
+// plugin the configuration does not mention).
+func (p Plugin) ResourceLimits() ResourceLimits {
+	r, _ := p.Limits.resolve("") // validated when the configuration was parsed
+	return r
+}
+
+// ParseSize reads a size in bytes: a plain number, or a number with a
+// unit — KiB, MiB, GiB, TiB (powers of 1024) or kB, MB, GB, TB (powers of
+// 1000), case-insensitive, e.g. "512MiB". Written here rather than taken
+// from a units module: it is a few lines, and the core adds no module for
+// it.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}[unit]
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || mult == 0 || v < 0 {
+		return 0, fmt.Errorf("%q is not a size: give bytes, or a number with KiB, MiB, GiB (or kB, MB, GB), e.g. \"512MiB\"", s)
+	}
+	if v*mult > float64(1<<62) {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return int64(v * mult), nil
 }
 
 // Plugin returns the settings of plugin name (zero value if none).
@@ -93,8 +196,20 @@ func (p *Plugins) parse() error {
 		if err != nil {
 			return err
 		}
+		if t, ok := raw.(map[string]any); ok {
+			if lim, ok := t["limits"].(map[string]any); ok {
+				for k := range lim {
+					if !slices.Contains(limitKeys, k) {
+						return fmt.Errorf("plugins.%s.limits.%s: unknown limit (known: %s)", name, k, strings.Join(limitKeys, ", "))
+					}
+				}
+			}
+		}
 		if err := dec.Decode(raw); err != nil {
 			return fmt.Errorf("plugins.%s: %w", name, err)
+		}
+		if _, err := pl.Limits.resolve("plugins." + name + ".limits"); err != nil {
+			return err
 		}
 		if len(pl.Extra) > 0 && pl.Settings == nil {
 			pl.Settings = map[string]any{}
@@ -198,6 +313,7 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("plugins.drain_timeout", 10*time.Second)
 	v.SetDefault("plugins.require_signature", false)
 	v.SetDefault("plugins.trusted_publishers", []string{})
+	v.SetDefault("plugins.user", "")
 	v.SetDefault("enable_diag", false)
 }
 
@@ -482,9 +598,20 @@ func Docs() []KeyDoc {
 		KeyDoc{Key: "plugins.<name>.settings", Type: "table", Dynamic: true, Doc: "the plugin's own settings (a table; see the plugin's README); keys may also sit directly under [plugins.<name>]"},
 		KeyDoc{Key: "plugins.<name>.capabilities", Type: "table", Dynamic: true, Doc: "grants: name = \"vault:ed25519:<path>\" | \"credential:<name>\" | \"file:<path>\""},
 		KeyDoc{Key: "plugins.<name>.disabled", Type: "bool", Dynamic: true, Default: "false", Doc: "do not run this plugin"},
+		KeyDoc{Key: "plugins.<name>.limits.memory", Type: "size", Dynamic: true, Default: "1GiB",
+			Doc: "memory the plugin may use (bytes, or e.g. \"512MiB\"); over it the plugin is killed and restarted as a crash. cgroup memory limit, else RLIMIT_DATA of it plus 256MiB (the Go runtime reserves address space it does not use). " + limitsReload},
+		KeyDoc{Key: "plugins.<name>.limits.open_files", Type: "integer", Dynamic: true, Default: fmt.Sprint(DefaultPluginOpenFiles),
+			Doc: "open files and sockets of the plugin (RLIMIT_NOFILE). " + limitsReload},
+		KeyDoc{Key: "plugins.<name>.limits.processes", Type: "integer", Dynamic: true, Default: fmt.Sprint(DefaultPluginProcesses),
+			Doc: "processes and threads of the plugin (cgroup pids limit; else RLIMIT_NPROC when plugins.user is set). " + limitsReload},
+		KeyDoc{Key: "plugins.<name>.limits.cpu", Type: "float", Dynamic: true, Default: "1.0",
+			Doc: "CPU quota as a fraction of one CPU (e.g. 0.5, 2); the plugin is throttled to it (cgroup cpu controller; not enforced without one). " + limitsReload},
 	)
 	return out
 }
+
+// limitsReload is how a reload applies [plugins.<name>.limits].
+const limitsReload = "Limits apply at the plugin's launch; a reload that changes them restarts the plugin without downtime"
 
 func typeName(t reflect.Type) string {
 	switch {

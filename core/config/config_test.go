@@ -205,3 +205,88 @@ ssh_host_key = "vault:ed25519:m/74'/0'/1'/0'"
 		t.Fatalf("bad grant: %v", err)
 	}
 }
+
+// [plugins.<name>.limits]: defaults for what is not given, sizes with
+// units, and bad values refused naming the key.
+func TestPluginLimits(t *testing.T) {
+	c, err := Parse([]byte(`
+[plugins.hog.limits]
+memory = "512MiB"
+cpu = 0.5
+[plugins.big.limits]
+memory = 2147483648
+open_files = 100
+processes = 32
+cpu = 2
+`), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Plugins.Plugin("hog").ResourceLimits(); got != (ResourceLimits{MemoryBytes: 512 << 20, OpenFiles: 4096, Processes: 256, CPU: 0.5}) {
+		t.Fatalf("hog: %+v", got)
+	}
+	if got := c.Plugins.Plugin("big").ResourceLimits(); got != (ResourceLimits{MemoryBytes: 2 << 30, OpenFiles: 100, Processes: 32, CPU: 2}) {
+		t.Fatalf("big: %+v", got)
+	}
+	if got := c.Plugins.Plugin("unconfigured").ResourceLimits(); got != (ResourceLimits{MemoryBytes: 1 << 30, OpenFiles: 4096, Processes: 256, CPU: 1}) {
+		t.Fatalf("defaults: %+v", got)
+	}
+	if p := c.Plugins.Plugin("hog"); len(p.Settings) != 0 {
+		t.Fatalf("limits ended up in the plugin's settings: %v", p.Settings)
+	}
+	for in, want := range map[string]string{
+		"memory = \"lots\"": `plugins.x.limits.memory: "lots" is not a size`,
+		"memory = \"1MiB\"": "plugins.x.limits.memory: \"1MiB\" is below the 16MiB",
+		"cpu = 0":           "plugins.x.limits.cpu: 0 is out of range",
+		"cpu = -1":          "plugins.x.limits.cpu",
+		"open_files = 10":   "plugins.x.limits.open_files: 10 is out of range",
+		"processes = 1":     "plugins.x.limits.processes: 1 is out of range",
+		"memroy = \"1GiB\"": "plugins.x.limits.memroy: unknown limit",
+		"cpu = \"a lot\"":   "plugins.x",
+	} {
+		if _, err := Parse([]byte("[plugins.x.limits]\n"+in+"\n"), "toml"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error with %q", in, err, want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1073741824": 1 << 30, "512MiB": 512 << 20, "1GiB": 1 << 30, "1.5GiB": 3 << 29, "64 MiB": 64 << 20,
+		"2gib": 2 << 30, "100MB": 100_000_000, "1G": 1 << 30, "4096KiB": 4 << 20} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "1 XB", "-1GiB", "1e3"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+// plugins.user takes a restart; the limits are documented with their
+// defaults and apply on a reload (by restarting the plugin).
+func TestPluginContainmentKeysDocumented(t *testing.T) {
+	docs := map[string]KeyDoc{}
+	for _, d := range Docs() {
+		docs[d.Key] = d
+	}
+	for key, def := range map[string]string{"plugins.<name>.limits.memory": "1GiB", "plugins.<name>.limits.open_files": "4096",
+		"plugins.<name>.limits.processes": "256", "plugins.<name>.limits.cpu": "1.0"} {
+		d, ok := docs[key]
+		if !ok || !d.Dynamic || d.Default != def || !strings.Contains(d.Doc, "restarts the plugin") {
+			t.Errorf("%s: %+v", key, d)
+		}
+	}
+	if d, ok := docs["plugins.user"]; !ok || d.Dynamic {
+		t.Errorf("plugins.user: %+v", d)
+	}
+	a, _ := Parse([]byte(sample), "toml")
+	b, err := Parse([]byte(sample+"\n[plugins]\nuser = \"alknet-plugins\"\n"), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := StaticChanges(a, b); len(got) != 1 || got[0] != "plugins.user" {
+		t.Fatalf("static changes: %v", got)
+	}
+}

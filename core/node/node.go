@@ -115,6 +115,7 @@ func New(o Options) (*Node, error) {
 		// The SSH host key is derived from the vault unless the config
 		// grants another one (docs/spec/vault.md §2).
 		DefaultGrants: map[string]string{"ssh_host_key": "vault:ed25519:" + vault.PathSSHHostKey},
+		User:          cfg.Plugins.User,
 	})
 	return n, nil
 }
@@ -226,8 +227,10 @@ func (n *Node) pluginConfig(name string) pluginhost.PluginConfig {
 	if len(p.Settings) > 0 {
 		settings, _ = json.Marshal(p.Settings)
 	}
+	l := p.ResourceLimits()
 	return pluginhost.PluginConfig{Version: p.Version, Settings: settings, Capabilities: p.Capabilities, Disabled: p.Disabled,
-		RequireSignature: all.RequireSignature, TrustedPublishers: all.TrustedPublishers}
+		RequireSignature: all.RequireSignature, TrustedPublishers: all.TrustedPublishers,
+		Limits: pluginhost.Limits{Memory: l.MemoryBytes, OpenFiles: l.OpenFiles, Processes: l.Processes, CPU: l.CPU}}
 }
 
 // installBundled installs every alknet-plugin-* in BundledDir whose exact

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -19,12 +20,17 @@ type callMux struct {
 	smu  sync.Mutex // serialises Send
 	mu   sync.Mutex
 	wait map[uint64]*muxCall
-	done chan struct{}
+	// aborted holds calls the core aborted whose last result has not
+	// arrived yet, with when they were aborted: a plugin that leaves them
+	// unanswered has stopped making progress (health checks).
+	aborted map[uint64]time.Time
+	done    chan struct{}
 }
 
 type muxCall struct {
 	frames chan *pluginpb.CallFrame
 	gone   chan struct{}
+	last   bool // its last result was routed (under mu)
 }
 
 var errMuxClosed = errors.New("plugin call stream closed")
@@ -35,7 +41,7 @@ func newCallMux(ctx context.Context, pc pluginpb.PluginClient) (*callMux, error)
 	if err != nil {
 		return nil, err
 	}
-	m := &callMux{st: st, wait: map[uint64]*muxCall{}, done: make(chan struct{})}
+	m := &callMux{st: st, wait: map[uint64]*muxCall{}, aborted: map[uint64]time.Time{}, done: make(chan struct{})}
 	go m.recv()
 	return m, nil
 }
@@ -51,6 +57,12 @@ func (m *callMux) recv() {
 		}
 		m.mu.Lock()
 		c := m.wait[f.GetId()]
+		if f.GetLast() {
+			delete(m.aborted, f.GetId())
+			if c != nil {
+				c.last = true
+			}
+		}
 		m.mu.Unlock()
 		if c == nil {
 			continue
@@ -61,6 +73,30 @@ func (m *callMux) recv() {
 		case <-m.done:
 		}
 	}
+}
+
+// abort tells the plugin to stop call id, which the core no longer waits
+// for, and remembers it until the plugin ends it.
+func (m *callMux) abort(id uint64, c *muxCall) {
+	m.mu.Lock()
+	delete(m.wait, id)
+	if !c.last {
+		m.aborted[id] = time.Now()
+	}
+	m.mu.Unlock()
+	_ = m.send(&pluginpb.CallFrame{Id: id, Abort: true})
+}
+
+// unanswered counts the aborted calls the plugin has not ended, and how
+// long ago the oldest was aborted.
+func (m *callMux) unanswered() (int, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var oldest time.Duration
+	for _, at := range m.aborted {
+		oldest = max(oldest, time.Since(at))
+	}
+	return len(m.aborted), oldest
 }
 
 func (m *callMux) send(f *pluginpb.CallFrame) error {
@@ -90,14 +126,16 @@ func (m *callMux) call(ctx context.Context, id uint64, req *pluginpb.InvokeReque
 		select {
 		case f := <-c.frames:
 			if err := onResult(f.GetResult()); err != nil {
-				_ = m.send(&pluginpb.CallFrame{Id: id, Abort: true})
+				if !f.GetLast() {
+					m.abort(id, c)
+				}
 				return err
 			}
 			if f.GetLast() {
 				return nil
 			}
 		case <-ctx.Done():
-			_ = m.send(&pluginpb.CallFrame{Id: id, Abort: true})
+			m.abort(id, c)
 			return ctx.Err()
 		case <-m.done:
 			return errMuxClosed

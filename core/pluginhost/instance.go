@@ -197,19 +197,38 @@ func (in *instance) closeAll(reason string) {
 // idle reports whether nothing is routed to the instance any more.
 func (in *instance) idle() bool { return len(in.conns()) == 0 && in.active.Load() == 0 }
 
-// Health checking: a plugin that stops answering Health (hung, not
-// crashed) is treated like one that exited.
-const (
-	healthEvery    = 5 * time.Second
-	healthTimeout  = 3 * time.Second
-	healthFailures = 3
-)
+// healthPolicy is how a plugin that stopped making progress (hung, not
+// crashed) is found; it is then treated like one that exited.
+type healthPolicy struct {
+	every    time.Duration // between checks
+	timeout  time.Duration // for Health to answer
+	failures int           // failed checks in a row that stop the plugin
+	// stuckAfter: a call the core aborted that long ago and still has no
+	// answer fails the check (the plugin stopped serving its calls).
+	stuckAfter time.Duration
+}
+
+var defaultHealth = healthPolicy{every: 5 * time.Second, timeout: 3 * time.Second, failures: 3, stuckAfter: 30 * time.Second}
+
+// check is one health check: Health answers in time, and no call the core
+// aborted long ago is still unanswered.
+func (in *instance) check(p healthPolicy) error {
+	ctx, cancel := context.WithTimeout(in.ctx, p.timeout)
+	defer cancel()
+	if _, err := in.pc.Health(ctx, &pluginpb.Empty{}); err != nil {
+		return err
+	}
+	if n, oldest := in.mux.unanswered(); oldest > p.stuckAfter {
+		return fmt.Errorf("%d calls aborted by the core are still unanswered, the oldest for %v", n, oldest.Round(time.Second))
+	}
+	return nil
+}
 
 // watch notices the process exit and failed health checks. Owned by the
 // instance.
-func (in *instance) watch() {
+func (in *instance) watch(p healthPolicy) {
 	defer close(in.exited)
-	h := time.NewTicker(healthEvery)
+	h := time.NewTicker(p.every)
 	defer h.Stop()
 	failures := 0
 	for {
@@ -218,9 +237,7 @@ func (in *instance) watch() {
 			in.cancel()
 			return
 		case <-h.C:
-			ctx, cancel := context.WithTimeout(in.ctx, healthTimeout)
-			_, err := in.pc.Health(ctx, &pluginpb.Empty{})
-			cancel()
+			err := in.check(p)
 			if err == nil {
 				failures = 0
 				continue
@@ -230,7 +247,7 @@ func (in *instance) watch() {
 			}
 			failures++
 			in.log.Warn("plugin health check failed", "failures", failures, "error", err)
-			if failures >= healthFailures {
+			if failures >= p.failures {
 				in.log.Error("plugin does not answer health checks; stopping it", "pid", in.proc.Pid())
 				in.cancel()
 				in.proc.Stop(0)

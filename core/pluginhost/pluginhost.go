@@ -6,7 +6,10 @@
 // resolves capabilities per call, and supervises and upgrades them.
 //
 // Files: store.go (lock file, install), manifest.go (manifest checks),
-// launch.go and inprocess.go (starting a process), instance.go (one
+// launch.go and inprocess.go (starting a process), trampoline.go (the
+// launcher's half in the child: limits, user, exec of the verified file),
+// cgroup.go (plugin cgroups, v1 and v2), rundir.go (the socket directory,
+// plugins.user), instance.go (one
 // running process and its handles), supervisor.go (the state machine),
 // route.go (connections to plugins), bridge.go (stream bytes), forward.go
 // and callmux.go (operation calls to plugins), hostsvc.go (the Host
@@ -21,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +72,9 @@ type PluginConfig struct {
 	// signer if that is empty).
 	RequireSignature  bool
 	TrustedPublishers []string
+	// Limits bound the plugin's process from its next launch; a reload
+	// that changes them restarts it without downtime.
+	Limits Limits
 }
 
 // Catalog says what is installed; the Store in production.
@@ -98,12 +105,18 @@ type Options struct {
 	// DefaultGrants are grants used when the config names none for a
 	// capability a plugin declares (ssh_host_key → the vault's SSH host key).
 	DefaultGrants map[string]string
+	// User is the local user plugins run as (plugins.user; empty: the
+	// node's). Start resolves it; it needs the node to run as root.
+	User string
 }
 
 // Host supervises every installed plugin.
 type Host struct {
-	opts Options
-	log  hclog.Logger
+	opts   Options
+	log    hclog.Logger
+	proc   *ProcessLauncher // the default launcher
+	runAs  *RunAs
+	health healthPolicy
 
 	mu      sync.Mutex
 	plugins map[string]*supervisor
@@ -125,7 +138,8 @@ func New(o Options) *Host {
 	if o.Node == nil {
 		o.Node = &pluginpb.NodeInfo{}
 	}
-	return &Host{opts: o, log: o.Logger, plugins: map[string]*supervisor{}, claims: map[string]string{}}
+	return &Host{opts: o, log: o.Logger, plugins: map[string]*supervisor{}, claims: map[string]string{},
+		proc: &ProcessLauncher{Log: o.Logger}, health: defaultHealth}
 }
 
 func (h *Host) catalog() Catalog {
@@ -139,7 +153,7 @@ func (h *Host) launcher() Launcher {
 	if h.opts.Launcher != nil {
 		return h.opts.Launcher
 	}
-	return ProcessLauncher{}
+	return h.proc
 }
 
 // Status is what `alknet plugin list` and node/info show.
@@ -154,8 +168,13 @@ type Status struct {
 }
 
 // Start launches every installed, enabled plugin; it waits until each is
-// ready or has failed (a failed plugin never stops the node).
+// ready or has failed (a failed plugin never stops the node). It refuses
+// to start when the plugin socket directory is not private enough for the
+// configuration, or plugins.user cannot be used.
 func (h *Host) Start(ctx context.Context) error {
+	if err := h.prepare(); err != nil {
+		return err
+	}
 	lock, err := h.catalog().Load()
 	if err != nil {
 		return err
@@ -230,6 +249,44 @@ func ReadState(store *Store) ([]Status, error) {
 	return st, json.Unmarshal(b, &st)
 }
 
+// PluginUse is what a plugin holds now, for node/stats.
+type PluginUse struct {
+	Name        string `json:"name"`
+	State       string `json:"state"`
+	Pid         int    `json:"pid,omitempty"`
+	Connections int    `json:"connections"`
+	CallsActive int    `json:"calls_in_flight"`
+	Streams     int64  `json:"streams"`
+}
+
+// Use lists every plugin's connections, calls and bridged streams now.
+func (h *Host) Use() []PluginUse {
+	var out []PluginUse
+	for _, st := range h.Statuses() {
+		u := PluginUse{Name: st.Name, State: st.State, Pid: st.Pid}
+		h.mu.Lock()
+		s := h.plugins[st.Name]
+		h.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		if in := s.current(); in != nil {
+			in.handles.Range(func(_, v any) bool {
+				switch v.(type) {
+				case *connHandle:
+					u.Connections++
+				case *callHandle:
+					u.CallsActive++
+				}
+				return true
+			})
+			u.Streams = in.active.Load()
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
 // Settings returns the settings plugin name's running instance was
 // configured with, and why the last reload's settings were refused (nil
 // when they were taken).
@@ -277,6 +334,36 @@ func (h *Host) Reload() {
 	}
 }
 
+// prepare readies the plugin socket directory (docs/spec/plugins.md §9):
+// private (without AutoMTLS: mode 0700 and the node's user, or the node
+// does not start), and emptied of what a previous run left; and resolves
+// plugins.user.
+func (h *Host) prepare() error {
+	if h.opts.User != "" {
+		ra, err := lookupRunAs(h.opts.User)
+		if err != nil {
+			return err
+		}
+		h.runAs = ra
+	}
+	dir := h.socketDir()
+	if dir == "" {
+		return nil
+	}
+	if err := ensureDir(dir); err != nil {
+		return fmt.Errorf("plugin socket directory: %w", err)
+	}
+	if !h.opts.MTLS {
+		if err := privateSocketDir(dir); err != nil {
+			return err
+		}
+	}
+	if gone := clearSocketDir(dir); len(gone) > 0 {
+		h.log.Info("removed plugin sockets a previous run left behind", "dir", dir, "removed", strings.Join(gone, " "))
+	}
+	return nil
+}
+
 // Shutdown stops every plugin (after the endpoint drained its connections).
 func (h *Host) Shutdown() {
 	h.mu.Lock()
@@ -289,6 +376,10 @@ func (h *Host) Shutdown() {
 		s.shutdown(false)
 	}
 	h.wg.Wait()
+	h.proc.close()
+	if dir := h.socketDir(); dir != "" {
+		clearSocketDir(dir)
+	}
 	h.writeState()
 }
 

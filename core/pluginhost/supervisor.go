@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type supervisor struct {
 	crashes  []time.Time
 	gen      int    // restart generation of the running instance
 	settings []byte // settings the running instance was configured with
+	limits   Limits // limits the running instance was launched with
 	refused  error  // why the last reload's settings were refused (nil: taken)
 	alpns    []string
 	claimed  []string // namespaces held in h.claims
@@ -155,7 +157,7 @@ func (s *supervisor) start() (*instance, error) {
 		return nil, fatal{errors.New(p)}
 	}
 	settings := settingsOrEmpty(cfg.Settings)
-	in, err := s.h.launch(s.name, want, settings)
+	in, err := s.h.launch(s.name, want, settings, cfg.Limits)
 	if err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) || errors.As(err, &fatal{}) {
@@ -172,7 +174,7 @@ func (s *supervisor) start() (*instance, error) {
 		}
 	}
 	s.mu.Lock()
-	s.gen, s.settings, s.refused = gen, settings, nil
+	s.gen, s.settings, s.limits, s.refused = gen, settings, cfg.Limits, nil
 	s.mu.Unlock()
 	return in, nil
 }
@@ -224,7 +226,7 @@ func (s *supervisor) run() {
 		}
 		select {
 		case <-in.exited:
-			s.log.Error("plugin process exited; its connections are closed with code 2", "version", in.version)
+			s.logExit(in)
 			s.deactivate(in, fmt.Sprintf("plugin %s unavailable", s.name))
 			in.stop(0)
 			in = nil
@@ -281,9 +283,15 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 	}
 	settings := settingsOrEmpty(cfg.Settings)
 	s.mu.Lock()
-	sameBinary := want.Version == in.version && gen == s.gen
+	// New limits take a new process: the running one keeps its own until
+	// the switch.
+	sameBinary := want.Version == in.version && gen == s.gen && cfg.Limits == s.limits
 	sameSettings := bytes.Equal(settings, s.settings)
+	newLimits := cfg.Limits != s.limits
 	s.mu.Unlock()
+	if newLimits && want.Version == in.version && gen == s.gen {
+		s.log.Info("plugin restarts to apply its new limits", "version", in.version)
+	}
 	if sameBinary && sameSettings {
 		s.mu.Lock()
 		s.refused = nil
@@ -309,7 +317,7 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 		s.log.Info("plugin restarts to apply its new settings", "version", in.version)
 	}
 	s.mu.Lock()
-	runningGen, runningSettings := s.gen, s.settings
+	runningGen, runningSettings, runningLimits := s.gen, s.settings, s.limits
 	s.mu.Unlock()
 	next, err := s.start()
 	if err == nil {
@@ -320,7 +328,7 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 	if err != nil {
 		s.log.Error("plugin switch failed; the running version stays", "to", want.Version, "error", err)
 		s.mu.Lock()
-		s.gen, s.settings, s.refused = runningGen, runningSettings, err
+		s.gen, s.settings, s.limits, s.refused = runningGen, runningSettings, runningLimits, err
 		s.mu.Unlock()
 		return in, false
 	}
@@ -335,6 +343,23 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 		s.retire(in)
 	}()
 	return next, true
+}
+
+// logExit says that in's process exited and, when its launcher knows,
+// why: a plugin killed for its memory limit is named as such.
+func (s *supervisor) logExit(in *instance) {
+	why := ""
+	if r, ok := in.proc.(interface{ ExitReason() string }); ok {
+		why = r.ExitReason()
+	}
+	switch {
+	case strings.Contains(why, "memory limit"):
+		s.log.Error("plugin process exited: "+why+"; it is restarted as after a crash and its connections are closed with code 2", "version", in.version)
+	case why != "":
+		s.log.Error("plugin process exited; its connections are closed with code 2", "version", in.version, "status", why)
+	default:
+		s.log.Error("plugin process exited; its connections are closed with code 2", "version", in.version)
+	}
 }
 
 // stop ends the supervision: in (if any) is drained from routing and
@@ -467,9 +492,10 @@ func (h *Host) socketDir() string {
 
 // launch starts version want of plugin name, reads its manifest and
 // configures it: the instance is ready for activation.
-func (h *Host) launch(name string, want *Installed, settings []byte) (*instance, error) {
+func (h *Host) launch(name string, want *Installed, settings []byte, limits Limits) (*instance, error) {
 	log := h.log.Named(name)
-	spec := LaunchSpec{Name: name, Version: want.Version, SHA256: want.SHA256, MTLS: h.opts.MTLS, SocketDir: h.socketDir(), Log: log}
+	spec := LaunchSpec{Name: name, Version: want.Version, SHA256: want.SHA256, MTLS: h.opts.MTLS, SocketDir: h.socketDir(),
+		Limits: limits, RunAs: h.runAs, Log: log}
 	if h.opts.Store != nil {
 		spec.Binary = h.opts.Store.BinaryPath(name, want.Version)
 	}
@@ -510,7 +536,7 @@ func (h *Host) launch(name string, want *Installed, settings []byte) (*instance,
 	if in.mux, err = newCallMux(ictx, in.pc); err != nil {
 		return fail(fmt.Errorf("open the call stream: %w", err))
 	}
-	go in.watch()
+	go in.watch(h.health)
 	return in, nil
 }
 
