@@ -152,6 +152,9 @@ func (h *Plugin) serveStream(ctx context.Context, node *sdk.Conn, cfg *config, s
 		_ = sconn.Close()
 	})
 	c.spawn("global requests", func() { c.globalRequests(cctx, reqs) })
+	if cfg.aliveInterval > 0 {
+		c.spawn("keepalive", func() { c.keepAlive(cctx, cancel) })
+	}
 	for nch := range chans {
 		// Limits are applied here, in the order the client opened its
 		// channels, before a goroutine exists for the channel.
@@ -444,5 +447,43 @@ func (c *serverConn) acceptForwarded(ctx context.Context, ln net.Listener, addr 
 			c.spawn("discard requests", func() { gossh.DiscardRequests(reqs) })
 			proxy(ctx, ch, tcp.(*net.TCPConn))
 		})
+	}
+}
+
+// keepAlive asks the client to answer every client_alive_interval, as
+// OpenSSH's ClientAliveInterval does: the bytes keep an idle session under
+// the node's idle timeout (TCP has no keepalive of its own), and a client
+// that leaves client_alive_count_max requests unanswered is gone — its
+// connection ends.
+func (c *serverConn) keepAlive(ctx context.Context, end context.CancelFunc) {
+	t := time.NewTicker(c.cfg.aliveInterval)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		answered := make(chan struct{})
+		c.spawn("keepalive request", func() {
+			// SendRequest returns when the client answers or the
+			// connection ends (which ctx's end forces).
+			_, _, _ = c.sconn.SendRequest("keepalive@openssh.com", true, nil)
+			close(answered)
+		})
+		select {
+		case <-answered:
+			missed = 0
+			continue
+		case <-ctx.Done():
+			return
+		case <-time.After(c.cfg.aliveInterval):
+		}
+		if missed++; missed >= c.cfg.aliveCountMax {
+			c.log.Info("ssh connection closed: the client stopped answering keepalives", "missed", missed)
+			end()
+			return
+		}
 	}
 }

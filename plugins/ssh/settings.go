@@ -47,6 +47,14 @@ type Settings struct {
 	// HandshakeTimeout bounds the banner, key exchange and authentication
 	// (a Go duration, default "30s").
 	HandshakeTimeout string `json:"handshake_timeout,omitempty"`
+	// ClientAliveInterval is how often the server asks an idle client to
+	// answer (OpenSSH's ClientAliveInterval; default "15s", "0s" off): an
+	// idle session keeps bytes moving under the node's idle timeout, and a
+	// client that stopped answering ClientAliveCountMax times is dropped.
+	ClientAliveInterval string `json:"client_alive_interval,omitempty"`
+	// ClientAliveCountMax is how many unanswered keepalives end a
+	// connection (default 3).
+	ClientAliveCountMax *int `json:"client_alive_count_max,omitempty"`
 	// Ciphers are the session ciphers offered, in preference order
 	// (default: DefaultCiphers).
 	Ciphers []string `json:"ciphers,omitempty"`
@@ -216,7 +224,10 @@ type CertAuthority struct {
 const (
 	defaultMaxAuthAttempts  = 5
 	defaultHandshakeTimeout = 30 * time.Second
-	defaultShell            = "/bin/sh"
+	// defaultClientAliveInterval is half the node's default idle timeout.
+	defaultClientAliveInterval = 15 * time.Second
+	defaultClientAliveCountMax = 3
+	defaultShell               = "/bin/sh"
 
 	defaultMaxStartups        = "10:30:100"
 	defaultPenaltyAuthFail    = 5 * time.Second
@@ -238,6 +249,8 @@ type config struct {
 	cas              []certAuthority
 	maxAuthAttempts  int
 	handshakeTimeout time.Duration
+	aliveInterval    time.Duration // client_alive_interval (0: off)
+	aliveCountMax    int
 	ciphers          []string
 	preferServer     bool     // prefer_server_ciphers
 	kex              []string // kex_algorithms
@@ -267,6 +280,7 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 		}
 	}
 	c := &config{exec: map[string]string{}, maxAuthAttempts: defaultMaxAuthAttempts, handshakeTimeout: defaultHandshakeTimeout,
+		aliveInterval: defaultClientAliveInterval, aliveCountMax: defaultClientAliveCountMax,
 		ciphers: slices.Clone(DefaultCiphers), preferServer: true,
 		kex: slices.Clone(DefaultKexAlgorithms), macs: slices.Clone(DefaultMACs),
 		penalty:     penaltyPolicy{authFail: defaultPenaltyAuthFail, min: defaultPenaltyMin, max: defaultPenaltyMax, maxSources: defaultPenaltyMaxSources},
@@ -354,6 +368,19 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 			return nil, fmt.Errorf("ssh settings: handshake_timeout: %q is not a positive duration (e.g. \"30s\")", s.HandshakeTimeout)
 		}
 		c.handshakeTimeout = d
+	}
+	if s.ClientAliveInterval != "" {
+		d, err := time.ParseDuration(s.ClientAliveInterval)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("ssh settings: client_alive_interval: %q is not a duration (e.g. \"15s\"; \"0s\" turns keepalives off)", s.ClientAliveInterval)
+		}
+		c.aliveInterval = d
+	}
+	if s.ClientAliveCountMax != nil {
+		if *s.ClientAliveCountMax < 1 {
+			return nil, fmt.Errorf("ssh settings: client_alive_count_max: %d; want 1 or more", *s.ClientAliveCountMax)
+		}
+		c.aliveCountMax = *s.ClientAliveCountMax
 	}
 	if s.Ciphers != nil {
 		supported := gossh.SupportedAlgorithms().Ciphers

@@ -143,6 +143,8 @@ const configSchema = `{
       "properties": {"public_key": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}}}},
     "max_auth_attempts": {"type": "integer", "minimum": 1, "default": 5},
     "handshake_timeout": {"type": "string", "default": "30s"},
+    "client_alive_interval": {"type": "string", "default": "15s", "description": "ask an idle client to answer this often (keeps the connection under the node's idle timeout; 0s: off)"},
+    "client_alive_count_max": {"type": "integer", "minimum": 1, "default": 3, "description": "unanswered keepalives that end a connection"},
     "ciphers": {"type": "array", "items": {"type": "string"}, "minItems": 1,
       "default": ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
       "description": "session ciphers offered, in order (chacha20-poly1305@openssh.com is supported but slow in Go on amd64, so not offered by default)"},
