@@ -210,11 +210,12 @@ func TestReloadAppliesGrantsAndSignatureRule(t *testing.T) {
 		t.Fatalf("capabilities after the reload: %s", got)
 	}
 
-	_, before := nodeInfo(t, conn)
+	op := operatorConn(t, srv)
+	_, before := nodeInfo(t, op)
 	writeFile(t, cfg, "[plugins]\nrequire_signature = true\n", 0o600)
 	_ = srv.cmd.Process.Signal(syscall.SIGHUP)
 	srv.waitLog("plugin stopped: it is not signed as the configuration now requires", "name=echo")
-	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "failed" })
+	p := waitPlugin(t, op, "echo", func(p pluginStatus) bool { return p.State == "failed" })
 	if deadline := time.Now().Add(10 * time.Second); before["echo"].Pid > 0 {
 		for syscall.Kill(before["echo"].Pid, 0) == nil {
 			if time.Now().After(deadline) {
@@ -223,7 +224,7 @@ func TestReloadAppliesGrantsAndSignatureRule(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if alpns, _ := nodeInfo(t, conn); strings.Contains(fmt.Sprint(alpns), "alknet/echo") {
+	if alpns, _ := nodeInfo(t, op); strings.Contains(fmt.Sprint(alpns), "alknet/echo") {
 		t.Fatalf("alknet/echo still offered: %v (%+v)", alpns, p)
 	}
 }
@@ -233,7 +234,7 @@ func TestReloadAppliesGrantsAndSignatureRule(t *testing.T) {
 func TestPluginReinstallForceUnderLoad(t *testing.T) {
 	node := newCLI(t, nil)
 	srv := startServe(t, node)
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	old := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
 	// The same version, another build: the bytes differ, the behaviour not.
 	rebuilt := testPluginFrom(t, "../plugins/echo/cmd/alknet-plugin-echo", "alknet-plugin-echo", "-X alknet.dev/alknet/plugins/echo.Protocol=2")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"alknet.dev/alknet/core/call"
 	"alknet.dev/alknet/core/dial"
 	"alknet.dev/alknet/core/identity"
+	"alknet.dev/alknet/core/vault"
 )
 
 func callConn(t *testing.T, srv *server, reg *call.Registry) *call.Connection {
@@ -248,4 +250,36 @@ func TestCallCLI(t *testing.T) {
 	if strings.Contains(srv.logs.String(), token) {
 		t.Fatal("token logged")
 	}
+}
+
+// operatorConn connects to srv with the node's own key, read from its
+// (plain) vault: the node's operator, with scope admin — what `alknet`
+// beside the node is. node/info shows versions and plugins only to such
+// callers.
+func operatorConn(t *testing.T, srv *server) *call.Connection {
+	t.Helper()
+	f, err := vault.ReadFile(filepath.Join(srv.cli.dataDir, vault.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := f.Seed(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := vault.New()
+	v.UnlockSeed(seed)
+	key, err := v.NodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := identity.RawKeyTLSCertificate(key.Signer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := call.New(nil).Connect(tctx(t, 10*time.Second), srv.Addr, call.Credentials{TLS: &cert, Peer: srv.FP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }

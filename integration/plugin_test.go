@@ -258,7 +258,7 @@ func TestPluginKillIsolated(t *testing.T) {
 	node := newCLI(t, nil)
 	node.ok("", "plugin", "install", echoVariant(t, "echo2"))
 	srv := startServe(t, node)
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	echo := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
 	waitPlugin(t, conn, "echo2", func(p pluginStatus) bool { return p.State == "ready" })
 
@@ -386,7 +386,7 @@ func TestTamperedPluginRefused(t *testing.T) {
 	}
 	srv := startServe(t, node)
 	srv.waitLog("plugin not started", "does not match its lock entry", bin)
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	_, ps := nodeInfo(t, conn)
 	if ps["echo2"].State != "failed" || ps["echo"].State != "ready" {
 		t.Fatalf("states: %+v", ps)
@@ -418,7 +418,7 @@ func TestTamperedPluginRefused(t *testing.T) {
 func TestCoreKilledLeavesNoPlugin(t *testing.T) {
 	node := newCLI(t, nil)
 	srv := startServe(t, node)
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" && p.Pid > 0 })
 	_ = conn.Close()
 	_ = srv.cmd.Process.Signal(syscall.SIGKILL)
@@ -442,7 +442,7 @@ func TestPluginUpgradeUnderLoad(t *testing.T) {
 	if !strings.Contains(out, "installed echo 0.2.0") {
 		t.Fatalf("install: %s", out)
 	}
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	old := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
 	if old.Version != "0.1.0" {
 		// The lock holds 0.1.0 (bundled) and 0.2.0; without `use`, the
@@ -566,7 +566,7 @@ func TestPluginSignatures(t *testing.T) {
 // its health checks and is replaced; its connections are closed with code 2.
 func TestHungPluginRestarted(t *testing.T) {
 	srv := startServe(t, newCLI(t, nil))
-	conn := callConn(t, srv, nil)
+	conn := operatorConn(t, srv)
 	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
 	if err := syscall.Kill(p.Pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

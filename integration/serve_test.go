@@ -352,7 +352,7 @@ func TestReloadAddsAndRemovesPeerAccess(t *testing.T) {
 		}
 	}
 	pipeOnce()
-	srv.waitLog("method=tls id=" + clientFP + " result=reject")
+	srv.waitLog("method=tls id=" + clientFP + " result=anonymous")
 
 	r := node.run("", "peers", "add", "laptop", "--fingerprint", clientFP, "--scope", "admin")
 	if r.code != 0 || !strings.Contains(r.stderr, "asked the running node") {
@@ -433,6 +433,10 @@ func TestLogsNeverHoldSecrets(t *testing.T) {
 	}
 	peerToken := "peer-token-" + strings.Repeat("9", 24)
 	tokFile := writeFile(t, filepath.Join(t.TempDir(), "tok"), peerToken+"\n", 0o600)
+	weak := writeFile(t, filepath.Join(t.TempDir(), "weak"), "abc\n", 0o600)
+	if msg := node.fail("", "peers", "add", "weak", "--fingerprint", "ed25519:"+strings.Repeat("ef", 32), "--token-file", weak, "--scope", "admin"); !strings.Contains(msg, "bits of entropy; at least 128") {
+		t.Fatalf("a 3-character admin token: %s", msg)
+	}
 	node.ok("", "peers", "add", "ci", "--fingerprint", "ed25519:"+strings.Repeat("cd", 32), "--token-file", tokFile, "--scope", "git:write")
 	list := node.ok("", "apikey", "list")
 	if !strings.Contains(list, token[:8]) || strings.Contains(list, token) {

@@ -360,7 +360,7 @@ func TestSSHBadInputIsolated(t *testing.T) {
 
 func TestSSHPluginCrashIsolated(t *testing.T) {
 	e := startSSH(t, "")
-	conn := callConn(t, e.srv, nil)
+	conn := operatorConn(t, e.srv)
 	ssh := waitPlugin(t, conn, "ssh", func(p pluginStatus) bool { return p.State == "ready" })
 	// A session that would run for a while (a held stdin keeps it open).
 	sess := exec.Command("ssh", append(e.sshArgs(true), "-N", "ops@node")...)

@@ -177,8 +177,12 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 				if err != nil {
 					return err
 				}
-				p.AuthTokenHash = auth.HashToken(string(s.Bytes()))
+				tok := string(s.Bytes())
 				s.Wipe()
+				if bits := auth.TokenStrength(tok); bits < auth.MinTokenBits {
+					return fmt.Errorf("--token-file %s: the token has about %d bits of entropy; at least %d are needed so it cannot be guessed (make one with: head -c 24 /dev/urandom | base64 > %s)", tokenFile, bits, auth.MinTokenBits, tokenFile)
+				}
+				p.AuthTokenHash = auth.HashToken(tok)
 			}
 			if _, err := a.editAuth(func(au *config.Auth) error {
 				if slices.ContainsFunc(au.Peers, func(q auth.Peer) bool { return q.PeerID == p.PeerID }) {

@@ -92,12 +92,61 @@ func HashToken(token string) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-// TokenPrefix is the part of a token that may be logged.
+// TokenPrefix is the first characters of a token, as stored for API keys
+// (their lookup key). Not for logs of rejected tokens: see TokenLogID.
 func TokenPrefix(token string) string {
 	if len(token) < prefixLen {
 		return token
 	}
 	return token[:prefixLen]
+}
+
+// MinTokenBits is the entropy a token the CLI creates or accepts must
+// have at least: 2^128 guesses are out of reach, limits or not.
+const MinTokenBits = 128
+
+// TokenStrength estimates a token's entropy in bits from its length and
+// the alphabet its characters come from (the smallest of: digits, hex,
+// base32, base64url, printable ASCII that holds every character). It is an
+// upper bound for a random token and overestimates a chosen one, so it
+// only refuses tokens that are surely too weak.
+func TokenStrength(tok string) int {
+	classes := []struct {
+		bits float64
+		in   func(r rune) bool
+	}{
+		{3.32, func(r rune) bool { return r >= '0' && r <= '9' }},
+		{4, func(r rune) bool { return strings.ContainsRune("0123456789abcdefABCDEF", r) }},
+		{5, func(r rune) bool {
+			return strings.ContainsRune("abcdefghijklmnopqrstuvwxyz234567ABCDEFGHIJKLMNOPQRSTUVWXYZ=", r)
+		}},
+		{6, func(r rune) bool {
+			return (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') || strings.ContainsRune("-_+/=", r)
+		}},
+		{6.55, func(r rune) bool { return r > ' ' && r < 0x7f }},
+	}
+	tok = strings.TrimPrefix(strings.TrimSpace(tok), APIKeyPrefix)
+	for _, c := range classes {
+		all := true
+		for _, r := range tok {
+			if !c.in(r) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return int(c.bits * float64(len(tok)))
+		}
+	}
+	return 8 * len(tok)
+}
+
+// TokenLogID names a token in logs without any of its characters: the
+// first 8 hex digits of its SHA-256, so repeated attempts with one token
+// can be told apart while a short token is not written out whole.
+func TokenLogID(token string) string {
+	s := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(s[:4])
 }
 
 // NewAPIKey makes a token "alk_" + 160 random bits in base32 (no padding,
@@ -174,6 +223,23 @@ func validFingerprint(fp string) bool {
 	return false
 }
 
+// OperatorID is the identity of a client that holds the node's own key.
+const OperatorID = "node"
+
+// WithOperator returns the policy with the node's own fingerprint added as
+// an admin: a client presenting the node's key (the `alknet` CLI beside
+// the node, with the same vault) holds everything the node holds anyway.
+func (p *Policy) WithOperator(fingerprint string) *Policy {
+	if p == nil {
+		p = &Policy{}
+	}
+	q := &Policy{peers: slices.Clone(p.peers), keys: p.keys}
+	if fingerprint != "" {
+		q.peers = append(q.peers, Peer{PeerID: OperatorID, Fingerprints: []string{fingerprint}, Scopes: []string{"admin"}})
+	}
+	return q
+}
+
 // Peers returns the peers of the snapshot.
 func (p *Policy) Peers() []Peer { return slices.Clone(p.peers) }
 
@@ -192,6 +258,20 @@ func (p *Policy) ResolveFingerprint(fp string) *Identity {
 		}
 	}
 	return nil
+}
+
+// Disabled reports whether a disabled peer lists the TLS fingerprint: a
+// known party that is refused, unlike an unknown one (anonymous).
+func (p *Policy) Disabled(fp string) bool {
+	if p == nil || fp == "" {
+		return false
+	}
+	for _, peer := range p.peers {
+		if !peer.IsEnabled() && slices.Contains(peer.Fingerprints, fp) {
+			return true
+		}
+	}
+	return false
 }
 
 // ResolveSSHKey maps an OpenSSH key fingerprint to the first enabled peer

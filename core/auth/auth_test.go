@@ -137,3 +137,17 @@ func TestDuplicatePeerIDRejected(t *testing.T) {
 		t.Fatalf("bad prefix: %v", err)
 	}
 }
+
+func TestTokenStrength(t *testing.T) {
+	for tok, strong := range map[string]bool{
+		"abc":                                  false,
+		"123456789012345678901234":             false,
+		"0123456789abcdef0123456789abcdef":     true,
+		"alk_mfrggzdfmztwq2lknnwg23tpobyxe43u": true,
+		"S3cr3t-Passw0rd!":                     false,
+	} {
+		if got := TokenStrength(tok) >= MinTokenBits; got != strong {
+			t.Errorf("%q: %d bits, strong=%v, want %v", tok, TokenStrength(tok), got, strong)
+		}
+	}
+}

@@ -136,6 +136,7 @@ func (s *Session) stopped(ctx context.Context, o *outgoing) error {
 // callShared sends o on the connection's one stream and waits for the
 // answer the shared reader routes to it.
 func (s *Session) callShared(ctx context.Context, o *outgoing) (json.RawMessage, error) {
+	defer s.busy()()
 	p, cerr := s.send(ctx, o)
 	if cerr != nil {
 		return nil, cerr
@@ -187,7 +188,7 @@ func (s *Session) callOwnStream(ctx context.Context, o *outgoing) (json.RawMessa
 	br := getReader(st)
 	defer putReader(br)
 	for {
-		body, skip, err := nextFrame(br)
+		body, skip, err := nextFrame(br, s.limits.MaxFrameBytes, nil)
 		if err != nil {
 			st.CancelRead(0)
 			if e := s.stopped(ctx, o); e != nil {
@@ -445,9 +446,11 @@ func (s *Session) Subscribe(ctx context.Context, name string, input any, opts ..
 	id := o.id
 	items := make(chan json.RawMessage, 64)
 	sub := &Sub{ID: id, Items: items, s: s, stop: stop, done: make(chan struct{})}
+	done := s.busy()
 	go func() {
 		// Owned by the subscription: ends with completion, error, Close,
 		// ctx or the connection.
+		defer done()
 		defer close(sub.done)
 		defer close(items)
 		defer s.forget(id)

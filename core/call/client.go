@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +29,38 @@ type Adapter struct {
 	Policy      func() *auth.Policy
 	CallTimeout time.Duration
 	Logger      hclog.Logger
+	// Limits returns the bounds for a new connection (nil: the defaults);
+	// it is read per connection, so a reload applies to the next one.
+	Limits func() Limits
+	// NodeBudget is the node-wide budget of request bytes in flight.
+	NodeBudget *Budget
+
+	live sync.Map // *Session → struct{}: the connections being served
+}
+
+// SessionStats describes one connection served: who, and what it holds.
+type SessionStats struct {
+	RemoteAddr   string `json:"remote_addr"`
+	Transport    string `json:"transport"`
+	Identity     string `json:"identity,omitempty"`
+	InFlight     int    `json:"requests_in_flight"`
+	RequestBytes int64  `json:"request_bytes"`
+}
+
+// Sessions lists the connections being served, most requests first.
+func (a *Adapter) Sessions() []SessionStats {
+	out := []SessionStats{}
+	a.live.Range(func(k, _ any) bool {
+		s := k.(*Session)
+		st := SessionStats{RemoteAddr: s.remote(), Transport: s.conn.Transport(), InFlight: len(s.inflight), RequestBytes: s.connBudget.Used()}
+		if s.o.Identity != nil {
+			st.Identity = s.o.Identity.ID
+		}
+		out = append(out, st)
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].InFlight > out[j].InFlight })
+	return out
 }
 
 var _ endpoint.Handler = (*Adapter)(nil)
@@ -33,7 +68,14 @@ var _ endpoint.Handler = (*Adapter)(nil)
 // ServeConn runs the shared dispatcher until the connection closes or the
 // node drains.
 func (a *Adapter) ServeConn(ctx context.Context, c endpoint.Conn, ac auth.AuthContext) error {
-	s := NewSession(c, SessionOptions{Registry: a.Registry, Identity: ac.Identity, Policy: a.Policy, CallTimeout: a.CallTimeout, Logger: a.Logger})
+	var l Limits
+	if a.Limits != nil {
+		l = a.Limits()
+	}
+	s := NewSession(c, SessionOptions{Registry: a.Registry, Identity: ac.Identity, Policy: a.Policy, CallTimeout: a.CallTimeout, Logger: a.Logger,
+		Limits: l, NodeBudget: a.NodeBudget})
+	a.live.Store(s, struct{}{})
+	defer a.live.Delete(s)
 	s.Run(ctx)
 	return nil
 }
@@ -55,6 +97,8 @@ type Credentials struct {
 	ServerName      string
 	// TCP uses TCP+TLS (one stream) instead of QUIC.
 	TCP bool
+	// LocalIP dials from this local address (optional).
+	LocalIP net.IP
 }
 
 // String never shows the token.
@@ -117,7 +161,7 @@ type Connection struct {
 func (c *Client) Connect(ctx context.Context, addr string, cred Credentials) (*Connection, error) {
 	conn, err := dial.Dial(ctx, addr, dial.Options{
 		ALPN: ALPN, TCP: cred.TCP, Peer: cred.Peer, KnownPeers: cred.KnownPeers, TrustOnFirstUse: cred.TrustOnFirstUse,
-		ClientCert: cred.TLS, RootCAs: cred.RootCAs, ServerName: cred.ServerName,
+		ClientCert: cred.TLS, RootCAs: cred.RootCAs, ServerName: cred.ServerName, LocalIP: cred.LocalIP,
 	})
 	if err != nil {
 		return nil, err

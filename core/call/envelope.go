@@ -164,13 +164,14 @@ func (ed *envDecoder) decode() (Envelope, error) {
 // pass where encoding/json validates it first and then decodes it — and
 // again for each nested json.RawMessage — which made JSON the largest
 // Alknet-side cost of a call. Names match exactly (docs/spec/call.md: field
-// names are exact); a repeated name keeps the last value and invalid UTF-8
-// is replaced, as encoding/json did.
+// names are exact); a repeated name keeps the last value, as encoding/json
+// did. Invalid UTF-8 makes a frame malformed: answers echo request bytes
+// (ids, inputs), and an answer must be valid JSON.
 func decodeJSON(b []byte, v any) error {
 	return jsonv2.Unmarshal(b, v, decodeOptions)
 }
 
-var decodeOptions = jsonv2.JoinOptions(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+var decodeOptions = jsonv2.JoinOptions(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(false))
 
 // Encode serialises an envelope with payload p (marshalled unless it is
 // already json.RawMessage).

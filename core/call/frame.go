@@ -15,21 +15,40 @@ import (
 	"time"
 )
 
-// MaxFrame is the largest frame body: exactly this is accepted, one more
-// byte is rejected (docs/spec/call.md §1).
+// MaxFrame is the protocol's largest frame body: exactly this is
+// accepted, one more byte is rejected (docs/spec/call.md §1). A node reads
+// with a lower limit of its own (limits.max_frame_bytes).
 const MaxFrame = 64 << 20
 
 var (
-	// ErrFrameTooLarge is a length above MaxFrame (reading or writing).
-	ErrFrameTooLarge = errors.New("call frame: body larger than 64 MiB")
+	// ErrFrameTooLarge is a length above the reader's limit (MaxFrame
+	// unless lower), or a body above MaxFrame when writing.
+	ErrFrameTooLarge = errors.New("call frame: body larger than the limit")
 	// ErrEmptyFrame is a zero length.
 	ErrEmptyFrame = errors.New("call frame: zero length")
+	// ErrOverBudget is a frame whose bytes the stream's budget cannot hold.
+	ErrOverBudget = errors.New("call frame: over the budget of request bytes in flight")
 )
 
-// ReadFrame reads exactly one frame: a 4-byte big-endian length and that
-// many body bytes; following bytes stay unread. End of stream before or
-// inside a frame returns io.EOF (the stream closed, nothing to report).
+// ReadFrame reads exactly one frame of at most MaxFrame bytes: a 4-byte
+// big-endian length and that many body bytes; following bytes stay
+// unread. End of stream before or inside a frame returns io.EOF (the
+// stream closed, nothing to report).
 func ReadFrame(r io.Reader) ([]byte, error) {
+	return readFrame(r, MaxFrame, nil)
+}
+
+// readChunk is the most of a large body read at a time.
+const readChunk = 16 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// readFrame reads one frame of at most limit bytes. The body grows with
+// the bytes that actually arrive, never with the length the header
+// announces: a peer that announces a large frame and sends little makes
+// the node hold little (docs/spec/call.md §1). reserve (optional) is told
+// of every piece as it arrives; its error ends the read.
+func readFrame(r io.Reader, limit int, reserve func(int) error) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -37,19 +56,33 @@ func ReadFrame(r io.Reader) ([]byte, error) {
 		}
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := int(binary.BigEndian.Uint32(hdr[:]))
 	switch {
 	case n == 0:
 		return nil, ErrEmptyFrame
-	case n > MaxFrame:
-		return nil, fmt.Errorf("%w (%d bytes)", ErrFrameTooLarge, n)
+	case n > limit:
+		return nil, fmt.Errorf("%w (%d bytes; the limit is %d)", ErrFrameTooLarge, n, limit)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, io.EOF
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	chunk := *bp
+	body := make([]byte, 0, min(n, 4<<10))
+	for len(body) < n {
+		m, err := r.Read(chunk[:min(n-len(body), len(chunk))])
+		if m > 0 {
+			if reserve != nil {
+				if rerr := reserve(m); rerr != nil {
+					return nil, rerr
+				}
+			}
+			body = append(body, chunk[:m]...)
 		}
-		return nil, err
+		if err != nil && len(body) < n {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, io.EOF
+			}
+			return nil, err
+		}
 	}
 	return body, nil
 }
@@ -85,11 +118,13 @@ var (
 // must not stay pinned in the pool.
 const maxPooled = 64 << 10
 
-// nextFrame reads one frame from br like ReadFrame. A frame that fits in
-// br's buffer is returned in place, without a copy: the body is valid only
-// until the caller discards it with br.Discard(skip), which must happen
-// before the next read from br (skip is 0 for a copied body).
-func nextFrame(br *bufio.Reader) (body []byte, skip int, err error) {
+// nextFrame reads one frame of at most limit bytes from br like
+// readFrame. A frame that fits in br's buffer is returned in place, without
+// a copy: the body is valid only until the caller discards it with
+// br.Discard(skip), which must happen before the next read from br (skip is
+// 0 for a copied body). reserve is asked for a small frame's bytes at once,
+// for a large one's chunk by chunk.
+func nextFrame(br *bufio.Reader, limit int, reserve func(int) error) (body []byte, skip int, err error) {
 	hdr, err := br.Peek(4)
 	if err != nil {
 		if len(hdr) > 0 || errors.Is(err, io.EOF) {
@@ -98,9 +133,14 @@ func nextFrame(br *bufio.Reader) (body []byte, skip int, err error) {
 		return nil, 0, err
 	}
 	n := int(binary.BigEndian.Uint32(hdr))
-	if n == 0 || n > MaxFrame || 4+n > br.Size() {
-		body, err := ReadFrame(br) // reports the bad length, or copies a large body
+	if n == 0 || n > limit || 4+n > br.Size() {
+		body, err := readFrame(br, limit, reserve) // reports the bad length, or reads a large body
 		return body, 0, err
+	}
+	if reserve != nil {
+		if err := reserve(n); err != nil {
+			return nil, 0, err
+		}
 	}
 	b, err := br.Peek(4 + n)
 	if err != nil {

@@ -162,7 +162,7 @@ func FuzzFrameAndEnvelope(f *testing.F) {
 		ref := bytes.NewReader(data)
 		for range 8 {
 			want, werr := ReadFrame(ref)
-			got, skip, gerr := nextFrame(br)
+			got, skip, gerr := nextFrame(br, MaxFrame, nil)
 			if (werr == nil) != (gerr == nil) || (werr != nil && errors.Is(werr, io.EOF) != errors.Is(gerr, io.EOF)) || !bytes.Equal(got, want) {
 				t.Fatalf("nextFrame %q %v, ReadFrame %q %v", got, gerr, want, werr)
 			}
@@ -221,6 +221,59 @@ func FuzzFrameAndEnvelope(f *testing.F) {
 			if err != nil || decodeJSON(env3.Payload, &p2) != nil || p2.OperationID != p.OperationID || p2.AuthToken != p.AuthToken {
 				t.Fatalf("request round trip: %q → %q: %v", env.Payload, req, err)
 			}
+		}
+	})
+}
+
+// FuzzCheckLiterals: inputs come from anonymous callers; the scan never
+// panics, and whatever it accepts is JSON whose number literals and
+// nesting are within the bounds.
+func FuzzCheckLiterals(f *testing.F) {
+	f.Add([]byte(`{"count":3,"s":"x","a":[1,2.5e10,-0.0]}`))
+	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]`))
+	f.Add([]byte(strings.Repeat("9", 101)))
+	f.Add([]byte(`{"a":`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := checkLiterals(b); err != nil {
+			return
+		}
+		if !json.Valid(b) && len(bytes.TrimSpace(b)) > 0 {
+			t.Fatalf("accepted invalid JSON %q", b)
+		}
+		depth, max := 0, 0
+		inString, escaped := false, false
+		run := 0
+		for _, c := range b {
+			switch {
+			case inString:
+				switch {
+				case escaped:
+					escaped = false
+				case c == '\\':
+					escaped = true
+				case c == '"':
+					inString = false
+				}
+				continue
+			case c == '"':
+				inString = true
+			case c == '[' || c == '{':
+				depth++
+				max = depth
+			case c == ']' || c == '}':
+				depth--
+			}
+			if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
+				run++
+				if run > MaxNumberLiteral {
+					t.Fatalf("accepted a number literal over %d characters in %q", MaxNumberLiteral, b)
+				}
+			} else {
+				run = 0
+			}
+		}
+		if max > MaxInputDepth {
+			t.Fatalf("accepted nesting of %d levels", max)
 		}
 	})
 }

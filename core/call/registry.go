@@ -412,26 +412,32 @@ func (r *Registry) Invoke(ctx context.Context, inv Invocation, emit func(json.Ra
 		}
 		return nil, Errorf(CodeInvalidOperationType, "%s is a %s, not a subscription; call it", spec.Name, spec.OpType)
 	}
+	// Access control before anything reads the input: what a caller who
+	// may not call the operation sends costs the node nothing more, and
+	// its answer does not depend on it.
+	if cerr := CheckAccess(spec.AccessControl, inv.Identity); cerr != nil {
+		return nil, cerr
+	}
+	// The deadline covers validation too.
+	if spec.OpType != Subscription {
+		if d := r.Deadline(); d > 0 {
+			// The node's deadline, unless the caller's is as early (the
+			// call server sets it on the request's context already).
+			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > d {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+		}
+	}
 	input := inv.Input
 	if len(input) == 0 {
 		input = json.RawMessage("null")
 	}
 	if e.schema != nil {
-		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(input))
-		if err != nil {
-			return nil, &Error{Code: CodeInvalidInput, Message: "input is not valid JSON"}
+		if cerr := validate(ctx, e.schema, spec.Name, input); cerr != nil {
+			return nil, cerr
 		}
-		if err := e.schema.Validate(v); err != nil {
-			var ve *jsonschema.ValidationError
-			details := any(err.Error())
-			if errors.As(err, &ve) {
-				details = ve.BasicOutput()
-			}
-			return nil, &Error{Code: CodeInvalidInput, Message: "input does not match the schema of " + spec.Name, Details: details}
-		}
-	}
-	if cerr := CheckAccess(spec.AccessControl, inv.Identity); cerr != nil {
-		return nil, cerr
 	}
 
 	caps := e.reg.Capabilities
@@ -442,17 +448,6 @@ func (r *Registry) Invoke(ctx context.Context, inv Invocation, emit func(json.Ra
 		Internal: inv.Internal, Capabilities: caps, Peer: inv.Peer, remoteFilter: inv.RemoteFilter}
 	info.env = &envCaller{r: r, reg: e.reg, parent: info}
 	hctx := context.WithValue(ctx, infoKey{}, info)
-	if spec.OpType != Subscription {
-		if d := r.Deadline(); d > 0 {
-			// The node's deadline, unless the caller's is as early (the
-			// call server sets it on the request's context already).
-			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > d {
-				var cancel context.CancelFunc
-				hctx, cancel = context.WithTimeout(hctx, d)
-				defer cancel()
-			}
-		}
-	}
 	out, err := r.run(hctx, e, input, emit)
 	if err != nil {
 		return nil, err

@@ -3,11 +3,13 @@ package call
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"alknet.dev/alknet/core/auth"
+	"alknet.dev/alknet/core/endpoint"
 )
 
 // The serving half of a Session: requests of the remote side, answered on
@@ -38,19 +40,23 @@ type wireRequest struct {
 }
 
 func (s *Session) serveRequest(env Envelope, w *streamWriter) {
+	// The deadline runs from here: decoding and validating the input
+	// count against it (docs/spec/call.md §4).
+	start := time.Now()
+	defer s.busy()()
 	var p wireRequest
 	if err := decodeJSON(env.Payload, &p); err != nil || p.OperationID == "" {
 		_ = w.send(EventError, env.ID, Errorf(CodeInvalidInput, "malformed call.requested payload"))
 		return
 	}
 	id := s.o.Identity
-	if p.AuthToken != "" && s.o.Policy != nil {
-		tid := s.o.Policy().ResolveToken(p.AuthToken, time.Now())
-		logID, result := auth.TokenPrefix(p.AuthToken), "reject"
-		if tid != nil {
-			id, logID, result = tid, tid.ID, "accept"
+	if p.AuthToken != "" {
+		tid := s.resolveToken(p.AuthToken)
+		if tid == nil {
+			s.rejectToken(env.ID, w)
+			return
 		}
-		s.log.Info("auth attempt", "remote_addr", s.conn.RemoteAddr().String(), "method", "token", "id", logID, "result", result)
+		id = tid
 	}
 	name := normalize(p.OperationID)
 	subscribe := false
@@ -66,13 +72,15 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if d := s.o.Registry.Deadline(); d > 0 && !subscribe {
-		ctx, cancel = context.WithTimeout(context.Background(), d)
+		ctx, cancel = context.WithDeadline(context.Background(), start.Add(d))
 	} else {
 		ctx, cancel = context.WithCancel(context.Background())
 	}
 	defer cancel()
 	if _, dup := s.running.LoadOrStore(env.ID, cancel); dup {
-		_ = w.send(EventError, env.ID, Errorf(CodeInternal, "duplicate request id"))
+		// Never answered: an answer carries the id of the request already
+		// running, whose caller would take it for its own.
+		s.log.Debug("duplicate request id ignored", "remote_addr", s.remote())
 		return
 	}
 	defer s.running.Delete(env.ID)
@@ -96,5 +104,48 @@ func (s *Session) serveRequest(env Envelope, w *streamWriter) {
 		_ = w.send(EventCompleted, env.ID, empty)
 	default:
 		_ = w.answer(env.ID, out)
+	}
+}
+
+// resolveToken resolves a request's auth_token, logging the attempt for
+// fail2ban (a rejected token only by a prefix of its hash).
+func (s *Session) resolveToken(token string) *auth.Identity {
+	var tid *auth.Identity
+	if s.o.Policy != nil {
+		tid = s.o.Policy().ResolveToken(token, time.Now())
+	}
+	logID, result := auth.TokenLogID(token), "reject"
+	if tid != nil {
+		logID, result = tid.ID, "accept"
+	}
+	s.log.Info("auth attempt", "remote_addr", s.remote(), "method", "token", "id", logID, "result", result)
+	return tid
+}
+
+// errTokenRejected answers a request whose auth_token resolves to nobody:
+// a caller that presents a credential is never downgraded to anonymous.
+var errTokenRejected = Errorf(CodeForbidden, "token not accepted")
+
+// rejectToken answers a rejected token, each one later than the last from
+// this connection or its source address, and closes the connection after
+// limits.max_auth_attempts of them (docs/architecture.md D14).
+func (s *Session) rejectToken(id string, w *streamWriter) {
+	n := int(s.authFails.Add(1))
+	delay := s.limits.AuthPenalty.Fail(auth.Source(s.conn.RemoteAddr(), auth.DefaultIPv6Prefix), time.Now())
+	if step := time.Duration(n) * 100 * time.Millisecond; step > delay {
+		delay = min(step, 5*time.Second)
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+		return
+	}
+	_ = w.send(EventError, id, errTokenRejected)
+	if n >= s.limits.MaxAuthFailures {
+		s.log.Info("connection closed", "remote_addr", s.remote(), "reason", fmt.Sprintf("too many rejected tokens (limits.max_auth_attempts = %d)", s.limits.MaxAuthFailures))
+		s.shutdown()
+		_ = s.conn.CloseWithError(endpoint.CodeForbidden, "too many failed authentications")
 	}
 }

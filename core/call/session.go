@@ -1,6 +1,7 @@
 package call
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,55 @@ type SessionOptions struct {
 	// CallTimeout bounds outgoing queries and mutations (default 30 s).
 	CallTimeout time.Duration
 	Logger      hclog.Logger
+	// Limits bound what the remote side can make this session hold
+	// (docs/architecture.md D14); zero values take the defaults.
+	Limits Limits
+	// NodeBudget is the node-wide budget of request bytes in flight,
+	// shared by every session of the node (nil: none).
+	NodeBudget *Budget
+}
+
+// Limits bound what the remote side of one connection can make it hold.
+type Limits struct {
+	// MaxFrameBytes is the largest frame read (default DefaultMaxFrameBytes).
+	MaxFrameBytes int
+	// MaxRequestBytes is the connection's budget of request bytes in
+	// flight (default DefaultMaxRequestBytes).
+	MaxRequestBytes int64
+	// MaxInFlight is how many of the remote side's requests are served at
+	// once; reading more waits until one ends (default 100).
+	MaxInFlight int
+	// MaxAuthFailures is how many rejected auth_tokens a connection may
+	// present; each is answered later than the one before, and the
+	// connection is closed after the last (default 5).
+	MaxAuthFailures int
+	// AuthPenalty, when set, slows and counts rejected tokens per source
+	// address across connections.
+	AuthPenalty *auth.Penalties
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxFrameBytes   = 16 << 20
+	DefaultMaxRequestBytes = 64 << 20
+	DefaultMaxInFlight     = 100
+	DefaultMaxAuthFailures = 5
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxFrameBytes <= 0 || l.MaxFrameBytes > MaxFrame {
+		l.MaxFrameBytes = min(DefaultMaxFrameBytes, MaxFrame)
+	}
+	if l.MaxRequestBytes <= 0 {
+		l.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if l.MaxInFlight <= 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.MaxAuthFailures <= 0 {
+		l.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	return l
 }
 
 // Session is the one dispatcher of an alknet/call connection, shared by
@@ -59,6 +109,12 @@ type Session struct {
 	running sync.Map
 
 	wg sync.WaitGroup // stream readers (and through them, handlers)
+
+	limits     Limits
+	connBudget *Budget
+	inflight   chan struct{} // one token per request being served
+	authFails  atomic.Int32
+	overLogged atomic.Bool // the first over-budget stream was logged
 }
 
 // NewSession prepares the dispatcher for conn; call Run to serve.
@@ -73,9 +129,11 @@ func NewSession(conn endpoint.Conn, o SessionOptions) *Session {
 		o.Registry = NewRegistry(o.Logger)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	l := o.Limits.withDefaults()
 	s := &Session{o: o, conn: conn, log: o.Logger, ctx: ctx, cancel: cancel,
 		single:  conn.Transport() != auth.TransportQUIC,
-		pending: map[string]*pending{}, singleReady: make(chan struct{})}
+		pending: map[string]*pending{}, singleReady: make(chan struct{}),
+		limits: l, connBudget: NewBudget(l.MaxRequestBytes), inflight: make(chan struct{}, l.MaxInFlight)}
 	go func() {
 		// Owned by the session: ends when the connection or session ends.
 		select {
@@ -171,12 +229,18 @@ func (s *Session) shutdown() {
 
 // readStream reads frames until the stream ends; requests are served
 // concurrently and answered on this stream, answers to our own requests
-// are routed by id. A malformed frame ends this stream only.
+// are routed by id. A malformed frame, or one over the request budget,
+// ends this stream only. On a single-stream connection (TCP) the end of
+// the stream is the end of the connection: everything it started is
+// cancelled.
 func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 	var handlers sync.WaitGroup
 	malformed := false
 	br := getReader(st)
 	defer func() {
+		if s.single {
+			s.shutdown()
+		}
 		handlers.Wait()
 		putReader(br)
 		if malformed {
@@ -186,10 +250,30 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		}
 		s.wg.Done()
 	}()
+	beforeRead := func() {}
 	for {
-		body, skip, err := nextFrame(br)
+		beforeRead()
+		h := &hold{conn: s.connBudget, node: s.o.NodeBudget}
+		reserve := h.reserve
+		if ours {
+			reserve = nil // answers to our own requests: bounded by the frame limit
+		}
+		body, skip, err := nextFrame(br, s.limits.MaxFrameBytes, reserve)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)) {
+			h.done()
+			switch {
+			case errors.Is(err, ErrOverBudget):
+				malformed = true
+				st.CancelRead(codeOverBudget)
+				st.CancelWrite(codeOverBudget)
+				if s.overLogged.CompareAndSwap(false, true) {
+					which := "limits.max_request_bytes_per_connection"
+					if h.over == s.o.NodeBudget {
+						which = "limits.max_request_bytes"
+					}
+					s.log.Warn("request bytes over budget; stream reset", "remote_addr", s.remote(), "budget", which, "limit", h.over.Limit())
+				}
+			case !errors.Is(err, io.EOF) && (errors.Is(err, ErrEmptyFrame) || errors.Is(err, ErrFrameTooLarge)):
 				malformed = true
 				st.CancelRead(0)
 				s.log.Debug("malformed frame; closing the stream", "error", err)
@@ -199,24 +283,40 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 		env, err := DecodeEnvelope(body) // copies what it keeps
 		_, _ = br.Discard(skip)
 		if err != nil {
+			h.done()
 			malformed = true
 			st.CancelRead(0)
 			s.log.Debug("malformed envelope; closing the stream", "error", err)
 			return
 		}
+		if env.Type != EventRequested {
+			h.done()
+		}
 		switch env.Type {
 		case EventRequested:
+			// At most MaxInFlight requests are served at once: reading
+			// waits here, which the peer feels as flow control.
+			var ok bool
+			if ok, beforeRead = s.acquireSlot(br); !ok {
+				beforeRead()
+				h.done()
+				return
+			}
 			if !s.single && atEOF(br, st) {
 				// The last frame of the stream (a Go client's one call):
 				// serve it here, and the answer and the end of the stream
 				// leave together, without a hand-off to another goroutine.
 				s.serveRequest(env, w)
+				<-s.inflight
+				h.done()
 				return
 			}
 			handlers.Add(1)
 			go func() {
 				defer handlers.Done()
 				s.serveRequest(env, w)
+				<-s.inflight
+				h.done()
 			}()
 		case EventAborted:
 			s.abortRunning(env.ID)
@@ -227,6 +327,83 @@ func (s *Session) readStream(st endpoint.Stream, w *streamWriter, ours bool) {
 			s.log.Debug("ignoring unknown event type", "type", env.Type)
 		}
 	}
+}
+
+// acquireSlot waits for a free request slot. On a single-stream (TCP)
+// connection the reader would not notice the peer leaving while it waits
+// — the socket would sit in CLOSE-WAIT, its handlers running — so it
+// watches the stream meanwhile: the end of the stream ends the session.
+// The watch only peeks, so br keeps what arrives for the next read, and it
+// watches until br's buffer is full (beyond that, the idle timeout of the
+// connection is the bound). It reports false when the session ended, and
+// a function to call before br is read again (it waits for the watch).
+func (s *Session) acquireSlot(br *bufio.Reader) (ok bool, beforeRead func()) {
+	none := func() {}
+	select {
+	case s.inflight <- struct{}{}:
+		return true, none
+	default:
+	}
+	if !s.single {
+		select {
+		case s.inflight <- struct{}{}:
+			return true, none
+		case <-s.ctx.Done():
+			return false, none
+		}
+	}
+	gone, watched := make(chan struct{}), make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		// Owned by this wait: it ends when the peer leaves, when br's
+		// buffer is full, or at the first arrival after the slot was
+		// taken; the reader waits for it before reading again.
+		defer close(watched)
+		for n := br.Buffered() + 1; n <= br.Size(); n = br.Buffered() + 1 {
+			if _, err := br.Peek(n); err != nil {
+				if !errors.Is(err, bufio.ErrBufferFull) {
+					close(gone)
+				}
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	select {
+	case s.inflight <- struct{}{}:
+		close(stop)
+		return true, func() { <-watched }
+	case <-gone:
+		s.shutdown()
+		return false, none
+	case <-s.ctx.Done():
+		close(stop)
+		return false, func() { <-watched }
+	}
+}
+
+// busy marks work in progress on a connection whose transport has no idle
+// timeout of its own (TCP): the endpoint closes such a connection when
+// nothing moves and nothing is busy. The returned function ends the mark.
+func (s *Session) busy() func() {
+	if b, ok := s.conn.(interface{ Busy() func() }); ok {
+		return b.Busy()
+	}
+	return func() {}
+}
+
+// codeOverBudget resets a stream whose frame the budget could not hold.
+const codeOverBudget = 0x10
+
+func (s *Session) remote() string {
+	if a := s.conn.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 func (s *Session) deliver(env Envelope) {

@@ -273,13 +273,20 @@ type PlainListener struct {
 	ALPN string `mapstructure:"alpn"`
 }
 
-// Limits are per-connection limits (dynamic).
+// Limits bound what remote parties can make the node hold
+// (docs/architecture.md D14). Dynamic unless marked: a reload applies to
+// new connections and requests.
 type Limits struct {
-	MaxConnectionsPerIP     int           `mapstructure:"max_connections_per_ip" doc:"concurrent connections per remote IP (0 = unlimited)"`
-	MaxAuthAttempts         int           `mapstructure:"max_auth_attempts" doc:"authentication attempts per connection"`
+	MaxConnections          int           `mapstructure:"max_connections" doc:"concurrent connections to the node, all transports (0 = unlimited)"`
+	MaxConnectionsPerIP     int           `mapstructure:"max_connections_per_ip" doc:"concurrent connections per source: an IPv4 address or an IPv6 prefix of ipv6_prefix_len bits (0 = unlimited)"`
+	IPv6PrefixLen           int           `mapstructure:"ipv6_prefix_len" reload:"restart" doc:"how many leading bits of an IPv6 address make one source for max_connections_per_ip and auth penalties (a host usually has a /64)"`
+	MaxAuthAttempts         int           `mapstructure:"max_auth_attempts" doc:"rejected auth tokens a connection may present before it is closed; each is answered later than the last, and failures count per source too"`
 	HandshakeTimeout        time.Duration `mapstructure:"handshake_timeout" reload:"restart" doc:"TLS/QUIC handshake timeout"`
-	IdleTimeout             time.Duration `mapstructure:"idle_timeout" reload:"restart" doc:"QUIC idle timeout"`
-	MaxStreamsPerConnection int           `mapstructure:"max_streams_per_connection" reload:"restart" doc:"concurrent incoming streams per QUIC connection"`
+	IdleTimeout             time.Duration `mapstructure:"idle_timeout" reload:"restart" doc:"a connection with no bytes moving and no request in progress is closed after this (QUIC and TCP)"`
+	MaxStreamsPerConnection int           `mapstructure:"max_streams_per_connection" reload:"restart" doc:"concurrent incoming streams per QUIC connection, and requests served at once per call connection (QUIC or TCP)"`
+	MaxFrameBytes           int           `mapstructure:"max_frame_bytes" doc:"largest alknet/call frame a node reads (the protocol allows 64 MiB)"`
+	MaxRequestBytes         int64         `mapstructure:"max_request_bytes" doc:"node-wide budget of alknet/call request bytes in flight (frames being read and requests being served); a stream over it is reset"`
+	MaxRequestBytesPerConn  int64         `mapstructure:"max_request_bytes_per_connection" doc:"per-connection budget of alknet/call request bytes in flight; a stream over it is reset"`
 }
 
 // Auth is the dynamic identity configuration.
@@ -303,8 +310,13 @@ func Defaults(v *viper.Viper) {
 	v.SetDefault("tls.acme.directory", "https://acme-v02.api.letsencrypt.org/directory")
 	v.SetDefault("tls.acme.email", "")
 	v.SetDefault("tls.acme.ca_file", "")
+	v.SetDefault("limits.max_connections", 10000)
 	v.SetDefault("limits.max_connections_per_ip", 100)
+	v.SetDefault("limits.ipv6_prefix_len", 64)
 	v.SetDefault("limits.max_auth_attempts", 5)
+	v.SetDefault("limits.max_frame_bytes", 16<<20)
+	v.SetDefault("limits.max_request_bytes", int64(256<<20))
+	v.SetDefault("limits.max_request_bytes_per_connection", int64(64<<20))
 	v.SetDefault("limits.handshake_timeout", 5*time.Second)
 	v.SetDefault("limits.idle_timeout", 30*time.Second)
 	v.SetDefault("limits.max_streams_per_connection", 100)
@@ -511,8 +523,18 @@ func (c *Config) Validate() error {
 	}
 	l := c.Limits
 	switch {
+	case l.MaxConnections < 0:
+		return fmt.Errorf("limits.max_connections: %d is negative (0 = unlimited)", l.MaxConnections)
 	case l.MaxConnectionsPerIP < 0:
 		return fmt.Errorf("limits.max_connections_per_ip: %d is negative (0 = unlimited)", l.MaxConnectionsPerIP)
+	case l.IPv6PrefixLen < 16 || l.IPv6PrefixLen > 128:
+		return fmt.Errorf("limits.ipv6_prefix_len: %d, want 16..128 (64 is one host's usual allocation)", l.IPv6PrefixLen)
+	case l.MaxFrameBytes < 1024 || l.MaxFrameBytes > 64<<20:
+		return fmt.Errorf("limits.max_frame_bytes: %d, want 1024..67108864", l.MaxFrameBytes)
+	case l.MaxRequestBytesPerConn < int64(l.MaxFrameBytes):
+		return fmt.Errorf("limits.max_request_bytes_per_connection: %d is below limits.max_frame_bytes (%d): no frame of that size could be read", l.MaxRequestBytesPerConn, l.MaxFrameBytes)
+	case l.MaxRequestBytes < l.MaxRequestBytesPerConn:
+		return fmt.Errorf("limits.max_request_bytes: %d is below limits.max_request_bytes_per_connection (%d)", l.MaxRequestBytes, l.MaxRequestBytesPerConn)
 	case l.MaxAuthAttempts < 1:
 		return fmt.Errorf("limits.max_auth_attempts: %d, want >= 1", l.MaxAuthAttempts)
 	case l.HandshakeTimeout <= 0:

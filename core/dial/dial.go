@@ -46,6 +46,9 @@ type Options struct {
 	KeepAlive time.Duration
 	// OnRecord is called when a fingerprint is recorded by TOFU.
 	OnRecord func(addr, fp string)
+	// LocalIP, when set, is the local address to dial from (an address of
+	// several on the host; tests use 127.0.0.2 to be "another source").
+	LocalIP net.IP
 }
 
 // MismatchError is a pinned or known fingerprint that does not match.
@@ -178,6 +181,9 @@ func Dial(ctx context.Context, addr string, o Options) (endpoint.Conn, error) {
 	}
 	if o.TCP {
 		d := tls.Dialer{Config: cfg}
+		if o.LocalIP != nil {
+			d.NetDialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: o.LocalIP}}
+		}
 		nc, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, explain(addr, o.ALPN, err)
@@ -188,10 +194,35 @@ func Dial(ctx context.Context, addr string, o Options) (endpoint.Conn, error) {
 	if ka == 0 {
 		ka = 10 * time.Second
 	}
-	qc, err := quic.DialAddr(ctx, addr, cfg, &quic.Config{KeepAlivePeriod: ka, HandshakeIdleTimeout: 10 * time.Second})
+	qcfg := &quic.Config{KeepAlivePeriod: ka, HandshakeIdleTimeout: 10 * time.Second}
+	if o.LocalIP != nil {
+		return dialFrom(ctx, addr, o, cfg, qcfg)
+	}
+	qc, err := quic.DialAddr(ctx, addr, cfg, qcfg)
 	if err != nil {
 		return nil, explain(addr, o.ALPN, err)
 	}
+	return endpoint.WrapQUIC(qc), nil
+}
+
+// dialFrom dials QUIC from o.LocalIP on a UDP socket of its own, closed
+// with the connection.
+func dialFrom(ctx context.Context, addr string, o Options, cfg *tls.Config, qcfg *quic.Config) (endpoint.Conn, error) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: o.LocalIP})
+	if err != nil {
+		return nil, fmt.Errorf("dial from %s: %w", o.LocalIP, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	qc, err := tr.Dial(ctx, raddr, cfg, qcfg)
+	if err != nil {
+		_ = tr.Close()
+		return nil, explain(addr, o.ALPN, err)
+	}
+	context.AfterFunc(qc.Context(), func() { _ = tr.Close() })
 	return endpoint.WrapQUIC(qc), nil
 }
 

@@ -148,6 +148,52 @@ type streamConn struct {
 	once      sync.Once
 	taken     bool
 	mu        sync.Mutex
+
+	// Idle tracking (watchIdle): when bytes last moved either way, and how
+	// many pieces of work are in progress (Busy).
+	lastActive atomic.Int64 // unix nanoseconds
+	busy       atomic.Int32
+}
+
+// Busy marks work in progress on the connection (a request being served,
+// an answer awaited): the idle timeout does not close a busy connection.
+// It returns the function that ends the mark.
+func (c *streamConn) Busy() (done func()) {
+	c.busy.Add(1)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.busy.Add(-1)
+			c.touch()
+		})
+	}
+}
+
+func (c *streamConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// watchIdle closes the connection once no byte has moved either way and
+// nothing was busy for timeout (docs/architecture.md D14: TCP has no
+// transport-level idle timeout as QUIC does). onIdle is called first.
+func (c *streamConn) watchIdle(timeout time.Duration, onIdle func()) {
+	if timeout <= 0 {
+		return
+	}
+	c.touch()
+	var t *time.Timer
+	check := func() {
+		if c.ctx.Err() != nil {
+			return
+		}
+		idle := time.Since(time.Unix(0, c.lastActive.Load()))
+		if c.busy.Load() > 0 || idle < timeout {
+			t.Reset(max(timeout-idle, time.Second))
+			return
+		}
+		onIdle()
+		_ = c.CloseWithError(CodeNormal, "idle")
+	}
+	t = time.AfterFunc(timeout, check)
+	context.AfterFunc(c.ctx, func() { t.Stop() })
 }
 
 // WrapStreamConn adapts a TCP or TLS connection as a single-stream Conn.
@@ -214,13 +260,22 @@ type tcpStream struct {
 
 func (s *tcpStream) Read(p []byte) (int, error) {
 	n, err := s.c.nc.Read(p)
+	if n > 0 {
+		s.c.touch()
+	}
 	if errors.Is(err, io.EOF) && s.readEOF.CompareAndSwap(false, true) && s.writeClosed.Load() {
 		_ = s.Close()
 	}
 	return n, err
 }
 
-func (s *tcpStream) Write(p []byte) (int, error) { return s.c.nc.Write(p) }
+func (s *tcpStream) Write(p []byte) (int, error) {
+	n, err := s.c.nc.Write(p)
+	if n > 0 {
+		s.c.touch()
+	}
+	return n, err
+}
 
 func (s *tcpStream) CloseWrite() error {
 	hc, ok := s.c.nc.(halfCloser)

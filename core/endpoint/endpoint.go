@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,8 +99,10 @@ type Endpoint struct {
 	tcp      net.Listener
 	plainLns []net.Listener
 
-	perIP   sync.Map // netip.Addr → *atomic.Int64
-	conns   sync.Map // Conn → struct{}
+	srcMu   sync.Mutex
+	perSrc  map[netip.Prefix]int // connections per source; zero entries are removed
+	total   int                  // connections of every source
+	conns   sync.Map             // Conn → struct{}
 	handler sync.WaitGroup
 	accept  sync.WaitGroup
 
@@ -121,11 +124,12 @@ func New(o Options) *Endpoint {
 		o.Auth = auth.NewProvider(nil)
 	}
 	if o.Limits == nil {
-		l := config.Limits{MaxConnectionsPerIP: 100, MaxAuthAttempts: 5, HandshakeTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxStreamsPerConnection: 100}
+		l := config.Limits{MaxConnections: 10000, MaxConnectionsPerIP: 100, IPv6PrefixLen: auth.DefaultIPv6Prefix, MaxAuthAttempts: 5,
+			HandshakeTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxStreamsPerConnection: 100}
 		o.Limits = func() config.Limits { return l }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Endpoint{opts: o, log: o.Logger, routes: map[string]route{}, drainCtx: ctx, startDrain: cancel}
+	return &Endpoint{opts: o, log: o.Logger, routes: map[string]route{}, perSrc: map[netip.Prefix]int{}, drainCtx: ctx, startDrain: cancel}
 }
 
 // Register routes alpn to h. owner names who registered it (for errors).
@@ -215,6 +219,10 @@ func (e *Endpoint) tlsConfig(allowACME bool) *tls.Config {
 		cfg := base.Clone()
 		cfg.GetConfigForClient = nil
 		cfg.GetCertificate = e.opts.Certs.GetCertificate
+		if len(hello.ServerName) > maxSNI {
+			e.log.Info("connection rejected", "remote_addr", remoteOf(hello), "reason", fmt.Sprintf("server name of %d bytes (at most %d)", len(hello.ServerName), maxSNI))
+			return nil, errSNITooLong
+		}
 		if allowACME && slices.Contains(hello.SupportedProtos, acmeALPN) {
 			if cs, ok := e.opts.Certs.(ChallengeSource); ok && cs.ChallengePending(hello) {
 				cfg.NextProtos = []string{acmeALPN}
@@ -223,11 +231,71 @@ func (e *Endpoint) tlsConfig(allowACME bool) *tls.Config {
 		}
 		cfg.NextProtos = e.ALPNs()
 		if !intersects(hello.SupportedProtos, cfg.NextProtos) {
-			e.log.Info("connection rejected", "remote_addr", remoteOf(hello), "reason", "no_application_protocol")
+			e.log.Info("connection rejected", "remote_addr", remoteOf(hello), "reason", "no_application_protocol",
+				"alpn_count", len(hello.SupportedProtos), "alpns", alpnSample(hello.SupportedProtos))
+			if len(hello.SupportedProtos) == 0 {
+				// Go's TLS would complete a handshake without ALPN; QUIC
+				// never does. Refuse it the same way (see alertConn).
+				if ac, ok := hello.Conn.(*alertConn); ok {
+					ac.noALPN.Store(true)
+				}
+				return nil, errNoALPN
+			}
 		}
 		return cfg, nil
 	}
 	return base
+}
+
+// maxSNI is the longest server name a client may send (a DNS name).
+const maxSNI = 253
+
+var (
+	errSNITooLong = errors.New("server name longer than a DNS name can be")
+	errNoALPN     = errors.New("no application protocol offered")
+)
+
+// alpnSample is what the log shows of a client's ALPN list: at most three
+// names of at most 32 bytes each (a client may send kilobytes).
+func alpnSample(protos []string) string {
+	var b strings.Builder
+	for i, p := range protos {
+		if i == 3 {
+			b.WriteString(",…")
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if len(p) > 32 {
+			p = p[:32] + "…"
+		}
+		b.WriteString(strconv.QuoteToASCII(p))
+	}
+	return b.String()
+}
+
+// alertConn is the TCP connection under the TLS server. It exists for one
+// reason: crypto/tls answers any error of GetConfigForClient with an
+// internal_error alert and has no way to send no_application_protocol for
+// a client that offered no ALPN at all, which is what QUIC sends and what
+// a client should see. When GetConfigForClient marks the connection,
+// the fatal internal_error alert record the TLS server writes next is
+// rewritten to no_application_protocol.
+type alertConn struct {
+	net.Conn
+	noALPN atomic.Bool
+}
+
+func (c *alertConn) Write(p []byte) (int, error) {
+	// A plaintext alert record: type 21, version, length 2, fatal (2),
+	// internal_error (80).
+	if c.noALPN.Load() && len(p) == 7 && p[0] == 21 && p[3] == 0 && p[4] == 2 && p[5] == 2 && p[6] == 80 {
+		q := append([]byte(nil), p...)
+		q[6] = 120 // no_application_protocol
+		return c.Conn.Write(q)
+	}
+	return c.Conn.Write(p)
 }
 
 func intersects(a, b []string) bool {
@@ -373,7 +441,7 @@ func (e *Endpoint) acceptTCP() {
 		e.handler.Add(1)
 		go func() {
 			defer e.handler.Done()
-			tc := tls.Server(nc, tconf)
+			tc := tls.Server(&alertConn{Conn: nc}, tconf)
 			ctx, cancel := context.WithTimeout(context.Background(), e.opts.Limits().HandshakeTimeout)
 			err := tc.HandshakeContext(ctx)
 			cancel()
@@ -419,52 +487,61 @@ func (e *Endpoint) acceptPlain(ln net.Listener, alpn string) {
 	}
 }
 
-// admit applies the per-IP limit to an accepted QUIC connection.
+// admit applies the connection limits to an accepted QUIC connection.
 func (e *Endpoint) admit(c Conn) bool {
 	if !e.reserve(c.RemoteAddr(), c.Transport()) {
-		_ = c.CloseWithError(CodeForbidden, "too many connections from your address")
+		_ = c.CloseWithError(CodeForbidden, "too many connections")
 		return false
 	}
 	return true
 }
 
-func ipOf(a net.Addr) netip.Addr {
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ip, _ := netip.AddrFromSlice(v.IP)
-		return ip.Unmap()
-	case *net.TCPAddr:
-		ip, _ := netip.AddrFromSlice(v.IP)
-		return ip.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
-
-// reserve counts a connection against its IP's limit; false = refused
-// (and logged). Every true must be paired with release.
+// reserve counts a connection against its source's limit and the node's;
+// false = refused (and logged). Every true must be paired with release.
+// Sources are IPv4 addresses or IPv6 prefixes (limits.ipv6_prefix_len),
+// and a source's entry is removed when its count drops to zero, so the
+// table holds only sources with connections.
 func (e *Endpoint) reserve(remote net.Addr, transport string) bool {
 	if e.closed.Load() {
 		return false
 	}
-	ip := ipOf(remote)
-	v, _ := e.perIP.LoadOrStore(ip, new(atomic.Int64))
-	n := v.(*atomic.Int64).Add(1)
-	if limit := e.opts.Limits().MaxConnectionsPerIP; limit > 0 && n > int64(limit) {
-		v.(*atomic.Int64).Add(-1)
-		e.log.Info("connection rejected", "remote_addr", remote.String(), "transport", transport, "reason", fmt.Sprintf("too many connections from %s (max_connections_per_ip = %d)", ip, limit))
+	l := e.opts.Limits()
+	src := auth.Source(remote, l.IPv6PrefixLen)
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if l.MaxConnections > 0 && e.total >= l.MaxConnections {
+		e.log.Info("connection rejected", "remote_addr", remote.String(), "transport", transport, "reason", fmt.Sprintf("the node has %d connections (limits.max_connections)", l.MaxConnections))
 		return false
 	}
+	if l.MaxConnectionsPerIP > 0 && e.perSrc[src] >= l.MaxConnectionsPerIP {
+		e.log.Info("connection rejected", "remote_addr", remote.String(), "transport", transport, "reason", fmt.Sprintf("too many connections from %s (max_connections_per_ip = %d)", src, l.MaxConnectionsPerIP))
+		return false
+	}
+	e.perSrc[src]++
+	e.total++
 	return true
 }
 
 func (e *Endpoint) release(remote net.Addr) {
-	if v, ok := e.perIP.Load(ipOf(remote)); ok {
-		v.(*atomic.Int64).Add(-1)
+	src := auth.Source(remote, e.opts.Limits().IPv6PrefixLen)
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if n, ok := e.perSrc[src]; ok {
+		if n <= 1 {
+			delete(e.perSrc, src)
+		} else {
+			e.perSrc[src] = n - 1
+		}
+		e.total--
 	}
+}
+
+// Counts is how many connections the node holds, and from how many
+// sources.
+func (e *Endpoint) Counts() (connections, sources int) {
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	return e.total, len(e.perSrc)
 }
 
 func (e *Endpoint) dispatch(c Conn) {
@@ -484,9 +561,15 @@ func (e *Endpoint) serve(c Conn) {
 	if certs := c.PeerCertificates(); len(certs) > 0 {
 		ac.Fingerprint = identity.CertFingerprint(certs[0])
 		ac.Identity = e.opts.Auth.Policy().ResolveFingerprint(ac.Fingerprint)
-		id, result := ac.Fingerprint, "reject"
-		if ac.Identity != nil {
+		// A certificate nobody is configured for is not a failed login:
+		// the connection goes on anonymously (fail2ban matches reject).
+		pol := e.opts.Auth.Policy()
+		id, result := ac.Fingerprint, "anonymous"
+		switch {
+		case ac.Identity != nil:
 			id, result = ac.Identity.ID, "accept"
+		case pol.Disabled(ac.Fingerprint):
+			result = "reject" // a known peer that is disabled
 		}
 		e.log.Info("auth attempt", "remote_addr", remote, "method", "tls", "id", id, "result", result)
 	}
@@ -497,6 +580,14 @@ func (e *Endpoint) serve(c Conn) {
 		return
 	}
 	e.log.Info("connection opened", "remote_addr", remote, "transport", ac.Transport, "alpn", ac.ALPN)
+	if sc, ok := c.(*streamConn); ok {
+		// TCP carries no keepalive of its own: a connection where nothing
+		// moves and nothing is in progress is closed, as QUIC's idle
+		// timeout closes a silent QUIC connection.
+		sc.watchIdle(e.opts.Limits().IdleTimeout, func() {
+			e.log.Info("connection closed by the idle timeout", "remote_addr", remote, "alpn", ac.ALPN, "idle_timeout", e.opts.Limits().IdleTimeout.String())
+		})
+	}
 	e.conns.Store(c, struct{}{})
 	defer e.conns.Delete(c)
 	code, reason := e.run(h, c, ac)

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -62,6 +63,11 @@ type Node struct {
 	reloadMu sync.Mutex
 	stopBG   context.CancelFunc
 	bg       sync.WaitGroup
+
+	callAdapter *call.Adapter
+	budget      *call.Budget    // node-wide request bytes in flight
+	penalties   *auth.Penalties // rejected tokens per source
+	started     time.Time
 }
 
 // New assembles the node; Start serves it.
@@ -70,18 +76,18 @@ func New(o Options) (*Node, error) {
 		o.Logger = hclog.NewNullLogger()
 	}
 	cfg := o.Config
-	n := &Node{opts: o, log: o.Logger}
+	n := &Node{opts: o, log: o.Logger, started: time.Now()}
 	n.cfg.Store(cfg)
 	pol, err := cfg.Policy()
 	if err != nil {
 		return nil, err
 	}
-	n.auth = auth.NewProvider(pol)
 	certs, fp, runACME, err := n.identity(cfg)
 	if err != nil {
 		return nil, err
 	}
 	n.fp, n.acme = fp, runACME
+	n.auth = auth.NewProvider(pol.WithOperator(fp))
 	n.ep = endpoint.New(endpoint.Options{
 		Listen:       cfg.Listen,
 		Plain:        cfg.Listeners.Plain,
@@ -101,7 +107,14 @@ func New(o Options) (*Node, error) {
 			return nil, err
 		}
 	}
-	if err := n.ep.Register(call.ALPN, "core", &call.Adapter{Registry: n.reg, Policy: n.auth.Policy, CallTimeout: cfg.Call.Deadline, Logger: n.log.Named("call")}); err != nil {
+	n.budget = call.NewBudget(cfg.Limits.MaxRequestBytes)
+	n.penalties = auth.NewPenalties()
+	n.callAdapter = &call.Adapter{Registry: n.reg, Policy: n.auth.Policy, CallTimeout: cfg.Call.Deadline, Logger: n.log.Named("call"),
+		Limits: n.callLimits, NodeBudget: n.budget}
+	if err := n.ep.Register(call.ALPN, "core", n.callAdapter); err != nil {
+		return nil, err
+	}
+	if err := n.reg.Register(n.nodeStats()); err != nil {
 		return nil, err
 	}
 	n.plugins = pluginhost.New(pluginhost.Options{
@@ -182,7 +195,7 @@ func (n *Node) Reload(next *config.Config) (static []string, err error) {
 		return static, err
 	}
 	n.cfg.Store(applied)
-	n.auth.Swap(pol)
+	n.auth.Swap(pol.WithOperator(n.fp))
 	n.plugins.Reload()
 	return static, nil
 }
@@ -208,12 +221,31 @@ func (n *Node) Registry() *call.Registry { return n.reg }
 // Plugins are the statuses of the node's plugins.
 func (n *Node) Plugins() []pluginhost.Status { return n.plugins.Statuses() }
 
-// nodeInfo is the built-in node/info operation.
+// callLimits are the bounds of a new alknet/call connection, from the
+// configuration in force.
+func (n *Node) callLimits() call.Limits {
+	l := n.cfg.Load().Limits
+	return call.Limits{MaxFrameBytes: l.MaxFrameBytes, MaxRequestBytes: l.MaxRequestBytesPerConn, MaxInFlight: l.MaxStreamsPerConnection,
+		MaxAuthFailures: l.MaxAuthAttempts, AuthPenalty: n.penalties}
+}
+
+// ScopeNodeRead lets an identity see node/info in full.
+const ScopeNodeRead = "node:read"
+
+// nodeInfo is the built-in node/info operation. Anyone learns the node's
+// fingerprint and ALPNs (what a peer needs to talk to it); its version and
+// its plugins' versions, states and pids only an identity with node:read
+// or admin (an attacker should not learn what to aim at).
 func (n *Node) nodeInfo() call.Registration {
 	return call.Registration{
-		Spec: call.Spec{Name: "node/info", OpType: call.Query, RemoteSafe: true, Description: "node id, version, ALPNs and plugins"},
-		Call: func(context.Context, json.RawMessage) (any, error) {
-			return map[string]any{"id": n.fp, "version": n.opts.Version, "alpns": n.ep.ALPNs(), "plugins": n.plugins.Statuses()}, nil
+		Spec: call.Spec{Name: "node/info", OpType: call.Query, RemoteSafe: true,
+			Description: "node id and ALPNs; with scope node:read or admin also its version and plugins"},
+		Call: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			info := map[string]any{"id": n.fp, "alpns": n.ep.ALPNs()}
+			if ci, ok := call.FromContext(ctx); ok && (ci.Identity.HasScope(ScopeNodeRead) || ci.Identity.HasScope("admin")) {
+				info["version"], info["plugins"] = n.opts.Version, n.plugins.Statuses()
+			}
+			return info, nil
 		},
 	}
 }

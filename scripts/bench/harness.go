@@ -179,11 +179,11 @@ type result struct {
 	// GoalMaxTimes makes GoalMax Factor × the Delta of another row of the
 	// same run (benchmark.MaxTimes); it is set once that row is measured.
 	GoalMaxTimes  *relativeGoal `json:"goal_max_times,omitempty"`
-	Informational bool     `json:"informational"`
-	Rounds        int      `json:"rounds"`
-	Subject       series   `json:"subject"`
-	Anchor        series   `json:"anchor"`
-	Ratio         *float64 `json:"ratio,omitempty"`
+	Informational bool          `json:"informational"`
+	Rounds        int           `json:"rounds"`
+	Subject       series        `json:"subject"`
+	Anchor        series        `json:"anchor"`
+	Ratio         *float64      `json:"ratio,omitempty"`
 	// Delta is subject − anchor (medians), for rows that report what
 	// Alknet adds rather than a ratio (benchmark.Delta).
 	Delta *float64 `json:"delta,omitempty"`
