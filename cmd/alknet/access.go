@@ -261,7 +261,12 @@ func (a *app) configCmd() *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Check a configuration file; list every setting"}
 	check := &cobra.Command{
 		Use:     "check [FILE]",
-		Short:   "Validate a config file (default: the one alknet would use)",
+		Short:   "Validate a config file (default: the one alknet would use), plugin settings included",
+		Long: `Validate a config file: every key and value of the node's own, and the
+settings of every plugin the node would run — each installed (or bundled)
+plugin checks its [plugins.<name>] settings against its config schema and
+its own rules (a program in exec_allow that is not installed, a file that
+cannot be read), as it would at start. Exit 1 names the key at fault.`,
 		Example: "  alknet config check /etc/alknet/alknet.toml",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -275,8 +280,12 @@ func (a *app) configCmd() *cobra.Command {
 			if _, err := os.Stat(path); err != nil {
 				return err
 			}
-			if _, err := config.ParseFile(path); err != nil {
+			cfg, err := config.ParseFile(path)
+			if err != nil {
 				return err
+			}
+			if err := a.checkPluginSettings(cfg); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
 			}
 			fmt.Fprintf(a.out, "%s: ok\n", path)
 			return nil

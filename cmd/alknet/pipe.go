@@ -63,10 +63,18 @@ presented so the server can recognise it.`,
 }
 
 // clientCert is this machine's node certificate, if its vault opens without
-// asking (plain, or sealed with --vault-passphrase-file).
+// asking (plain, or sealed with --vault-passphrase-file). A vault that is
+// there but does not open is said on stderr: the node then sees an
+// anonymous client, and the caller must know why its identity's scopes do
+// not apply.
 func (a *app) clientCert(d datadir.Dir) *tls.Certificate {
 	f, err := vault.ReadFile(d.VaultPath())
-	if err != nil || (f.Info().Mode == vault.ModeSealed && a.passphraseFile == "") {
+	if err != nil {
+		return nil
+	}
+	if f.Info().Mode == vault.ModeSealed && a.passphraseFile == "" {
+		a.log.Warn("this machine's vault is sealed: its identity is not presented and the node sees an anonymous client; give --vault-passphrase-file FILE, or unseal it (alknet vault unseal)",
+			"identity", f.Info().Fingerprint, "vault", d.VaultPath())
 		return nil
 	}
 	v, _, err := a.openVault(d)

@@ -188,6 +188,17 @@ func ParseSize(s string) (int64, error) {
 // Plugin returns the settings of plugin name (zero value if none).
 func (p Plugins) Plugin(name string) Plugin { return p.parsed[name] }
 
+// Names lists the plugins the configuration has a [plugins.<name>] table
+// for, sorted.
+func (p Plugins) Names() []string {
+	out := make([]string, 0, len(p.parsed))
+	for n := range p.parsed {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (p *Plugins) parse() error {
 	p.parsed = map[string]Plugin{}
 	for name, raw := range p.Entries {

@@ -101,11 +101,23 @@ type Configurer interface {
 	Configure(ctx context.Context, settings json.RawMessage, host *Host) error
 }
 
+// SettingsValidator checks settings without applying them: what Configure
+// would refuse at start (an unknown key, a program that is not installed,
+// a file that cannot be read). `alknet config check` runs it through
+// `alknet-plugin-<name> validate`, so an operator learns of a bad setting
+// before the node refuses to start the plugin (docs/spec/plugins.md §1).
+// It runs without a node: no Host, no capabilities.
+type SettingsValidator interface {
+	ValidateSettings(settings json.RawMessage) error
+}
+
 // ErrRestartRequired tells the node that new settings take a restart.
 var ErrRestartRequired = errors.New("these settings take effect after a restart")
 
 // Serve runs the plugin. `alknet-plugin-<name> describe` prints the
-// manifest as JSON and exits; otherwise it serves the node over go-plugin
+// manifest as JSON and exits; `alknet-plugin-<name> validate` checks the
+// settings JSON on stdin (SettingsValidator) and exits 0, or 1 with the
+// reason on stderr; otherwise it serves the node over go-plugin
 // and exits when the node stops it or disappears.
 func Serve(p Plugin) {
 	srv, err := newServer(p)
@@ -121,6 +133,9 @@ func Serve(p Plugin) {
 		}
 		fmt.Println(string(b))
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "validate" {
+		os.Exit(validate(p, os.Stdin, os.Stdout, os.Stderr))
 	}
 	if os.Getenv(pluginrpc.MagicCookieKey) != pluginrpc.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is an Alknet plugin: install it with `alknet plugin install %s`; `%s describe` prints its manifest.\n", os.Args[0], os.Args[0], os.Args[0])

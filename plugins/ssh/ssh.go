@@ -167,6 +167,14 @@ const configSchema = `{
   }
 }`
 
+// ValidateSettings checks settings as Configure would at start, without
+// applying them (`alknet config check`): unknown keys, exec_allow
+// programs that are not installed, unreadable files.
+func (h *Plugin) ValidateSettings(settings json.RawMessage) error {
+	_, err := parseSettings(settings)
+	return err
+}
+
 // Configure validates the settings (unknown keys are errors) and applies
 // them: at start, and on every reload — new SSH connections use them.
 func (h *Plugin) Configure(_ context.Context, settings json.RawMessage, _ *sdk.Host) error {
