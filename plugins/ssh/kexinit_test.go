@@ -122,7 +122,12 @@ func FuzzParseClientStart(f *testing.F) {
 		nl := bytes.IndexByte(b, '\n')
 		p := b[nl+1:]
 		length, padding := binary.BigEndian.Uint32(p), uint32(p[4])
-		payload := p[5 : 4+length-padding]
+		payload := bytes.Clone(p[5 : 4+length-padding])
+		// first_kex_packet_follows is a boolean byte (RFC 4251 §5): any
+		// non-zero value reads as true and is written back as 1.
+		if i := len(payload) - 5; i >= 0 && payload[i] != 0 {
+			payload[i] = 1
+		}
 		if got := gossh.Marshal(k); !bytes.Equal(got, payload) {
 			t.Fatalf("accepted payload %x re-encodes as %x", payload, got)
 		}

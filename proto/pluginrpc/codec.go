@@ -143,6 +143,9 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 			if n < 0 {
 				return fmt.Errorf("chunk data: %w", protowire.ParseError(n))
 			}
+			// The last occurrence of a field wins (protobuf encoding
+			// rules), an empty one included.
+			c.Data = nil
 			if len(v) > 0 {
 				bp := ChunkBuffers.Get(len(v))
 				copy(*bp, v)
