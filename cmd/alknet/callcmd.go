@@ -83,7 +83,7 @@ func (a *app) connectCall(f *callFlags, addr string) (*call.Connection, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.dialFlags.timeout)
 	defer cancel()
 	cred := call.Credentials{TLS: o.ClientCert, AuthToken: tok, Peer: o.Peer, KnownPeers: o.KnownPeers,
-		TrustOnFirstUse: o.TrustOnFirstUse, RootCAs: o.RootCAs, ServerName: o.ServerName, TCP: o.TCP}
+		TrustOnFirstUse: o.TrustOnFirstUse, RootCAs: o.RootCAs, ServerName: o.ServerName, TCP: o.TCP, QUIC: o.QUIC}
 	return call.New(nil, call.WithCallTimeout(f.timeout), call.WithLogger(a.log.Named("call"))).Connect(ctx, addr, cred)
 }
 

@@ -25,9 +25,10 @@ func (a *app) pipeCmd() *cobra.Command {
 	var f dialFlags
 	var alpn string
 	c := &cobra.Command{
-		Use:   "pipe --alpn ALPN [--peer FP | --trust-on-first-use] HOST:PORT",
+		Use:   "pipe --alpn ALPN [--peer FP | --trust-on-first-use] HOST[:PORT] | HOST PORT",
 		Short: "Connect stdin/stdout to one stream of a node (OpenSSH ProxyCommand, sftp -D, scripts)",
-		Long: `Open one stream to HOST:PORT with the given ALPN and copy standard input to it
+		Long: `Open one stream to HOST:PORT (port 4433 when omitted; "HOST PORT" as two
+words is accepted too, as OpenSSH passes %h %p) with the given ALPN and copy standard input to it
 and it to standard output. When stdin ends the stream is half-closed; the
 command exits when the node closes its side.
 
@@ -38,18 +39,22 @@ anything else fails closed and prints the fingerprint to pin.
 identity is refused. If this machine has a vault, its node certificate is
 presented so the server can recognise it.`,
 		Example: `  alknet pipe --alpn alknet/echo --peer ed25519:… node.example:4433
-  ssh -o ProxyCommand='alknet pipe --alpn alknet/ssh --peer ed25519:… %h:4433' user@node`,
-		Args: cobra.ExactArgs(1),
+  ssh -o ProxyCommand='alknet pipe --alpn alknet/ssh --peer ed25519:… %h %p' -p 4433 user@node`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if alpn == "" {
 				return errors.New("--alpn is required (e.g. --alpn alknet/ssh)")
+			}
+			addr, err := dial.AddrFromArgs(args)
+			if err != nil {
+				return err
 			}
 			o, err := a.dialOptions(&f, alpn)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-			conn, err := dial.Dial(ctx, args[0], o)
+			conn, err := dial.Dial(ctx, addr, o)
 			cancel()
 			if err != nil {
 				return err
@@ -79,7 +84,8 @@ func (a *app) clientCert(d datadir.Dir) *tls.Certificate {
 	}
 	v, _, err := a.openVault(d)
 	if err != nil {
-		a.log.Debug("not presenting a client certificate", "error", err)
+		a.log.Warn("this machine's vault did not open: its identity is not presented and the node sees an anonymous client",
+			"identity", f.Info().Fingerprint, "error", err)
 		return nil
 	}
 	defer v.Lock()
@@ -95,8 +101,15 @@ func (a *app) clientCert(d datadir.Dir) *tls.Certificate {
 }
 
 // pipe copies in → stream (then half-closes) and stream → out, and
-// returns when the node has finished sending.
+// returns when the node has finished sending or a signal ends it. Every
+// way out closes the connection before pipe returns (CloseWithError sends
+// the CONNECTION_CLOSE before it returns), so the node ends the
+// connection at once rather than after its idle timeout: OpenSSH sends
+// its ProxyCommand SIGHUP as it exits (docs/spec/handlers.md, SSH).
 func pipe(conn endpoint.Conn, in io.Reader, out io.Writer) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
 	defer conn.CloseWithError(endpoint.CodeNormal, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	s, err := conn.OpenStream(ctx)
@@ -104,9 +117,6 @@ func pipe(conn endpoint.Conn, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return closeReason(conn, err)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
-	defer signal.Stop(sigs)
 	go func() {
 		// Owned by pipe: it ends when stdin ends or the stream fails, and
 		// the process exits right after pipe returns.
@@ -119,19 +129,26 @@ func pipe(conn endpoint.Conn, in io.Reader, out io.Writer) error {
 	}()
 	done := make(chan error, 1)
 	go func() {
+		// Owned by pipe, which waits for it or for a signal.
 		buf := make([]byte, 64<<10)
 		_, err := io.CopyBuffer(out, s, buf)
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		if err != nil {
-			return closeReason(conn, err)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, syscall.EPIPE):
+			return nil // whoever read stdout is gone (ssh exited)
 		}
-		return nil
+		return closeReason(conn, err)
 	case sig := <-sigs:
 		s.CancelRead(0)
 		s.CancelWrite(0)
+		if sig == syscall.SIGHUP || sig == syscall.SIGPIPE {
+			return nil // the program on the other side ended: a normal end
+		}
 		return fmt.Errorf("interrupted by %s", sig)
 	}
 }

@@ -25,7 +25,7 @@ func (a *app) sshConfigCmd() *cobra.Command {
 	var f dialFlags
 	var name, user string
 	c := &cobra.Command{
-		Use:   "ssh-config HOST:PORT [--name ALIAS] [--user USER]",
+		Use:   "ssh-config HOST[:PORT] [--name ALIAS] [--user USER]",
 		Short: "Print a ~/.ssh/config Host block that reaches a node's SSH plugin",
 		Long: `Print an OpenSSH Host block for a node: ProxyCommand runs 'alknet pipe' with the
 node's pinned identity, and the node's SSH host key — read from the node over
@@ -35,10 +35,11 @@ block uses with strict checking. Append the output to ~/.ssh/config, then
 		Example: "  alknet ssh-config --peer ed25519:… --name mynode --user ops node.example:4433 >> ~/.ssh/config",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			host, port, err := net.SplitHostPort(args[0])
+			addr, err := dial.NormalizeAddr(args[0])
 			if err != nil {
-				return fmt.Errorf("%q is not HOST:PORT", args[0])
+				return err
 			}
+			host, port, _ := net.SplitHostPort(addr)
 			if name == "" {
 				name = host
 			}
@@ -48,11 +49,11 @@ block uses with strict checking. Append the output to ~/.ssh/config, then
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 			defer cancel()
-			conn, err := dial.Dial(ctx, args[0], o)
+			conn, err := dial.Dial(ctx, addr, o)
 			if err != nil {
 				return err
 			}
-			key, err := sshHostKey(ctx, conn, args[0])
+			key, err := sshHostKey(ctx, conn, addr)
 			_ = conn.CloseWithError(0, "")
 			if err != nil {
 				return err
@@ -79,11 +80,16 @@ block uses with strict checking. Append the output to ~/.ssh/config, then
 			if f.o.TCP {
 				proxy += " --tcp"
 			}
+			if f.o.QUIC {
+				proxy += " --quic"
+			}
 			fmt.Fprintf(a.out, "Host %s\n    HostName %s\n    Port %s\n", name, host, port)
 			if user != "" {
 				fmt.Fprintf(a.out, "    User %s\n", user)
 			}
-			fmt.Fprintf(a.out, "    ProxyCommand %s %%h:%%p\n    HostKeyAlias %s\n    UserKnownHostsFile %s\n    StrictHostKeyChecking yes\n", proxy, name, kh)
+			// "%h %p" as two words, not "%h:%p": OpenSSH substitutes a
+			// bare IPv6 address for %h, which "host:port" cannot carry.
+			fmt.Fprintf(a.out, "    ProxyCommand %s %%h %%p\n    HostKeyAlias %s\n    UserKnownHostsFile %s\n    StrictHostKeyChecking yes\n", proxy, name, kh)
 			fmt.Fprintf(a.err, "recorded %s's SSH host key %s in %s\n", name, gossh.FingerprintSHA256(key), kh)
 			return nil
 		},

@@ -95,8 +95,9 @@ type Credentials struct {
 	TrustOnFirstUse bool
 	RootCAs         *x509.CertPool
 	ServerName      string
-	// TCP uses TCP+TLS (one stream) instead of QUIC.
-	TCP bool
+	// TCP uses TCP+TLS (one stream) only, QUIC only QUIC; with neither
+	// both are raced (dial.Options).
+	TCP, QUIC bool
 	// LocalIP dials from this local address (optional).
 	LocalIP net.IP
 }
@@ -160,7 +161,7 @@ type Connection struct {
 // Connect dials addr with ALPN alknet/call and starts the shared dispatcher.
 func (c *Client) Connect(ctx context.Context, addr string, cred Credentials) (*Connection, error) {
 	conn, err := dial.Dial(ctx, addr, dial.Options{
-		ALPN: ALPN, TCP: cred.TCP, Peer: cred.Peer, KnownPeers: cred.KnownPeers, TrustOnFirstUse: cred.TrustOnFirstUse,
+		ALPN: ALPN, TCP: cred.TCP, QUIC: cred.QUIC, Peer: cred.Peer, KnownPeers: cred.KnownPeers, TrustOnFirstUse: cred.TrustOnFirstUse,
 		ClientCert: cred.TLS, RootCAs: cred.RootCAs, ServerName: cred.ServerName, LocalIP: cred.LocalIP,
 	})
 	if err != nil {

@@ -376,7 +376,12 @@ const (
 // carries the handshake environment) in socketDir, the plugin's socket
 // directory go-plugin made inside o.SocketDir.
 func (l *ProcessLauncher) newRunner(o LaunchSpec, cmd *exec.Cmd, socketDir string, bin *os.File, link string, group *pluginCgroup) (*pluginRunner, error) {
-	r := &pluginRunner{name: o.Binary, socketDir: socketDir, pluginDir: socketDir, runAs: o.RunAs, group: group, memory: o.Limits.Memory}
+	log := o.Log
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	r := &pluginRunner{name: o.Binary, socketDir: socketDir, pluginDir: socketDir, runAs: o.RunAs, group: group, memory: o.Limits.Memory,
+		log: log, relayDone: make(chan struct{})}
 	args := append([]string{}, l.Trampoline[1:]...)
 	args = append(args, "-ppid", strconv.Itoa(os.Getpid()), "-exec", link)
 	if o.Limits.OpenFiles > 0 {
@@ -453,6 +458,10 @@ type pluginRunner struct {
 	name           string
 	stdout, stderr io.ReadCloser
 	pid            int
+	// log receives the plugin's stderr lines (relayLog); relayDone is
+	// closed once they are all relayed.
+	log       hclog.Logger
+	relayDone chan struct{}
 	// socketDir is the plugin's socket directory; pluginDir is the same as
 	// the plugin names it.
 	socketDir, pluginDir string
@@ -473,10 +482,17 @@ func (r *pluginRunner) Start(context.Context) error {
 		_ = r.dirFile.Close()
 	}
 	if err != nil {
+		close(r.relayDone)
 		r.group.remove()
 		return err
 	}
 	r.pid = r.cmd.Process.Pid
+	go func() {
+		// Owned by the runner: ends when the plugin's stderr closes, and
+		// go-plugin reads Stderr (which ends with it) before Wait.
+		defer close(r.relayDone)
+		relayLog(r.log, r.stderr)
+	}()
 	return nil
 }
 
@@ -512,7 +528,11 @@ func (r *pluginRunner) Diagnose(context.Context) string {
 }
 
 func (r *pluginRunner) Stdout() io.ReadCloser { return r.stdout }
-func (r *pluginRunner) Stderr() io.ReadCloser { return r.stderr }
+
+// Stderr is what go-plugin relays: nothing, as relayLog relays the
+// plugin's stderr itself; it ends when relayLog has read everything, so
+// go-plugin waits for that before Wait closes the pipe.
+func (r *pluginRunner) Stderr() io.ReadCloser { return relayEnd(r.relayDone) }
 func (r *pluginRunner) Name() string          { return r.name }
 func (r *pluginRunner) ID() string            { return strconv.Itoa(r.pid) }
 

@@ -60,6 +60,12 @@ func (a *authenticator) attempted(_ gossh.ConnMetadata, method string, err error
 	if err == nil || method == "none" {
 		return
 	}
+	if method != "publickey" {
+		// Passwords and keyboard-interactive are never offered, so every
+		// such attempt is a guess: logged for fail2ban like a refused
+		// key (publicKey logs those), naming the method, never the secret.
+		a.log.Info("auth attempt", "remote_addr", a.remote, "method", "ssh", "id", "-", "ssh_method", clip(method), "result", "reject")
+	}
 	a.mu.Lock()
 	a.failed++
 	a.mu.Unlock()

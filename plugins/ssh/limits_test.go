@@ -39,22 +39,32 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// connectFrom opens another connection to the plugin, as if from remote.
-func (f *fixture) connectFrom(remote, transport string) *sdktest.Conn {
-	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := f.h.Connect(ctx, sdk.Auth{ALPN: ssh.ALPN, RemoteAddr: remote, Transport: transport})
+// source is a client address: each stream it opens is on a connection of
+// its own, as each `ssh` through its ProxyCommand makes one (the plugin
+// ends a connection once no SSH connection runs on it).
+type source struct {
+	f    *fixture
+	auth sdk.Auth
+}
+
+// OpenStream opens a stream on a new connection from s.
+func (s *source) OpenStream(ctx context.Context) (*sdktest.Stream, error) {
+	conn, err := s.f.h.Connect(ctx, s.auth)
 	if err != nil {
-		f.t.Fatal(err)
+		return nil, err
 	}
-	f.t.Cleanup(conn.Close)
-	return conn
+	s.f.t.Cleanup(conn.Close)
+	return conn.OpenStream(ctx)
+}
+
+// connectFrom is another client address, as if from remote.
+func (f *fixture) connectFrom(remote, transport string) *source {
+	return &source{f: f, auth: sdk.Auth{ALPN: ssh.ALPN, RemoteAddr: remote, Transport: transport}}
 }
 
 // dialOn runs an SSH client handshake on a new stream of conn; edit may
 // change the client's configuration.
-func (f *fixture) dialOn(conn *sdktest.Conn, edit func(*gossh.ClientConfig), signers ...gossh.Signer) (*gossh.Client, error) {
+func (f *fixture) dialOn(conn *source, edit func(*gossh.ClientConfig), signers ...gossh.Signer) (*gossh.Client, error) {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -80,7 +90,7 @@ func (f *fixture) dialOn(conn *sdktest.Conn, edit func(*gossh.ClientConfig), sig
 // failAuth makes one connection on conn that offers an unknown key and
 // ends without authenticating, and waits until the plugin has finished
 // with it (penalties are recorded before "ssh handshake failed").
-func (f *fixture) failAuth(conn *sdktest.Conn) {
+func (f *fixture) failAuth(conn *source) {
 	f.t.Helper()
 	before := len(f.logs.lines("ssh handshake failed"))
 	if _, err := f.dialOn(conn, nil, newSigner(f.t)); err == nil {
@@ -91,7 +101,7 @@ func (f *fixture) failAuth(conn *sdktest.Conn) {
 
 // refusedBeforeHandshake reports whether a new stream on conn is closed
 // by the plugin without a byte of SSH.
-func refusedBeforeHandshake(t *testing.T, conn *sdktest.Conn) bool {
+func refusedBeforeHandshake(t *testing.T, conn *source) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -451,7 +461,7 @@ func TestPenaltyAfterFailedAuth(t *testing.T) {
 	f.failAuth(f.conn)
 	f.failAuth(f.conn) // 15s accrued
 	sameIP := f.connectFrom("192.0.2.7:50123", "tcp")
-	for _, conn := range []*sdktest.Conn{f.conn, sameIP} {
+	for _, conn := range []*source{f.conn, sameIP} {
 		if !refusedBeforeHandshake(t, conn) {
 			t.Fatal("a penalised source was served")
 		}

@@ -89,18 +89,20 @@ func (s *session) request(req *gossh.Request) {
 		s.subsystem(req)
 	case "env":
 		// Environment variables are never passed to programs. The name is
-		// logged, never the value.
+		// logged, never the value, and at debug: OpenSSH sends LANG and
+		// LC_* (SendEnv) on every login.
 		var m struct{ Name, Value string }
 		if gossh.Unmarshal(req.Payload, &m) == nil {
-			s.c.log.Info("request refused", "type", "env", "name", clip(m.Name))
+			s.c.log.Debug("request refused", "type", "env", "name", clip(m.Name))
 		} else {
-			s.c.log.Info("request refused", "type", "env")
+			s.c.log.Debug("request refused", "type", "env")
 		}
 		_ = req.Reply(false, nil)
 	case "x11-req", "auth-agent-req@openssh.com":
 		// X11 and agent forwarding are never offered; the payload (an X11
-		// cookie) is not logged.
-		s.c.log.Info("request refused", "type", req.Type)
+		// cookie) is not logged. Routine (ForwardAgent, ForwardX11 in a
+		// client's config): at debug.
+		s.c.log.Debug("request refused", "type", req.Type)
 		_ = req.Reply(false, nil)
 	default:
 		s.c.log.Info("request refused", "type", clip(req.Type))

@@ -211,18 +211,43 @@ func hostSigner(cfg *config, caps sdk.Capabilities) (gossh.Signer, error) {
 
 // ServeConn runs one SSH server connection on each stream of c, and
 // returns when c stops accepting streams and every SSH connection ended.
+// A connection on which no SSH connection runs any more is done: once the
+// last one ends (or a stream is refused and none runs), ServeConn stops
+// accepting and returns, and the node closes the connection at once
+// instead of holding it until its idle timeout (docs/spec/handlers.md).
 func (h *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		st, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil // closed or draining; connections in progress go on
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	running := 0
+	// ended is called when a stream's SSH connection ended or the stream
+	// was refused: with nothing left running, the connection is done.
+	ended := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if running == 0 {
+			stop()
 		}
+	}
+	for {
+		st, err := c.AcceptStream(actx)
+		if err != nil {
+			return nil // closed, draining or done; connections in progress go on
+		}
+		mu.Lock()
+		if actx.Err() != nil {
+			mu.Unlock()
+			closeStream(st) // arrived as the last SSH connection ended
+			return nil
+		}
+		mu.Unlock()
 		// Each SSH connection runs with the settings current when it
 		// starts, so a reload applies to the next one.
 		cfg := h.cfg.Load()
 		if cfg == nil {
+			closeStream(st)
 			return errors.New("ssh: not configured")
 		}
 		signer, err := hostSigner(cfg, c.Capabilities())
@@ -236,11 +261,22 @@ func (h *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 		authDone, ok := h.admit(cfg, c.Auth().RemoteAddr)
 		if !ok {
 			closeStream(st)
+			ended()
 			continue
 		}
+		mu.Lock()
+		running++
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
+			// Owned by ServeConn, which waits for it.
 			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				running--
+				mu.Unlock()
+				ended()
+			}()
 			defer authDone()
 			defer h.recoverPanic("stream")
 			h.serveStream(ctx, c, cfg, signer, st, authDone)

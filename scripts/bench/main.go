@@ -63,6 +63,7 @@ import (
 func suite() []benchmark {
 	var all []benchmark
 	all = append(all, m2...)
+	all = append(all, dialRows...)
 	all = append(all, m3...)
 	all = append(all, m4...)
 	all = append(all, m5...)
