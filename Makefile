@@ -5,6 +5,11 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 DATA_DIR  ?= $(CURDIR)/.alknet-dev
 GOFLAGS   ?=
+# Address of the `make run` node; LISTEN=0.0.0.0:4433 serves other machines.
+LISTEN    ?= 127.0.0.1:4433
+# Recorded in the binaries for `alknet version`.
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X main.commit=$(COMMIT)
 # Fuzz seed corpora run as ordinary tests; FUZZTIME>0 fuzzes each target.
 FUZZTIME  ?= 0
 
@@ -15,7 +20,7 @@ all: build
 ## build: every binary (alknet, plugins, helpers) into ./bin
 build:
 	@mkdir -p $(BIN)
-	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/... ./plugins/...
+	$(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... ./plugins/...
 
 ## test: lint, unit tests, fuzz seed corpora and integration tests (CI)
 test: lint
@@ -35,9 +40,10 @@ fuzz:
 bench: build
 	$(GO) run ./scripts/bench
 
-## run: serve a node with every built plugin on the embedded default config
+## run: serve a node with every built plugin on the embedded default config,
+## on 127.0.0.1:4433 (LISTEN=… to change), and print commands that try it
 run: build
-	$(BIN)/alknet serve --data-dir $(DATA_DIR)
+	$(BIN)/alknet serve --data-dir $(DATA_DIR) --listen $(LISTEN) --next-steps
 
 ## lint: gofmt and go vet
 lint:

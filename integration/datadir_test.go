@@ -336,7 +336,7 @@ func TestDataDirKillLoopsLeaveNoTempFiles(t *testing.T) {
 	if strings.Contains(node.ok("", "vault", "status"), "mode:         sealed") {
 		node.ok("", unseal...)
 	}
-	rotate := func(i int) []string { return append(pf, "vault", "rotate", "--to", fmt.Sprint(2+i%4)) }
+	rotate := func(i int) []string { return append(pf, "vault", "rotate", "--force", "--to", fmt.Sprint(2+i%4)) }
 	loop("vault rotate", timed(node, rotate(1)...), nil, rotate)
 	list := node.ok("", "credential", "list")
 	for i := range 3 {

@@ -426,7 +426,7 @@ func TestLogsNeverHoldSecrets(t *testing.T) {
 	tr := &transcript{}
 	node := newCLI(t, tr)
 	initOut := node.ok("", "init", "--show-mnemonic-once")
-	mnemonic := mnemonicLine.FindStringSubmatch(initOut)[1]
+	mnemonic := printedMnemonic(initOut)
 	token := strings.TrimSpace(node.ok("", "apikey", "create", "--scope", "call:invoke", "--expires", "30d"))
 	if !strings.HasPrefix(token, "alk_") || len(token) < 30 {
 		t.Fatalf("api key token %q", token)

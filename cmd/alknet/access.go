@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -86,6 +85,7 @@ itself is printed once by 'create'. A running node picks up changes at once.`,
 	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 30d, 12h (default: never)")
 	create.Flags().StringVar(&desc, "description", "", "what the key is for")
 
+	var keysJSON bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List API keys (prefix, scopes, expiry; never tokens)",
@@ -94,6 +94,9 @@ itself is printed once by 'create'. A running node picks up changes at once.`,
 			cur, err := a.managedAuth()
 			if err != nil {
 				return err
+			}
+			if keysJSON {
+				return a.printJSON(apiKeysJSON(cur.APIKeys, time.Now()))
 			}
 			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "PREFIX\tSCOPES\tEXPIRES\tDESCRIPTION")
@@ -107,6 +110,7 @@ itself is printed once by 'create'. A running node picks up changes at once.`,
 			return w.Flush()
 		},
 	}
+	list.Flags().BoolVar(&keysJSON, "json", false, "print as JSON (docs/json.md)")
 	revoke := &cobra.Command{
 		Use:   "revoke PREFIX",
 		Short: "Revoke the API key with this 8-character prefix",
@@ -184,9 +188,22 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 				}
 				p.AuthTokenHash = auth.HashToken(tok)
 			}
+			// Peers of the config file count too: a fingerprint resolves to
+			// the first enabled peer listing it, so a second one would never
+			// be used (docs/spec/identity.md §5).
+			var filePeers []auth.Peer
+			if fc, err := config.FromViper(a.v); err == nil {
+				filePeers = fc.Auth.Peers
+			}
 			if _, err := a.editAuth(func(au *config.Auth) error {
 				if slices.ContainsFunc(au.Peers, func(q auth.Peer) bool { return q.PeerID == p.PeerID }) {
 					return fmt.Errorf("peer %q already exists (remove it first)", p.PeerID)
+				}
+				if err := sameKeyElsewhere(p, au.Peers, "peer", "alknet peers remove %s, then add it again with the scopes it needs"); err != nil {
+					return err
+				}
+				if err := sameKeyElsewhere(p, filePeers, "peer of the config file", "edit [[auth.peers]] %s in "+a.v.ConfigFileUsed()); err != nil {
+					return err
 				}
 				au.Peers = append(au.Peers, p)
 				return nil
@@ -214,9 +231,7 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(cur.Peers)
+				return a.printJSON(peersJSON(cur.Peers))
 			}
 			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "PEER_ID\tENABLED\tSCOPES\tFINGERPRINTS")
@@ -226,7 +241,7 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 			return w.Flush()
 		},
 	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	list.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
 
 	modify := func(use, short string, f func(*auth.Peer, *[]auth.Peer, int)) *cobra.Command {
 		return &cobra.Command{
@@ -257,11 +272,25 @@ scopes they get. Managed peers live in <data-dir>/auth.json beside the
 	return c
 }
 
+// sameKeyElsewhere refuses a new peer that lists a fingerprint or SSH key
+// another peer lists already, naming that peer; fix (with %s for its
+// peer_id) says how to change that peer instead.
+func sameKeyElsewhere(p auth.Peer, others []auth.Peer, kind, fix string) error {
+	for _, q := range others {
+		for _, k := range append(slices.Clone(p.Fingerprints), p.SSHKeys...) {
+			if slices.Contains(q.Fingerprints, k) || slices.Contains(q.SSHKeys, k) {
+				return fmt.Errorf("%s already belongs to %s %q; a key identifies one peer, so give %q another key or change %q instead (%s)", k, kind, q.PeerID, p.PeerID, q.PeerID, fmt.Sprintf(fix, q.PeerID))
+			}
+		}
+	}
+	return nil
+}
+
 func (a *app) configCmd() *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Check a configuration file; list every setting"}
 	check := &cobra.Command{
-		Use:     "check [FILE]",
-		Short:   "Validate a config file (default: the one alknet would use), plugin settings included",
+		Use:   "check [FILE]",
+		Short: "Validate a config file (default: the one alknet would use), plugin settings included",
 		Long: `Validate a config file: every key and value of the node's own, and the
 settings of every plugin the node would run — each installed (or bundled)
 plugin checks its [plugins.<name>] settings against its config schema and
@@ -291,23 +320,60 @@ cannot be read), as it would at start. Exit 1 names the key at fault.`,
 			return nil
 		},
 	}
+	var docsJSON bool
 	docs := &cobra.Command{
 		Use:   "docs",
-		Short: "List every setting with its meaning and whether a reload applies it",
-		Args:  cobra.NoArgs,
+		Short: "List every setting: type, default, flag, environment variable, whether a reload applies it, meaning",
+		Long: `List every setting of the config file with its type, default, the flag and
+the environment variable that set it (ALKNET_<KEY>, dots as underscores;
+no setting is a secret, and secrets never come from the environment), whether
+a reload (SIGHUP) applies it or a restart is needed, and its meaning.
+Precedence: flag, then environment, then file, then default.`,
+		Example: "  alknet config docs\n  alknet config docs --json",
+		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "KEY\tAPPLIES\tMEANING")
+			type keyJSON struct {
+				Key     string `json:"key"`
+				Type    string `json:"type"`
+				Default string `json:"default"`
+				Flag    string `json:"flag"`
+				Env     string `json:"env"`
+				Applies string `json:"applies"`
+				Meaning string `json:"meaning"`
+			}
+			rows := []keyJSON{}
 			for _, k := range config.Docs() {
 				when := "restart"
-				if config.Dynamic(k.Key) {
+				if k.Dynamic {
 					when = "reload"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", k.Key, when, k.Doc)
+				rows = append(rows, keyJSON{k.Key, k.Type, k.Default, flagFor(k.Key), k.Env, when, k.Doc})
+			}
+			if docsJSON {
+				return a.printJSON(rows)
+			}
+			dash := func(s string) string {
+				if s == "" {
+					return "-"
+				}
+				return s
+			}
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "KEY\tTYPE\tDEFAULT\tFLAG\tENV\tAPPLIES\tMEANING")
+			for _, r := range rows {
+				def := r.Default
+				if def == "" {
+					def = `""`
+					if r.Env == "" {
+						def = "-"
+					}
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, r.Type, def, dash(r.Flag), dash(r.Env), r.Applies, r.Meaning)
 			}
 			return w.Flush()
 		},
 	}
+	docs.Flags().BoolVar(&docsJSON, "json", false, "print as JSON (docs/json.md)")
 	c.AddCommand(check, docs)
 	return c
 }

@@ -26,6 +26,8 @@ type app struct {
 	// passphraseFile is flag-only: docs/architecture.md D8 forbids secrets from the environment,
 	// and we keep even the path to one out of it for clarity.
 	passphraseFile string
+	// nextSteps: `serve --next-steps` prints commands to try the node.
+	nextSteps bool
 }
 
 func newApp(in io.Reader, out, errw io.Writer) *app {
@@ -33,9 +35,11 @@ func newApp(in io.Reader, out, errw io.Writer) *app {
 	root := &cobra.Command{
 		Use:   "alknet",
 		Short: "Alknet: one node, one UDP port, many protocols",
-		Long: `Alknet serves SSH, SFTP, Git, HTTP, DNS, messaging and a JSON call protocol
-on one UDP port (QUIC + TLS 1.3), choosing the protocol by the ALPN of each
-connection. Keys come from one BIP39 mnemonic kept in the node's vault.
+		Long: `Alknet serves protocols on one UDP port (QUIC + TLS 1.3), choosing the
+protocol by the ALPN of each connection: a JSON call protocol (alknet/call)
+built in, and each other protocol from a plugin — today echo and SSH
+('alknet plugin list' shows what this node has). Keys come from one BIP39
+mnemonic kept in the node's vault.
 
 Start with:  alknet init      (creates the data directory and vault)
 Then:        alknet id        (prints the node fingerprint peers pin)`,
@@ -54,15 +58,32 @@ Then:        alknet id        (prints the node fingerprint peers pin)`,
 	pf.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	pf.Bool("log-json", false, "write logs as JSON lines")
 	pf.StringVar(&a.passphraseFile, "vault-passphrase-file", "", "file (mode 0600) holding the vault passphrase; otherwise it is asked on the terminal")
-	for flag, key := range map[string]string{"data-dir": "data_dir", "log-level": "log_level", "log-json": "log_json"} {
+	for flag, key := range rootFlagKeys {
 		_ = a.v.BindPFlag(key, pf.Lookup(flag))
 	}
 	_ = a.v.BindPFlag("config", pf.Lookup("config"))
 	a.root = root
 	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(),
 		a.apikeyCmd(), a.peersCmd(), a.configCmd(), a.callCmd(), a.servicesCmd(), a.schemaCmd(), a.pluginCmd(), a.sshConfigCmd(), a.statusCmd(),
-		a.pluginExecCmd())
+		a.pluginExecCmd(), a.versionCmd())
+	a.setVersionFlag()
 	return a
+}
+
+// rootFlagKeys maps the global flags to the settings they set.
+var rootFlagKeys = map[string]string{"data-dir": "data_dir", "log-level": "log_level", "log-json": "log_json"}
+
+// flagFor is the flag that sets a config key ("" if none), for `alknet
+// config docs`.
+func flagFor(key string) string {
+	for _, m := range []map[string]string{rootFlagKeys, serveFlagKeys} {
+		for flag, k := range m {
+			if k == key {
+				return "--" + flag
+			}
+		}
+	}
+	return ""
 }
 
 // setup reads the config file and environment (non-secret settings only)

@@ -205,9 +205,7 @@ func (a *app) servicesCmd() *cobra.Command {
 				return a.printCallError(err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ops)
+				return a.printJSON(servicesJSON(ops))
 			}
 			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "OPERATION\tTYPE")
@@ -217,7 +215,7 @@ func (a *app) servicesCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
 	f.add(c)
 	return c
 }

@@ -36,7 +36,7 @@ func (a *app) credentialSetCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "set NAME",
 		Short:   "Store a secret under NAME (value from the terminal or stdin)",
-		Example: "  alknet credential set openai            (asks for the value)\n  alknet credential set openai < key.txt",
+		Example: "  alknet credential set openai            (asks for the value)\n  alknet credential set openai < key.txt\n  alknet credential set openai --vault-passphrase-file /root/node.pass < key.txt   (sealed vault)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if err := vault.CheckCredentialName(args[0]); err != nil {
@@ -66,7 +66,8 @@ func (a *app) credentialSetCmd() *cobra.Command {
 }
 
 func (a *app) credentialListCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "list",
 		Short: "List stored credential names and key versions (never values)",
 		Args:  cobra.NoArgs,
@@ -80,6 +81,9 @@ func (a *app) credentialListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return a.printJSON(nonNil(list))
+			}
 			if len(list) == 0 {
 				fmt.Fprintln(a.err, "no credentials stored")
 				return nil
@@ -91,6 +95,8 @@ func (a *app) credentialListCmd() *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
+	return c
 }
 
 func (a *app) credentialRemoveCmd() *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -66,9 +67,40 @@ func (a *app) create(o createOpts) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.out, "Recovery words for this node (shown once, never stored; write them down):\n\n  %s\n\n", m.Phrase())
+	fmt.Fprintf(a.out, "Recovery words for this node (shown once, never stored; write them down in this order):\n\n%s\n", wordGrid(m.Phrase()))
 	a.printIdentity(d, fp)
 	return nil
+}
+
+// wordGrid numbers the recovery words in rows of four, so that they are
+// copied in order and none is skipped; `alknet vault recover` takes them
+// with or without the numbers.
+func wordGrid(phrase string) string {
+	var b, row strings.Builder
+	for i, w := range strings.Fields(phrase) {
+		fmt.Fprintf(&row, "%4d. %-9s", i+1, w)
+		if i%4 == 3 {
+			b.WriteString(strings.TrimRight(row.String(), " ") + "\n")
+			row.Reset()
+		}
+	}
+	if row.Len() > 0 {
+		b.WriteString(strings.TrimRight(row.String(), " ") + "\n")
+	}
+	return b.String()
+}
+
+// withoutNumbers drops the numbers wordGrid puts before the words ("1.",
+// "2", "3)"), so the words can be typed back as they were written down.
+func withoutNumbers(s string) string {
+	var words []string
+	for _, f := range strings.Fields(s) {
+		if strings.Trim(strings.TrimRight(f, ".):"), "0123456789") == "" {
+			continue
+		}
+		words = append(words, f)
+	}
+	return strings.Join(words, " ")
 }
 
 // writeVault derives the seed from m and writes the vault file, sealed if
@@ -121,7 +153,7 @@ func (a *app) printIdentity(d datadir.Dir, fp string) {
 }
 
 func (a *app) idCmd() *cobra.Command {
-	var certPEM bool
+	var certPEM, asJSON bool
 	c := &cobra.Command{
 		Use:   "id",
 		Short: "Print the node's fingerprint (works while the vault is sealed)",
@@ -149,11 +181,15 @@ needs the vault unlocked.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return a.printJSON(idJSON{Fingerprint: fp})
+			}
 			fmt.Fprintln(a.out, fp)
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&certPEM, "cert", false, "print the node's TLS certificate as PEM")
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
 	return c
 }
 

@@ -101,11 +101,19 @@ the way 'alknet plugin use' does: without dropping a connection.`,
 				source = abs
 			}
 			o := pluginhost.InstallOptions{SHA256: want, Force: force}
-			if d, err := a.dataDir(); err == nil {
-				if cfg, err := a.config(d); err == nil {
-					o.RequireSignature, o.TrustedPublishers = cfg.Plugins.RequireSignature, cfg.Plugins.TrustedPublishers
-				}
+			// The node's own configuration (a.config: --config, else the
+			// default file, environment, auth.json) decides whether a
+			// signature is required; one that cannot be read stops the
+			// install rather than skipping the check.
+			d, err := a.dataDir()
+			if err != nil {
+				return err
 			}
+			cfg, err := a.config(d)
+			if err != nil {
+				return fmt.Errorf("plugin install needs the node's configuration (for plugins.require_signature and plugins.trusted_publishers): %w; fix it (alknet config check) and install again", err)
+			}
+			o.RequireSignature, o.TrustedPublishers = cfg.Plugins.RequireSignature, cfg.Plugins.TrustedPublishers
 			if sigFile != "" {
 				sig, err := pluginhost.ReadSignature(sigFile)
 				if err != nil {
@@ -240,7 +248,8 @@ func (p *progress) print() {
 func (p *progress) done() { p.print(); fmt.Fprintln(p.w) }
 
 func (a *app) pluginListCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "list",
 		Short: "List installed plugins with version, digest, protocol, ALPNs and state",
 		Args:  cobra.NoArgs,
@@ -259,30 +268,48 @@ func (a *app) pluginListCmd() *cobra.Command {
 					}
 				}
 			}
-			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tVERSION\tACTIVE\tSHA256\tPROTOCOL\tALPNS\tSTATE\tRESTARTS")
+			var rows []pluginJSON
 			for _, name := range lock.Names() {
 				lp := lock.Plugins[name]
 				sel, _ := lock.Select(name, "")
 				st, ok := states[name]
 				for _, v := range lp.SortedVersions() {
 					inst := lp.Versions[v]
-					active, state, restarts := "", "not running", ""
+					r := pluginJSON{Name: name, Version: v, SHA256: inst.SHA256, ProtocolVersions: nonNil(inst.ProtocolVersions),
+						ALPNs: nonNil(inst.ALPNs), State: "not running", Signer: inst.Signer}
 					if ok && st.Version == v {
-						active, state, restarts = "*", st.State, fmt.Sprint(st.Restarts)
+						r.Active, r.State, r.Restarts, r.Pid = true, st.State, st.Restarts, st.Pid
 					} else if !ok && sel != nil && sel.Version == v {
-						active = "*"
+						r.Active = true
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", name, v, active, inst.SHA256[:12], inst.ProtocolVersions, strings.Join(inst.ALPNs, ","), state, restarts)
+					rows = append(rows, r)
 				}
+			}
+			if asJSON {
+				return a.printJSON(nonNil(rows))
+			}
+			w := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tVERSION\tACTIVE\tSHA256\tPROTOCOL\tALPNS\tSTATE\tRESTARTS")
+			for _, r := range rows {
+				active, restarts := "", ""
+				if r.Active {
+					active = "*"
+				}
+				if r.State != "not running" {
+					restarts = fmt.Sprint(r.Restarts)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", r.Name, r.Version, active, r.SHA256[:12], r.ProtocolVersions, strings.Join(r.ALPNs, ","), r.State, restarts)
 			}
 			return w.Flush()
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
+	return c
 }
 
 func (a *app) pluginInfoCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "info NAME",
 		Short: "Show what an installed plugin declares (versions, ALPNs, operations, source)",
 		Args:  cobra.ExactArgs(1),
@@ -295,6 +322,13 @@ func (a *app) pluginInfoCmd() *cobra.Command {
 			if lp == nil || len(lp.Versions) == 0 {
 				return fmt.Errorf("plugin %s is not installed (see `alknet plugin list`)", args[0])
 			}
+			if asJSON {
+				info := pluginInfoJSON{Name: args[0], Versions: []*pluginhost.Installed{}}
+				for _, v := range lp.SortedVersions() {
+					info.Versions = append(info.Versions, lp.Versions[v])
+				}
+				return a.printJSON(info)
+			}
 			for _, v := range lp.SortedVersions() {
 				i := lp.Versions[v]
 				fmt.Fprintf(a.out, "%s %s\n  sha256:     %s\n  protocol:   %v\n  alpns:      %s\n  operations: %s\n  source:     %s\n  installed:  %s\n",
@@ -303,6 +337,8 @@ func (a *app) pluginInfoCmd() *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
+	return c
 }
 
 func (a *app) pluginUseCmd() *cobra.Command {
@@ -368,6 +404,11 @@ func (a *app) pluginRemoveCmd() *cobra.Command {
 					if lp.Active == v {
 						lp.Active = ""
 					}
+					// A bundled copy beside alknet must not bring it back.
+					l.MarkRemoved(name, v)
+				}
+				if ver == "" {
+					l.MarkRemoved(name, "")
 				}
 				if len(lp.Versions) == 0 {
 					delete(l.Plugins, name)

@@ -41,6 +41,7 @@ interrupted (a killed command) are removed at start.`,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return a.serve(cmd.Context()) },
 	}
 	f := c.Flags()
+	f.BoolVar(&a.nextSteps, "next-steps", false, "after the dial string, print commands that try this node (make run)")
 	f.String("listen", "", "UDP+TCP listen address (default 0.0.0.0:4433; port 0 picks one)")
 	f.Bool("enable-diag", false, "serve the diag/* test operations on alknet/call (tests, benchmarks)")
 	f.Duration("drain-timeout", 0, "how long connections may finish on shutdown (default 2s)")
@@ -53,16 +54,19 @@ interrupted (a killed command) are removed at start.`,
 	f.String("acme-ca-file", "", "acme mode: extra PEM root trusted for the directory's HTTPS")
 	f.Duration("call-deadline", 0, "default deadline of queries and mutations this node serves (default 30s)")
 	f.Int("max-connections-per-ip", 0, "concurrent connections per remote IP (0 = unlimited; default 100)")
-	for flag, key := range map[string]string{
-		"listen": "listen", "enable-diag": "enable_diag", "drain-timeout": "drain_timeout",
-		"tls-mode": "tls.mode", "tls-cert-file": "tls.cert_file", "tls-key-file": "tls.key_file",
-		"acme-domain": "tls.acme.domains", "acme-directory": "tls.acme.directory", "acme-email": "tls.acme.email",
-		"acme-ca-file": "tls.acme.ca_file", "max-connections-per-ip": "limits.max_connections_per_ip",
-		"call-deadline": "call.deadline",
-	} {
+	for flag, key := range serveFlagKeys {
 		_ = a.v.BindPFlag(key, f.Lookup(flag))
 	}
 	return c
+}
+
+// serveFlagKeys maps the flags of `alknet serve` to the settings they set.
+var serveFlagKeys = map[string]string{
+	"listen": "listen", "enable-diag": "enable_diag", "drain-timeout": "drain_timeout",
+	"tls-mode": "tls.mode", "tls-cert-file": "tls.cert_file", "tls-key-file": "tls.key_file",
+	"acme-domain": "tls.acme.domains", "acme-directory": "tls.acme.directory", "acme-email": "tls.acme.email",
+	"acme-ca-file": "tls.acme.ca_file", "max-connections-per-ip": "limits.max_connections_per_ip",
+	"call-deadline": "call.deadline",
 }
 
 func (a *app) serve(ctx context.Context) error {
@@ -135,6 +139,9 @@ func (a *app) serve(ctx context.Context) error {
 		a.log.Warn("cannot record the node's address; `alknet status` will need it given", "path", addrFile, "error", err)
 	}
 	defer os.Remove(addrFile)
+	if a.nextSteps {
+		a.printNextSteps(n.Fingerprint(), net.JoinHostPort(local, port))
+	}
 
 	for {
 		select {
@@ -179,6 +186,28 @@ func (a *app) reload(n *node.Node, d datadir.Dir) {
 	}
 	applied := n.Config()
 	a.log.Info("configuration reloaded", "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
+}
+
+// printNextSteps prints, for `make run`, commands that try the node at
+// addr from another terminal, naming this alknet by a path that works from
+// the current directory (./bin/alknet) when it lies below it.
+func (a *app) printNextSteps(fp, addr string) {
+	exe := "alknet"
+	if p, err := os.Executable(); err == nil {
+		exe = p
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, p); err == nil && filepath.IsLocal(rel) {
+				exe = "./" + rel
+			}
+		}
+	}
+	fmt.Fprintf(a.out, `
+Try it from another terminal:
+  %[1]s call --peer %[2]s %[3]s /echo/say '"hi"'
+  %[1]s services --peer %[2]s %[3]s
+  %[1]s ssh-config --peer %[2]s --name alknet-dev %[3]s >> ~/.ssh/config
+Stop with Ctrl-C.
+`, exe, fp, addr)
 }
 
 // nodeAddrFile in the data directory holds the running node's dial

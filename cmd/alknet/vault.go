@@ -61,7 +61,7 @@ is replaced; a vault of a different node is kept unless --force is given.`,
 			if err != nil {
 				return err
 			}
-			m, err := vault.ParseMnemonic(string(words))
+			m, err := vault.ParseMnemonic(withoutNumbers(string(words)))
 			clear(words)
 			if err != nil {
 				return err
@@ -219,18 +219,29 @@ func (a *app) vaultStatusCmd() *cobra.Command {
 
 func (a *app) vaultRotateCmd() *cobra.Command {
 	var to int
+	var force bool
 	c := &cobra.Command{
 		Use:   "rotate --to N",
 		Short: "Re-encrypt every stored credential under key version N",
 		Long: `Re-encrypt every credential in <data-dir>/credentials.json with the key at
 m/74'/2'/0'/<N-2>' and make N the version for new credentials. Old versions stay
 derivable, so a blob kept elsewhere still opens. The store is replaced in one
-atomic write: on any error nothing changes.`,
+atomic write: on any error nothing changes. A version older than the current
+one is refused unless --force is given.`,
 		Example: "  alknet vault rotate --to 3",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("to") {
 				return errors.New("give the new key version with --to N (N >= 2)")
+			}
+			d, err := a.dataDir()
+			if err != nil {
+				return err
+			}
+			// Going back to an older key version undoes a rotation (a key
+			// rotated away from may be compromised): only on purpose.
+			if _, cur, err := credentialSummary(d.CredentialsPath()); err == nil && to >= vault.DefaultKeyVersion && to < cur && !force {
+				return fmt.Errorf("--to %d is older than the current key version %d of %s; rotating back re-encrypts every credential under a key you rotated away from. Give --to %d or higher, or add --force if you mean it", to, cur, d.CredentialsPath(), cur+1)
 			}
 			v, d, err := a.openNodeVault()
 			if err != nil {
@@ -247,6 +258,7 @@ atomic write: on any error nothing changes.`,
 		},
 	}
 	c.Flags().IntVar(&to, "to", 0, "new key version (>= 2)")
+	c.Flags().BoolVar(&force, "force", false, "allow a key version older than the current one")
 	return c
 }
 

@@ -546,14 +546,21 @@ func (r *Registry) registerBuiltins() {
 		Spec: Spec{Name: "services/list", OpType: Query, RemoteSafe: true, Description: "operations this caller can call"},
 		Call: func(ctx context.Context, _ json.RawMessage) (any, error) {
 			info, _ := FromContext(ctx)
+			// Each item is the spec without schemas and access control
+			// (docs/spec/call.md §4): what services/schema answers for
+			// these fields, it answers here too.
 			type item struct {
-				Name      string `json:"name"`
-				Namespace string `json:"namespace"`
-				OpType    OpType `json:"op_type"`
+				Name        string     `json:"name"`
+				Namespace   string     `json:"namespace"`
+				OpType      OpType     `json:"op_type"`
+				Visibility  Visibility `json:"visibility"`
+				RemoteSafe  bool       `json:"remote_safe"`
+				Provenance  string     `json:"provenance"`
+				Description string     `json:"description,omitempty"`
 			}
 			ops := []item{}
 			for _, s := range r.ListFor(info.Identity, remoteFilterOf(ctx)) {
-				ops = append(ops, item{s.Name, s.Namespace, s.OpType})
+				ops = append(ops, item{s.Name, s.Namespace, s.OpType, s.Visibility, s.RemoteSafe, s.Provenance, s.Description})
 			}
 			return map[string]any{"operations": ops}, nil
 		},

@@ -207,12 +207,15 @@ func (p *Plugins) parse() error {
 		if err != nil {
 			return err
 		}
-		if t, ok := raw.(map[string]any); ok {
-			if lim, ok := t["limits"].(map[string]any); ok {
-				for k := range lim {
-					if !slices.Contains(limitKeys, k) {
-						return fmt.Errorf("plugins.%s.limits.%s: unknown limit (known: %s)", name, k, strings.Join(limitKeys, ", "))
-					}
+		t, ok := raw.(map[string]any)
+		if !ok {
+			// Not a [plugins.<name>] table: a misspelled key of [plugins].
+			return fmt.Errorf("plugins.%s: unknown setting%s; a plugin's own settings go in a [plugins.%s] table, and every setting is listed by `alknet config docs`", name, didYouMean("plugins."+name, knownKeys()), name)
+		}
+		if lim, ok := t["limits"].(map[string]any); ok {
+			for k := range lim {
+				if !slices.Contains(limitKeys, k) {
+					return fmt.Errorf("plugins.%s.limits.%s: unknown limit (known: %s)", name, k, strings.Join(limitKeys, ", "))
 				}
 			}
 		}
@@ -360,7 +363,7 @@ func FromViper(v *viper.Viper) (*Config, error) {
 	known := knownKeys()
 	for _, k := range v.AllKeys() {
 		if !known[k] && !slices.Contains(flagOnlyKeys, k) && !underTable(k, known) && !strings.HasPrefix(k, "plugins.") {
-			return nil, fmt.Errorf("%s: unknown setting (see `alknet config docs`)", k)
+			return nil, fmt.Errorf("%s: unknown setting%s; every setting is listed by `alknet config docs`", k, didYouMean(k, known))
 		}
 	}
 	var c Config
@@ -623,6 +626,9 @@ func Docs() []KeyDoc {
 		d := KeyDoc{Key: l.key, Doc: l.field.Tag.Get("doc"), Dynamic: l.dynamic, Type: typeName(l.field.Type)}
 		if defaults.IsSet(l.key) {
 			d.Default = fmt.Sprint(defaults.Get(l.key))
+			// Only keys with a default are read from the environment
+			// (NewViper); no setting is a secret (docs/architecture.md D8).
+			d.Env = EnvVar(l.key)
 		}
 		out = append(out, d)
 	})
@@ -663,6 +669,8 @@ func typeName(t reflect.Type) string {
 // KeyDoc is one documented key.
 type KeyDoc struct {
 	Key, Doc, Type, Default string
+	// Env is the environment variable that sets the key ("" if none).
+	Env string
 	// Dynamic: a reload (SIGHUP) applies it; otherwise a restart does.
 	Dynamic bool
 }

@@ -266,7 +266,8 @@ func (n *Node) pluginConfig(name string) pluginhost.PluginConfig {
 }
 
 // installBundled installs every alknet-plugin-* in BundledDir whose exact
-// binary is not installed yet. Bundled plugins sit beside the trusted
+// binary is not installed yet, unless `alknet plugin remove` removed that
+// version (docs/spec/plugins.md §7). Bundled plugins sit beside the trusted
 // alknet binary itself; a rebuilt one replaces the installed build of the
 // same version (nothing runs yet).
 func (n *Node) installBundled(ctx context.Context) error {
@@ -290,8 +291,12 @@ func (n *Node) installBundled(ctx context.Context) error {
 		if err != nil || known[sum] {
 			continue
 		}
-		inst, err := store.Install(ctx, m, "bundled:"+m, pluginhost.InstallOptions{SHA256: sum, Force: true})
+		inst, err := store.Install(ctx, m, "bundled:"+m, pluginhost.InstallOptions{SHA256: sum, Force: true, Bundled: true})
 		if errors.Is(err, pluginhost.ErrAlreadyInstalled) {
+			continue
+		}
+		if errors.Is(err, pluginhost.ErrRemoved) {
+			n.log.Info("bundled plugin stays removed; `alknet plugin install` of it brings it back", "name", inst.Name, "version", inst.Version, "path", m)
 			continue
 		}
 		if err != nil {

@@ -56,6 +56,35 @@ type Locked struct {
 type Lock struct {
 	Format  int                `json:"format"`
 	Plugins map[string]*Locked `json:"plugins"`
+	// Removed records what `alknet plugin remove` removed, "name@version"
+	// or "name" (every version), so that the node does not install it
+	// again from the plugins bundled beside it; installing it by hand
+	// clears the record (docs/spec/plugins.md §7).
+	Removed []string `json:"removed,omitempty"`
+}
+
+// MarkRemoved records that version of plugin name ("" for every version)
+// was removed on purpose.
+func (l *Lock) MarkRemoved(name, version string) {
+	l.Removed = slices.DeleteFunc(l.Removed, func(r string) bool {
+		return r == name || (version == "" && strings.HasPrefix(r, name+"@"))
+	})
+	if version == "" {
+		l.Removed = append(l.Removed, name)
+	} else {
+		l.Removed = append(l.Removed, name+"@"+version)
+	}
+	slices.Sort(l.Removed)
+}
+
+// IsRemoved reports whether version of plugin name was removed on purpose.
+func (l *Lock) IsRemoved(name, version string) bool {
+	return slices.Contains(l.Removed, name) || slices.Contains(l.Removed, name+"@"+version)
+}
+
+// clearRemoved forgets the removal of plugin name: it is installed again.
+func (l *Lock) clearRemoved(name string) {
+	l.Removed = slices.DeleteFunc(l.Removed, func(r string) bool { return r == name || strings.HasPrefix(r, name+"@") })
 }
 
 // Store manages installed plugins under <data>/plugins.
@@ -210,7 +239,15 @@ type InstallOptions struct {
 	// plugin's restart generation is bumped so a running node switches to
 	// it with zero downtime.
 	Force bool
+	// Bundled installs a plugin found beside the alknet binary: one that
+	// `alknet plugin remove` removed stays removed (ErrRemoved). Any other
+	// install clears that record.
+	Bundled bool
 }
+
+// ErrRemoved is returned by a Bundled install of a plugin version that
+// was removed on purpose (Lock.IsRemoved); nothing was changed.
+var ErrRemoved = errors.New("removed with `alknet plugin remove`")
 
 // ErrAlreadyInstalled is returned by Install for the very binary that is
 // installed already (nothing was changed).
@@ -272,8 +309,14 @@ func (s *Store) Install(ctx context.Context, src, source string, o InstallOption
 	inst := &Installed{Name: m.Name, Version: m.Version, SHA256: sum, ProtocolVersions: protos, ALPNs: m.Alpns, Namespaces: m.Namespaces,
 		Operations: ops, Source: source, InstalledAt: time.Now().UTC().Truncate(time.Second), Signer: signer}
 	err = s.Update(func(l *Lock) error {
+		if o.Bundled && l.IsRemoved(m.Name, m.Version) {
+			return ErrRemoved
+		}
 		if err := l.conflicts(inst); err != nil {
 			return err
+		}
+		if !o.Bundled {
+			l.clearRemoved(m.Name)
 		}
 		lp := l.Plugins[m.Name]
 		if lp == nil {
@@ -304,7 +347,7 @@ func (s *Store) Install(ctx context.Context, src, source string, o InstallOption
 		lp.Versions[m.Version] = inst
 		return nil
 	})
-	if errors.Is(err, ErrAlreadyInstalled) {
+	if errors.Is(err, ErrAlreadyInstalled) || errors.Is(err, ErrRemoved) {
 		return inst, err
 	}
 	if err != nil {
