@@ -13,10 +13,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,114 +204,6 @@ func (e *Endpoint) handlerFor(alpn string) (Handler, bool) {
 	return r.h, ok
 }
 
-// tlsConfig is computed per handshake so that the advertised ALPNs follow
-// registrations at run time.
-func (e *Endpoint) tlsConfig(allowACME bool) *tls.Config {
-	base := &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// Request, never require or chain-verify: the peer list is the
-		// trust anchor; Go still checks the client's proof of possession.
-		ClientAuth: tls.RequestClientCert,
-	}
-	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		cfg := base.Clone()
-		cfg.GetConfigForClient = nil
-		cfg.GetCertificate = e.opts.Certs.GetCertificate
-		if len(hello.ServerName) > maxSNI {
-			e.log.Info("connection rejected", "remote_addr", remoteOf(hello), "reason", fmt.Sprintf("server name of %d bytes (at most %d)", len(hello.ServerName), maxSNI))
-			return nil, errSNITooLong
-		}
-		if allowACME && slices.Contains(hello.SupportedProtos, acmeALPN) {
-			if cs, ok := e.opts.Certs.(ChallengeSource); ok && cs.ChallengePending(hello) {
-				cfg.NextProtos = []string{acmeALPN}
-				return cfg, nil
-			}
-		}
-		cfg.NextProtos = e.ALPNs()
-		if !intersects(hello.SupportedProtos, cfg.NextProtos) {
-			e.log.Info("connection rejected", "remote_addr", remoteOf(hello), "reason", "no_application_protocol",
-				"alpn_count", len(hello.SupportedProtos), "alpns", alpnSample(hello.SupportedProtos))
-			if len(hello.SupportedProtos) == 0 {
-				// Go's TLS would complete a handshake without ALPN; QUIC
-				// never does. Refuse it the same way (see alertConn).
-				if ac, ok := hello.Conn.(*alertConn); ok {
-					ac.noALPN.Store(true)
-				}
-				return nil, errNoALPN
-			}
-		}
-		return cfg, nil
-	}
-	return base
-}
-
-// maxSNI is the longest server name a client may send (a DNS name).
-const maxSNI = 253
-
-var (
-	errSNITooLong = errors.New("server name longer than a DNS name can be")
-	errNoALPN     = errors.New("no application protocol offered")
-)
-
-// alpnSample is what the log shows of a client's ALPN list: at most three
-// names of at most 32 bytes each (a client may send kilobytes).
-func alpnSample(protos []string) string {
-	var b strings.Builder
-	for i, p := range protos {
-		if i == 3 {
-			b.WriteString(",…")
-			break
-		}
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if len(p) > 32 {
-			p = p[:32] + "…"
-		}
-		b.WriteString(strconv.QuoteToASCII(p))
-	}
-	return b.String()
-}
-
-// alertConn is the TCP connection under the TLS server. It exists for one
-// reason: crypto/tls answers any error of GetConfigForClient with an
-// internal_error alert and has no way to send no_application_protocol for
-// a client that offered no ALPN at all, which is what QUIC sends and what
-// a client should see. When GetConfigForClient marks the connection,
-// the fatal internal_error alert record the TLS server writes next is
-// rewritten to no_application_protocol.
-type alertConn struct {
-	net.Conn
-	noALPN atomic.Bool
-}
-
-func (c *alertConn) Write(p []byte) (int, error) {
-	// A plaintext alert record: type 21, version, length 2, fatal (2),
-	// internal_error (80).
-	if c.noALPN.Load() && len(p) == 7 && p[0] == 21 && p[3] == 0 && p[4] == 2 && p[5] == 2 && p[6] == 80 {
-		q := append([]byte(nil), p...)
-		q[6] = 120 // no_application_protocol
-		return c.Conn.Write(q)
-	}
-	return c.Conn.Write(p)
-}
-
-func intersects(a, b []string) bool {
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			return true
-		}
-	}
-	return false
-}
-
-func remoteOf(hello *tls.ClientHelloInfo) string {
-	if hello.Conn != nil && hello.Conn.RemoteAddr() != nil {
-		return hello.Conn.RemoteAddr().String()
-	}
-	return "unknown"
-}
-
 // Start binds the listeners and starts accepting. With port 0 it picks a
 // port number free on both UDP and TCP.
 func (e *Endpoint) Start() error {
@@ -485,63 +375,6 @@ func (e *Endpoint) acceptPlain(ln net.Listener, alpn string) {
 			e.serve(WrapStreamConn(nc, alpn, auth.TransportTCP))
 		}()
 	}
-}
-
-// admit applies the connection limits to an accepted QUIC connection.
-func (e *Endpoint) admit(c Conn) bool {
-	if !e.reserve(c.RemoteAddr(), c.Transport()) {
-		_ = c.CloseWithError(CodeForbidden, "too many connections")
-		return false
-	}
-	return true
-}
-
-// reserve counts a connection against its source's limit and the node's;
-// false = refused (and logged). Every true must be paired with release.
-// Sources are IPv4 addresses or IPv6 prefixes (limits.ipv6_prefix_len),
-// and a source's entry is removed when its count drops to zero, so the
-// table holds only sources with connections.
-func (e *Endpoint) reserve(remote net.Addr, transport string) bool {
-	if e.closed.Load() {
-		return false
-	}
-	l := e.opts.Limits()
-	src := auth.Source(remote, l.IPv6PrefixLen)
-	e.srcMu.Lock()
-	defer e.srcMu.Unlock()
-	if l.MaxConnections > 0 && e.total >= l.MaxConnections {
-		e.log.Info("connection rejected", "remote_addr", remote.String(), "transport", transport, "reason", fmt.Sprintf("the node has %d connections (limits.max_connections)", l.MaxConnections))
-		return false
-	}
-	if l.MaxConnectionsPerIP > 0 && e.perSrc[src] >= l.MaxConnectionsPerIP {
-		e.log.Info("connection rejected", "remote_addr", remote.String(), "transport", transport, "reason", fmt.Sprintf("too many connections from %s (max_connections_per_ip = %d)", src, l.MaxConnectionsPerIP))
-		return false
-	}
-	e.perSrc[src]++
-	e.total++
-	return true
-}
-
-func (e *Endpoint) release(remote net.Addr) {
-	src := auth.Source(remote, e.opts.Limits().IPv6PrefixLen)
-	e.srcMu.Lock()
-	defer e.srcMu.Unlock()
-	if n, ok := e.perSrc[src]; ok {
-		if n <= 1 {
-			delete(e.perSrc, src)
-		} else {
-			e.perSrc[src] = n - 1
-		}
-		e.total--
-	}
-}
-
-// Counts is how many connections the node holds, and from how many
-// sources.
-func (e *Endpoint) Counts() (connections, sources int) {
-	e.srcMu.Lock()
-	defer e.srcMu.Unlock()
-	return e.total, len(e.perSrc)
 }
 
 func (e *Endpoint) dispatch(c Conn) {
