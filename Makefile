@@ -47,7 +47,7 @@ run: build
 
 ## lint: gofmt and go vet
 lint:
-	@out=$$(gofmt -l core cmd plugins proto scripts integration | grep -v '\.pb\.go$$' || true); \
+	@out=$$(gofmt -l core cmd plugins proto scripts integration internal | grep -v '\.pb\.go$$' || true); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 

@@ -3,17 +3,16 @@ package dial_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"alknet.dev/alknet/core/auth"
 	"alknet.dev/alknet/core/dial"
 	"alknet.dev/alknet/core/endpoint"
+	"alknet.dev/alknet/internal/testnet"
 )
 
 func TestNormalizeAddr(t *testing.T) {
@@ -91,61 +90,18 @@ func TestRaceQUICWins(t *testing.T) {
 	}
 }
 
-// udpDropped serves target's TCP+TLS on a port of its own whose UDP side
-// is bound and never answered, as a firewall that drops UDP would make it.
-// It returns that address.
+// udpDropped fronts target's TCP+TLS with a loopback port whose UDP side is
+// bound and never answered, as a firewall dropping UDP leaves a node
+// (testnet.UDPDropped); TLS runs end to end, so pinning is checked as
+// usual. It returns that address; the test's cleanup stops it.
 func udpDropped(t *testing.T, target string) string {
 	t.Helper()
-	var ln net.Listener
-	var udp net.PacketConn
-	for i := 0; ; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err == nil {
-			ln, udp = l, u
-			break
-		}
-		l.Close()
-		if i == 20 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
+	addr, stop, err := testnet.UDPDropped(target)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		udp.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		// Owned by the test: ends when its cleanup closes ln; every
-		// forwarding pair is waited for there too.
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			wg.Add(2)
-			cp := func(dst, src net.Conn) {
-				defer wg.Done()
-				_, _ = io.Copy(dst, src)
-				dst.Close()
-				src.Close()
-			}
-			go cp(in, out)
-			go cp(out, in)
-		}
-	}()
-	return ln.Addr().String()
+	t.Cleanup(stop)
+	return addr
 }
 
 // TestRaceFallsBackToTCP: with UDP dropped the TCP+TLS attempt, started
