@@ -359,6 +359,8 @@ func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, erro
 			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
 		}
 	}
+	// node/info shows plugin states only to an admin: the bench's key.
+	config = fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench-admin\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n", benchKey().fp) + config
 
 	root, err := os.MkdirTemp("", "alknet-bench-ssh-")
 	if err != nil {
