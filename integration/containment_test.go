@@ -378,6 +378,12 @@ func TestContainmentNoMTLSNeedsPrivateSocketDir(t *testing.T) {
 // swapLink points link at one target, then the other, again and again,
 // each time atomically (a new symlink renamed over the old), until stop.
 func swapLink(t *testing.T, link string, targets [2]string, stop <-chan struct{}, wg *sync.WaitGroup) {
+	swapPath(t, os.Symlink, link, targets, stop, wg)
+}
+
+// swapPath is swapLink with the kind of link made by mk (os.Symlink, or
+// os.Link for a hard link).
+func swapPath(t *testing.T, mk func(target, tmp string) error, link string, targets [2]string, stop <-chan struct{}, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -389,8 +395,8 @@ func swapLink(t *testing.T, link string, targets [2]string, stop <-chan struct{}
 			default:
 			}
 			_ = os.Remove(tmp)
-			if err := os.Symlink(targets[i%2], tmp); err != nil {
-				t.Errorf("symlink: %v", err)
+			if err := mk(targets[i%2], tmp); err != nil {
+				t.Errorf("link %s: %v", tmp, err)
 				return
 			}
 			if err := os.Rename(tmp, link); err != nil {
@@ -516,27 +522,7 @@ func TestContainmentLaunchRunsTheVerifiedFile(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tmp := bin + ".swap"
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_ = os.Remove(tmp)
-			if err := os.Link([]string{otherCopy, verified}[i%2], tmp); err != nil {
-				t.Errorf("link: %v", err)
-				return
-			}
-			if err := os.Rename(tmp, bin); err != nil {
-				t.Errorf("rename: %v", err)
-				return
-			}
-		}
-	}()
+	swapPath(t, os.Link, bin, [2]string{otherCopy, verified}, stop, &wg)
 	stopSwap := func() {
 		select {
 		case <-stop:

@@ -9,27 +9,13 @@ import (
 	"alknet.dev/alknet/internal/testnet"
 )
 
-// blackHoleUDP fronts target's TCP+TLS with a loopback port whose UDP side is
-// bound and never answered, as a firewall dropping UDP leaves a node
-// (testnet.UDPDropped); TLS runs end to end, so pinning is checked as
-// usual. It returns that address; the test's cleanup stops it.
-func blackHoleUDP(t *testing.T, target string) string {
-	t.Helper()
-	addr, stop, err := testnet.UDPDropped(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return addr
-}
-
 // TestDialFallsBackToTCPWhenUDPDropped: a node whose UDP port is silent is
 // reached over TCP+TLS by the plain command (no --tcp), pinned, within a
 // second; --quic alone does not reach it.
 func TestDialFallsBackToTCPWhenUDPDropped(t *testing.T) {
 	node := newCLI(t, nil)
 	srv := startServe(t, node)
-	addr := blackHoleUDP(t, srv.Addr)
+	addr := testnet.UDPDroppedT(t, srv.Addr)
 	client := newCLI(t, nil)
 	start := time.Now()
 	out := client.ok("", "call", "--peer", srv.FP, addr, "/node/info")

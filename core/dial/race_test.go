@@ -90,26 +90,12 @@ func TestRaceQUICWins(t *testing.T) {
 	}
 }
 
-// udpDropped fronts target's TCP+TLS with a loopback port whose UDP side is
-// bound and never answered, as a firewall dropping UDP leaves a node
-// (testnet.UDPDropped); TLS runs end to end, so pinning is checked as
-// usual. It returns that address; the test's cleanup stops it.
-func udpDropped(t *testing.T, target string) string {
-	t.Helper()
-	addr, stop, err := testnet.UDPDropped(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return addr
-}
-
 // TestRaceFallsBackToTCP: with UDP dropped the TCP+TLS attempt, started
 // after the head start, connects — with the same pinning — in well under
 // a second.
 func TestRaceFallsBackToTCP(t *testing.T) {
 	ep, fp := rawKeyNode(t)
-	addr := udpDropped(t, ep.TCPAddr().String())
+	addr := testnet.UDPDroppedT(t, ep.TCPAddr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()

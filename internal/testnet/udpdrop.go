@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"testing"
 )
 
 // UDPDropped fronts target (a TCP+TLS server) with a loopback port whose
@@ -75,4 +76,16 @@ func UDPDropped(target string) (addr string, stop func(), err error) {
 		wg.Wait()
 	}
 	return ln.Addr().String(), stop, nil
+}
+
+// UDPDroppedT is UDPDropped for a test or benchmark: a failure fails it,
+// and its cleanup stops the fixture.
+func UDPDroppedT(tb testing.TB, target string) string {
+	tb.Helper()
+	addr, stop, err := UDPDropped(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return addr
 }
