@@ -104,13 +104,7 @@ func (a *app) serve(ctx context.Context) error {
 		return err
 	}
 	defer v.Lock()
-	bundled := ""
-	if exe, err := os.Executable(); err == nil {
-		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			bundled = filepath.Dir(exe)
-		}
-	}
-	n, err := node.New(node.Options{Config: cfg, Dir: d, Vault: v, Version: version, BundledDir: bundled, Logger: a.log})
+	n, err := node.New(node.Options{Config: cfg, Dir: d, Vault: v, Version: version, BundledDir: bundledDir(), Logger: a.log})
 	if err != nil {
 		return err
 	}
