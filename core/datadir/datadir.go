@@ -77,6 +77,23 @@ func (d Dir) KnownPeersPath() string { return filepath.Join(d.Path, "known_peers
 // PluginsPath is <data>/plugins.
 func (d Dir) PluginsPath() string { return filepath.Join(d.Path, "plugins") }
 
+// nodeEntries are the names the node itself uses in its data directory; a
+// plugin of one of these names gets no state directory.
+var nodeEntries = map[string]bool{
+	vault.FileName: true, vault.CredentialsFileName: true, "known_peers": true, "plugins": true,
+	NodeLockName: true, "acme": true, "ssh_known_hosts": true,
+}
+
+// PluginStatePath is <data>/<name>: the directory the plugin name keeps
+// its data in (docs/spec/plugins.md §9). A name the node uses for its own
+// files is refused.
+func (d Dir) PluginStatePath(name string) (string, error) {
+	if name == "" || name == "." || name == ".." || filepath.Base(name) != name || nodeEntries[name] {
+		return "", fmt.Errorf("plugin name %q cannot name a state directory in %s: the node uses that name itself", name, d.Path)
+	}
+	return filepath.Join(d.Path, name), nil
+}
+
 // HasVault reports whether a vault file exists.
 func (d Dir) HasVault() bool {
 	_, err := os.Lstat(d.VaultPath())

@@ -129,6 +129,7 @@ func New(o Options) (*Node, error) {
 		// grants another one (docs/spec/vault.md §2).
 		DefaultGrants: map[string]string{"ssh_host_key": "vault:ed25519:" + vault.PathSSHHostKey},
 		User:          cfg.Plugins.User,
+		StateDir:      o.Dir.PluginStatePath,
 	})
 	return n, nil
 }

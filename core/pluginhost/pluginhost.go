@@ -105,6 +105,10 @@ type Options struct {
 	// DefaultGrants are grants used when the config names none for a
 	// capability a plugin declares (ssh_host_key → the vault's SSH host key).
 	DefaultGrants map[string]string
+	// StateDir names the directory each plugin keeps its data in
+	// (<data>/<name>); the host creates it before configuring the plugin.
+	// Nil: plugins get none.
+	StateDir func(name string) (string, error)
 	// User is the local user plugins run as (plugins.user; empty: the
 	// node's). Start resolves it; it needs the node to run as root.
 	User string

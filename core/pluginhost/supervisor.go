@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -544,6 +545,43 @@ func (h *Host) launch(name string, want *Installed, settings []byte, limits Limi
 func (h *Host) configure(in *instance, settings []byte, hostID uint32) error {
 	ctx, cancel := context.WithTimeout(in.ctx, 10*time.Second)
 	defer cancel()
-	_, err := in.pc.Configure(ctx, &pluginpb.ConfigureRequest{Settings: settings, Node: h.opts.Node, HostBrokerId: hostID})
+	dir, err := h.stateDir(in.name)
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	_, err = in.pc.Configure(ctx, &pluginpb.ConfigureRequest{Settings: settings, Node: h.opts.Node, HostBrokerId: hostID, StateDir: dir})
 	return err
+}
+
+// stateDir creates the state directory of plugin name (mode 0700, owned by
+// the user it runs as) and returns its path; "" when the node keeps none.
+func (h *Host) stateDir(name string) (string, error) {
+	if h.opts.StateDir == nil {
+		return "", nil
+	}
+	dir, err := h.opts.StateDir(name)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create the state directory of plugin %s: %w", name, err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return "", err
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("state directory %s of plugin %s is not a directory; move it away", dir, name)
+	}
+	if h.runAs != nil {
+		if err := os.Chown(dir, h.runAs.UID, h.runAs.GID); err != nil {
+			return "", fmt.Errorf("hand the state directory %s to plugins.user %s: %w", dir, h.runAs.Name, err)
+		}
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return "", fmt.Errorf("make the state directory %s private: %w", dir, err)
+		}
+	}
+	return dir, nil
 }

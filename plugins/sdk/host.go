@@ -22,8 +22,14 @@ import (
 // *Conn the plugin is serving, or a *Session — and only while it is open;
 // the node attaches that actor's identity (docs/architecture.md D15).
 type Host struct {
-	c pluginpb.HostClient
+	c        pluginpb.HostClient
+	stateDir string
 }
+
+// StateDir is the plugin's own directory for data it keeps between runs
+// (<data>/<plugin name>, mode 0700, created by the node), or "" when the
+// node gives it none (docs/spec/plugins.md §9).
+func (h *Host) StateDir() string { return h.stateDir }
 
 // Actor is what a nested call or an internal dial acts as: a *Call the
 // plugin is answering, a *Conn it is serving or a *Session.

@@ -148,7 +148,7 @@ func (s *server) Configure(ctx context.Context, r *pluginpb.ConfigureRequest) (*
 		if err != nil {
 			return nil, err
 		}
-		host = &Host{c: pluginpb.NewHostClient(cc)}
+		host = &Host{c: pluginpb.NewHostClient(cc), stateDir: r.GetStateDir()}
 		s.mu.Lock()
 		s.host = host
 		s.mu.Unlock()

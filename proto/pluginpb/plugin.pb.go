@@ -780,7 +780,11 @@ type ConfigureRequest struct {
 	Node     *NodeInfo `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// host_broker_id is the go-plugin broker id of the Host service, set at
 	// launch; 0 on a reload (the plugin keeps its Host connection).
-	HostBrokerId  uint32 `protobuf:"varint,3,opt,name=host_broker_id,json=hostBrokerId,proto3" json:"host_broker_id,omitempty"`
+	HostBrokerId uint32 `protobuf:"varint,3,opt,name=host_broker_id,json=hostBrokerId,proto3" json:"host_broker_id,omitempty"`
+	// state_dir is the plugin's own directory for data it keeps between
+	// runs: <data>/<plugin name>, mode 0700, owned by the user the plugin
+	// runs as, created by the core. "" when the node gives the plugin none.
+	StateDir      string `protobuf:"bytes,4,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +838,13 @@ func (x *ConfigureRequest) GetHostBrokerId() uint32 {
 		return x.HostBrokerId
 	}
 	return 0
+}
+
+func (x *ConfigureRequest) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
+	}
+	return ""
 }
 
 // Capability is one secret granted to the plugin, resolved by the core for
@@ -2019,11 +2030,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1b\n" +
-	"\tlog_level\x18\x03 \x01(\tR\blogLevel\"\x84\x01\n" +
+	"\tlog_level\x18\x03 \x01(\tR\blogLevel\"\xa1\x01\n" +
 	"\x10ConfigureRequest\x12\x1a\n" +
 	"\bsettings\x18\x01 \x01(\fR\bsettings\x12.\n" +
 	"\x04node\x18\x02 \x01(\v2\x1a.alknet.plugin.v2.NodeInfoR\x04node\x12$\n" +
-	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\"6\n" +
+	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\x12\x1b\n" +
+	"\tstate_dir\x18\x04 \x01(\tR\bstateDir\"6\n" +
 	"\n" +
 	"Capability\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
