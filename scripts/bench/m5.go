@@ -99,6 +99,8 @@ type sshTarget struct {
 	args   []string // options and destination
 	env    []string
 	label  string // for errors
+	// sftpDir is where the sftp rows put their file on the server.
+	sftpDir string
 }
 
 // sshMeasure runs one measurement through t, in the row's unit.
@@ -314,6 +316,13 @@ func startAlknetSSH(ctx context.Context) (*sshSide, error) { return startAlknetS
 
 // startAlknetSSHWith is startAlknetSSH with extra [plugins.ssh] lines.
 func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, error) {
+	return startAlknetSSHNode(ctx, sshSettings, nil, []string{"ssh:exec"})
+}
+
+// startAlknetSSHNode is startAlknetSSH with extra [plugins.ssh] lines,
+// further plugins left enabled (with, plugins/<name>'s) and the bench
+// key's scopes.
+func startAlknetSSHNode(ctx context.Context, sshSettings string, with, scopes []string) (*sshSide, error) {
 	client, _, err := sshTools()
 	if err != nil {
 		return nil, err
@@ -355,7 +364,7 @@ func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, erro
 		"[plugins.echo]\ndisabled = true\n",
 		plainAddr, strconv.Quote(allow["head"]), strconv.Quote(allow["true"]), sshSettings)
 	for _, name := range others {
-		if name != "ssh" {
+		if name != "ssh" && !slices.Contains(with, name) {
 			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
 		}
 	}
@@ -385,13 +394,16 @@ func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, erro
 		return fail(err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	add := exec.CommandContext(pctx, bin, "--config", h.configFile(), "--data-dir", filepath.Join(root, "data"),
-		"peers", "add", "bench", "--ssh-key", key.fp, "--scope", "ssh:exec")
+	args := []string{"--config", h.configFile(), "--data-dir", filepath.Join(root, "data"), "peers", "add", "bench", "--ssh-key", key.fp}
+	for _, sc := range scopes {
+		args = append(args, "--scope", sc)
+	}
+	add := exec.CommandContext(pctx, bin, args...)
 	add.Env = nodeEnv(xdg)
 	out, err := add.CombinedOutput()
 	cancel()
 	if err != nil {
-		return fail(fmt.Errorf("alknet peers add bench --ssh-key %s --scope ssh:exec: %v\n%s", key.fp, err, indent(string(out))))
+		return fail(fmt.Errorf("alknet %s: %v\n%s", strings.Join(args[4:], " "), err, indent(string(out))))
 	}
 
 	p, err := h.serve(ctx)
@@ -400,8 +412,10 @@ func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, erro
 	}
 	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
 	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	if err == nil {
-		err = pluginReady(plugins, "ssh")
+	for _, name := range append([]string{"ssh"}, with...) {
+		if err == nil {
+			err = pluginReady(plugins, name)
+		}
 	}
 	if err != nil {
 		n.close()
@@ -410,11 +424,11 @@ func startAlknetSSHWith(ctx context.Context, sshSettings string) (*sshSide, erro
 
 	env := sshClientEnv(xdg)
 	opts := sshClientOptions(key.file)
-	plain := sshTarget{client: client, env: env, label: "alknet ssh plugin via " + plainAddr,
+	plain := sshTarget{client: client, env: env, label: "alknet ssh plugin via " + plainAddr, sftpDir: "/",
 		args: append(slices.Clone(opts), "-p", strconv.Itoa(port), "127.0.0.1")}
 	proxy := strings.Join([]string{shellQuote(bin), "--data-dir", shellQuote(clientData),
 		"pipe", "--alpn", "alknet/ssh", "--peer", shellQuote(n.fp), shellQuote(n.addr)}, " ")
-	pipe := sshTarget{client: client, env: env, label: "alknet ssh plugin via alknet pipe " + n.addr,
+	pipe := sshTarget{client: client, env: env, label: "alknet ssh plugin via alknet pipe " + n.addr, sftpDir: "/",
 		args: append(slices.Clone(opts), "-o", "ProxyCommand="+strings.ReplaceAll(proxy, "%", "%%"), "alknet-bench")}
 	return &sshSide{plain: plain, pipe: &pipe, stop: n.close}, nil
 }
@@ -469,8 +483,8 @@ func startSSHD(ctx context.Context) (*sshSide, error) {
 	if strings.ContainsAny(root, "\"%") {
 		return fail(fmt.Errorf("temporary directory %q: sshd_config paths cannot hold '\"' or '%%'", root))
 	}
-	home, xdg := filepath.Join(root, "home"), filepath.Join(root, "xdg")
-	for _, dir := range []string{home, xdg} {
+	home, xdg, sftpDir := filepath.Join(root, "home"), filepath.Join(root, "xdg"), filepath.Join(root, "sftp")
+	for _, dir := range []string{home, xdg, sftpDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fail(err)
 		}
@@ -519,7 +533,8 @@ PrintMotd no
 PrintLastLog no
 X11Forwarding no
 UseDNS no
-`, port, hostKey, authorized, filepath.Join(root, "sshd.pid"), home)
+Subsystem sftp %s
+`, port, hostKey, authorized, filepath.Join(root, "sshd.pid"), home, sftpServer())
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return fail(err)
 	}
@@ -571,7 +586,17 @@ UseDNS no
 		stop()
 		return nil, fmt.Errorf("sshd did not listen within 15 s:\n%s", logs)
 	}
-	plain := sshTarget{client: client, env: sshClientEnv(xdg), label: fmt.Sprintf("sshd on 127.0.0.1:%d", port),
+	plain := sshTarget{client: client, env: sshClientEnv(xdg), label: fmt.Sprintf("sshd on 127.0.0.1:%d", port), sftpDir: sftpDir,
 		args: append(sshClientOptions(key.file), "-p", strconv.Itoa(port), "127.0.0.1")}
 	return &sshSide{plain: plain, stop: stop}, nil
+}
+
+// sftpServer is the sshd anchor's sftp subsystem: Debian's default,
+// OpenSSH's sftp-server program, else sshd's built-in one.
+func sftpServer() string {
+	const debian = "/usr/lib/openssh/sftp-server"
+	if st, err := os.Stat(debian); err == nil && !st.IsDir() {
+		return debian
+	}
+	return "internal-sftp"
 }

@@ -68,6 +68,7 @@ func suite() []benchmark {
 	all = append(all, m4...)
 	all = append(all, m5...)
 	all = append(all, gosshRows...)
+	all = append(all, m9...)
 	return all
 }
 
@@ -193,6 +194,7 @@ func run() int {
 			break
 		}
 	}
+	removeSFTPSource()
 	resolveRelativeGoals(rep.Results)
 	rep.DurationSeconds = time.Since(rep.Started).Seconds()
 
