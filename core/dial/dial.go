@@ -552,3 +552,17 @@ func isNoALPN(err error) bool {
 
 // IsNoALPN reports whether err is a failed ALPN negotiation.
 func IsNoALPN(err error) bool { return isNoALPN(err) }
+
+// ParseTarget splits a node's dial string, "FINGERPRINT@HOST[:PORT]" (as
+// `alknet serve` prints it) or "HOST[:PORT]", into the pinned fingerprint
+// ("" when none is given) and the address.
+func ParseTarget(s string) (fingerprint, addr string, err error) {
+	if fp, rest, ok := strings.Cut(s, "@"); ok {
+		if !strings.Contains(fp, ":") || fp == "" {
+			return "", "", fmt.Errorf("%q: want FINGERPRINT@HOST[:PORT] with a fingerprint like ed25519:<hex>", s)
+		}
+		fingerprint, s = fp, rest
+	}
+	addr, err = NormalizeAddr(s)
+	return fingerprint, addr, err
+}

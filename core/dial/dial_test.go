@@ -216,3 +216,18 @@ func FuzzParseKnownPeers(f *testing.F) {
 		}
 	})
 }
+
+func TestParseTarget(t *testing.T) {
+	fp, addr, err := dial.ParseTarget("ed25519:ab12@node.example")
+	if err != nil || fp != "ed25519:ab12" || addr != "node.example:4433" {
+		t.Fatalf("fp %q addr %q err %v", fp, addr, err)
+	}
+	if fp, addr, err := dial.ParseTarget("10.0.0.1:5000"); err != nil || fp != "" || addr != "10.0.0.1:5000" {
+		t.Fatalf("no fingerprint: %q %q %v", fp, addr, err)
+	}
+	for _, bad := range []string{"@host", "nofp@host", "ed25519:ab@"} {
+		if _, _, err := dial.ParseTarget(bad); err == nil {
+			t.Errorf("dial.ParseTarget(%q) accepted", bad)
+		}
+	}
+}

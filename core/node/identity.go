@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"alknet.dev/alknet/core/config"
+	"alknet.dev/alknet/core/dial"
 	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/core/identity"
 	"alknet.dev/alknet/core/vault"
@@ -144,4 +145,22 @@ func selfSigned() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, nil
+}
+
+// dialPeer dials another node for a plugin (Host.DialPeer), presenting
+// this node's vault identity, and pinned: by the fingerprint in target
+// ("FINGERPRINT@host:port"), else by known_peers, else — for a node with
+// a CA-issued certificate — by WebPKI; never trust on first use.
+func (n *Node) dialPeer(ctx context.Context, target, alpn string) (endpoint.Conn, error) {
+	fp, addr, err := dial.ParseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	o := dial.Options{ALPN: alpn, Peer: fp, KnownPeers: dial.OpenKnownPeers(n.opts.Dir.KnownPeersPath())}
+	if key, err := n.rawKey(n.cfg.Load()); err == nil {
+		if cert, err := identity.RawKeyTLSCertificate(key.Signer()); err == nil {
+			o.ClientCert = &cert
+		}
+	}
+	return dial.Dial(ctx, addr, o)
 }

@@ -130,6 +130,7 @@ func New(o Options) (*Node, error) {
 		DefaultGrants: map[string]string{"ssh_host_key": "vault:ed25519:" + vault.PathSSHHostKey},
 		User:          cfg.Plugins.User,
 		StateDir:      o.Dir.PluginStatePath,
+		DialPeer:      n.dialPeer,
 	})
 	return n, nil
 }

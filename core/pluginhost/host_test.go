@@ -492,6 +492,12 @@ func TestHostHandlesCheckedByTheCore(t *testing.T) {
 		}}); err != nil {
 		t.Fatal(err)
 	}
+	dialed := make(chan string, 4)
+	th.h.opts.DialPeer = func(_ context.Context, target, alpn string) (endpoint.Conn, error) {
+		dialed <- target + " " + alpn
+		client, _ := endpoint.Pipe(alpn)
+		return client, nil
+	}
 	th.start()
 	th.waitState("probe", StateReady, nil)
 	h := p.hostClient()
@@ -521,6 +527,9 @@ func TestHostHandlesCheckedByTheCore(t *testing.T) {
 		if _, err := h.Authenticate(ctx, &pluginpb.AuthenticateRequest{Conn: handle, Kind: "ssh_key", Credential: "SHA256:opsopsopsopsopsopsopsopsopsops"}); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("Authenticate on %s: %v, want PermissionDenied", name, err)
 		}
+		if _, err := h.DialPeer(ctx, &pluginpb.DialPeerRequest{Alpn: "alknet/probe", As: handle, Target: "ed25519:00@peer:4433"}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("DialPeer as %s: %v, want PermissionDenied", name, err)
+		}
 	}
 
 	// A connection: its handle acts as the connection's identity, and only
@@ -544,6 +553,19 @@ func TestHostHandlesCheckedByTheCore(t *testing.T) {
 	}
 	if id := <-seen; id == nil || id.ID != "alice" {
 		t.Fatalf("the internal dial acted as %v, want the connection's identity alice", id)
+	}
+	// Another node: only on the plugin's own ALPN.
+	if _, err := h.DialPeer(ctx, &pluginpb.DialPeerRequest{Alpn: call.ALPN, As: conn, Target: "ed25519:00@peer:4433"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("DialPeer on another handler's ALPN: %v, want FailedPrecondition", err)
+	}
+	if len(dialed) != 0 {
+		t.Fatalf("the node dialed %s for a refused DialPeer", <-dialed)
+	}
+	if ref, err := h.DialPeer(ctx, &pluginpb.DialPeerRequest{Alpn: "alknet/probe", As: conn, Target: "ed25519:00@peer:4433"}); err != nil || ref.GetConn() == 0 {
+		t.Fatalf("DialPeer on its own ALPN: %v %v", ref, err)
+	}
+	if got := <-dialed; got != "ed25519:00@peer:4433 alknet/probe" {
+		t.Fatalf("dialed %q", got)
 	}
 	// A session: the identity the core resolved from a credential.
 	sess, err := h.Authenticate(ctx, &pluginpb.AuthenticateRequest{Conn: conn, Kind: "ssh_key", Credential: "SHA256:opsopsopsopsopsopsopsopsopsops"})

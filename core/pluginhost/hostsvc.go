@@ -161,10 +161,16 @@ func (s *hostService) DialInternal(_ context.Context, r *pluginpb.DialInternalRe
 	if err := s.h.opts.Endpoint.ServeInternal(server, ac); err != nil {
 		return nil, status.Errorf(codes.NotFound, "%v; install the plugin that serves it (alknet plugin install …)", err)
 	}
+	return &pluginpb.ConnRef{Conn: s.adopt(client, a)}, nil
+}
+
+// adopt hands the plugin a connection it dialed, acting as a: it closes
+// when either side, the handle it acts as or the plugin ends.
+func (s *hostService) adopt(client endpoint.Conn, a actor) uint64 {
 	ch := &connHandle{conn: client, identity: a.identity, drain: s.in.ctx, done: make(chan struct{})}
 	id := s.in.addConn(ch)
 	go func() {
-		// Owned by the internal connection: ends when either side, the
+		// Owned by the dialed connection: ends when either side, the
 		// handle it acts as or the plugin ends.
 		select {
 		case <-ch.done:
@@ -174,8 +180,39 @@ func (s *hostService) DialInternal(_ context.Context, r *pluginpb.DialInternalRe
 		}
 		_ = client.CloseWithError(endpoint.CloseCode(ch.code), ch.reason)
 	}()
-	return &pluginpb.ConnRef{Conn: id}, nil
+	return id
 }
+
+// DialPeer connects the plugin, as this node, to another node on one of
+// the plugin's own ALPNs (docs/spec/plugins.md §3): its own protocol
+// elsewhere, never another handler, and always to a pinned peer.
+func (s *hostService) DialPeer(ctx context.Context, r *pluginpb.DialPeerRequest) (*pluginpb.ConnRef, error) {
+	a, err := s.in.actorOf(r.GetAs())
+	if err != nil {
+		return nil, notServing(r.GetAs())
+	}
+	if !slices.Contains(s.in.manifest.GetAlpns(), r.GetAlpn()) {
+		return nil, status.Errorf(codes.FailedPrecondition, "plugin %s may dial other nodes only on its own ALPNs %v, not %q", s.in.name, s.in.manifest.GetAlpns(), r.GetAlpn())
+	}
+	if s.h.opts.DialPeer == nil {
+		return nil, status.Error(codes.Unavailable, "this node does not dial other nodes for plugins")
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialPeerTimeout)
+	defer cancel()
+	conn, err := s.h.opts.DialPeer(dctx, r.GetTarget(), r.GetAlpn())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "dial %s on %s: %v", r.GetTarget(), r.GetAlpn(), err)
+	}
+	id := ""
+	if a.identity != nil {
+		id = a.identity.ID
+	}
+	s.in.log.Info("plugin dialed a peer", "target", r.GetTarget(), "alpn", r.GetAlpn(), "for", id)
+	return &pluginpb.ConnRef{Conn: s.adopt(conn, a)}, nil
+}
+
+// dialPeerTimeout bounds DialPeer's handshake.
+const dialPeerTimeout = 15 * time.Second
 
 // Authenticate resolves a credential presented on a connection the plugin
 // serves, under the node's current auth configuration, and binds the

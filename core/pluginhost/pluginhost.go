@@ -105,6 +105,10 @@ type Options struct {
 	// DefaultGrants are grants used when the config names none for a
 	// capability a plugin declares (ssh_host_key → the vault's SSH host key).
 	DefaultGrants map[string]string
+	// DialPeer dials another node as this node for a plugin (Host.DialPeer):
+	// target is "FINGERPRINT@host:port" or a known peer's "host:port".
+	// Nil: plugins cannot dial other nodes.
+	DialPeer func(ctx context.Context, target, alpn string) (endpoint.Conn, error)
 	// StateDir names the directory each plugin keeps its data in
 	// (<data>/<name>); the host creates it before configuring the plugin.
 	// Nil: plugins get none.

@@ -131,6 +131,21 @@ func (h *Host) DialInternal(ctx context.Context, as Actor, alpn string) (*Conn, 
 	return &Conn{id: ref.GetConn(), host: h, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}}, nil
 }
 
+// DialPeer connects to another node, as this node (its identity is what
+// the other node resolves and grants scopes to), on one of the plugin's
+// own ALPNs — the plugin's protocol elsewhere, never another handler.
+// target is "FINGERPRINT@host:port" or the "host:port" of a node in the
+// node's known_peers: the peer is always pinned. The connection closes
+// when as ends; OpenStream on it reaches the other node's handler.
+func (h *Host) DialPeer(ctx context.Context, as Actor, target, alpn string) (*Conn, error) {
+	ref, err := h.c.DialPeer(ctx, &pluginpb.DialPeerRequest{Alpn: alpn, As: as.actorHandle(), Target: target})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s on %s: %w", target, alpn, hostError(err))
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	return &Conn{id: ref.GetConn(), host: h, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: target, Transport: "peer"}}, nil
+}
+
 // CredentialKind names what Authenticate resolves.
 type CredentialKind string
 

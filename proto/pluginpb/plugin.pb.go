@@ -1757,6 +1757,73 @@ func (x *DialInternalRequest) GetAs() uint64 {
 	return 0
 }
 
+// DialPeerRequest connects to another node, as this node (its TLS
+// identity), on one of the plugin's own ALPNs: a plugin reaches its own
+// protocol elsewhere (the fs plugin fetching blobs from peers), never
+// another handler. target is "FINGERPRINT@host:port", or "host:port" of a
+// node in the node's known_peers: the peer is always pinned. The
+// connection closes when as (a connection, call or session the plugin is
+// serving) ends.
+type DialPeerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alpn          string                 `protobuf:"bytes,1,opt,name=alpn,proto3" json:"alpn,omitempty"`
+	As            uint64                 `protobuf:"varint,2,opt,name=as,proto3" json:"as,omitempty"`
+	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialPeerRequest) Reset() {
+	*x = DialPeerRequest{}
+	mi := &file_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialPeerRequest) ProtoMessage() {}
+
+func (x *DialPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialPeerRequest.ProtoReflect.Descriptor instead.
+func (*DialPeerRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DialPeerRequest) GetAlpn() string {
+	if x != nil {
+		return x.Alpn
+	}
+	return ""
+}
+
+func (x *DialPeerRequest) GetAs() uint64 {
+	if x != nil {
+		return x.As
+	}
+	return 0
+}
+
+func (x *DialPeerRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
 // ConnRef names a connection by its handle.
 type ConnRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1767,7 +1834,7 @@ type ConnRef struct {
 
 func (x *ConnRef) Reset() {
 	*x = ConnRef{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1846,7 @@ func (x *ConnRef) String() string {
 func (*ConnRef) ProtoMessage() {}
 
 func (x *ConnRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1859,7 @@ func (x *ConnRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnRef.ProtoReflect.Descriptor instead.
 func (*ConnRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConnRef) GetConn() uint64 {
@@ -1818,7 +1885,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1897,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1910,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AuthenticateRequest) GetConn() uint64 {
@@ -1880,7 +1947,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +1959,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +1972,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AuthenticateResponse) GetIdentity() *Identity {
@@ -1932,7 +1999,7 @@ type SessionRef struct {
 
 func (x *SessionRef) Reset() {
 	*x = SessionRef{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2011,7 @@ func (x *SessionRef) String() string {
 func (*SessionRef) ProtoMessage() {}
 
 func (x *SessionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2024,7 @@ func (x *SessionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRef.ProtoReflect.Descriptor instead.
 func (*SessionRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SessionRef) GetSession() uint64 {
@@ -2105,7 +2172,11 @@ const file_plugin_proto_rawDesc = "" +
 	"\tsubscribe\x18\x04 \x01(\bR\tsubscribe\"9\n" +
 	"\x13DialInternalRequest\x12\x12\n" +
 	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x0e\n" +
-	"\x02as\x18\x02 \x01(\x04R\x02as\"\x1d\n" +
+	"\x02as\x18\x02 \x01(\x04R\x02as\"M\n" +
+	"\x0fDialPeerRequest\x12\x12\n" +
+	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x0e\n" +
+	"\x02as\x18\x02 \x01(\x04R\x02as\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\"\x1d\n" +
 	"\aConnRef\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\x04R\x04conn\"]\n" +
 	"\x13AuthenticateRequest\x12\x12\n" +
@@ -2126,11 +2197,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0eOpenConnection\x12'.alknet.plugin.v2.OpenConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v2.CloseConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12E\n" +
 	"\x05Calls\x12\x1b.alknet.plugin.v2.CallFrame\x1a\x1b.alknet.plugin.v2.CallFrame(\x010\x01\x12C\n" +
-	"\x06Health\x12\x17.alknet.plugin.v2.Empty\x1a .alknet.plugin.v2.HealthResponse2\xe3\x03\n" +
+	"\x06Health\x12\x17.alknet.plugin.v2.Empty\x1a .alknet.plugin.v2.HealthResponse2\xad\x04\n" +
 	"\x04Host\x12>\n" +
 	"\x06Stream\x12\x17.alknet.plugin.v2.Chunk\x1a\x17.alknet.plugin.v2.Chunk(\x010\x01\x12O\n" +
 	"\x06Invoke\x12#.alknet.plugin.v2.HostInvokeRequest\x1a\x1e.alknet.plugin.v2.InvokeResult0\x01\x12P\n" +
-	"\fDialInternal\x12%.alknet.plugin.v2.DialInternalRequest\x1a\x19.alknet.plugin.v2.ConnRef\x12T\n" +
+	"\fDialInternal\x12%.alknet.plugin.v2.DialInternalRequest\x1a\x19.alknet.plugin.v2.ConnRef\x12H\n" +
+	"\bDialPeer\x12!.alknet.plugin.v2.DialPeerRequest\x1a\x19.alknet.plugin.v2.ConnRef\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v2.CloseConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12]\n" +
 	"\fAuthenticate\x12%.alknet.plugin.v2.AuthenticateRequest\x1a&.alknet.plugin.v2.AuthenticateResponse\x12C\n" +
 	"\n" +
@@ -2149,7 +2221,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_plugin_proto_goTypes = []any{
 	(InvokeResult_Kind)(0),         // 0: alknet.plugin.v2.InvokeResult.Kind
 	(*Empty)(nil),                  // 1: alknet.plugin.v2.Empty
@@ -2175,23 +2247,24 @@ var file_plugin_proto_goTypes = []any{
 	(*Chunk)(nil),                  // 21: alknet.plugin.v2.Chunk
 	(*HostInvokeRequest)(nil),      // 22: alknet.plugin.v2.HostInvokeRequest
 	(*DialInternalRequest)(nil),    // 23: alknet.plugin.v2.DialInternalRequest
-	(*ConnRef)(nil),                // 24: alknet.plugin.v2.ConnRef
-	(*AuthenticateRequest)(nil),    // 25: alknet.plugin.v2.AuthenticateRequest
-	(*AuthenticateResponse)(nil),   // 26: alknet.plugin.v2.AuthenticateResponse
-	(*SessionRef)(nil),             // 27: alknet.plugin.v2.SessionRef
-	nil,                            // 28: alknet.plugin.v2.Identity.ResourcesEntry
-	(*structpb.Value)(nil),         // 29: google.protobuf.Value
+	(*DialPeerRequest)(nil),        // 24: alknet.plugin.v2.DialPeerRequest
+	(*ConnRef)(nil),                // 25: alknet.plugin.v2.ConnRef
+	(*AuthenticateRequest)(nil),    // 26: alknet.plugin.v2.AuthenticateRequest
+	(*AuthenticateResponse)(nil),   // 27: alknet.plugin.v2.AuthenticateResponse
+	(*SessionRef)(nil),             // 28: alknet.plugin.v2.SessionRef
+	nil,                            // 29: alknet.plugin.v2.Identity.ResourcesEntry
+	(*structpb.Value)(nil),         // 30: google.protobuf.Value
 }
 var file_plugin_proto_depIdxs = []int32{
-	28, // 0: alknet.plugin.v2.Identity.resources:type_name -> alknet.plugin.v2.Identity.ResourcesEntry
-	29, // 1: alknet.plugin.v2.ErrorSpec.schema:type_name -> google.protobuf.Value
-	29, // 2: alknet.plugin.v2.OperationSpec.input_schema:type_name -> google.protobuf.Value
-	29, // 3: alknet.plugin.v2.OperationSpec.output_schema:type_name -> google.protobuf.Value
+	29, // 0: alknet.plugin.v2.Identity.resources:type_name -> alknet.plugin.v2.Identity.ResourcesEntry
+	30, // 1: alknet.plugin.v2.ErrorSpec.schema:type_name -> google.protobuf.Value
+	30, // 2: alknet.plugin.v2.OperationSpec.input_schema:type_name -> google.protobuf.Value
+	30, // 3: alknet.plugin.v2.OperationSpec.output_schema:type_name -> google.protobuf.Value
 	5,  // 4: alknet.plugin.v2.OperationSpec.error_schemas:type_name -> alknet.plugin.v2.ErrorSpec
 	4,  // 5: alknet.plugin.v2.OperationSpec.access_control:type_name -> alknet.plugin.v2.AccessControl
 	6,  // 6: alknet.plugin.v2.Manifest.operations:type_name -> alknet.plugin.v2.OperationSpec
 	7,  // 7: alknet.plugin.v2.Manifest.capabilities:type_name -> alknet.plugin.v2.CapabilitySpec
-	29, // 8: alknet.plugin.v2.Manifest.config_schema:type_name -> google.protobuf.Value
+	30, // 8: alknet.plugin.v2.Manifest.config_schema:type_name -> google.protobuf.Value
 	9,  // 9: alknet.plugin.v2.ConfigureRequest.node:type_name -> alknet.plugin.v2.NodeInfo
 	2,  // 10: alknet.plugin.v2.AuthContext.identity:type_name -> alknet.plugin.v2.Identity
 	12, // 11: alknet.plugin.v2.OpenConnectionRequest.auth:type_name -> alknet.plugin.v2.AuthContext
@@ -2215,23 +2288,25 @@ var file_plugin_proto_depIdxs = []int32{
 	21, // 29: alknet.plugin.v2.Host.Stream:input_type -> alknet.plugin.v2.Chunk
 	22, // 30: alknet.plugin.v2.Host.Invoke:input_type -> alknet.plugin.v2.HostInvokeRequest
 	23, // 31: alknet.plugin.v2.Host.DialInternal:input_type -> alknet.plugin.v2.DialInternalRequest
-	14, // 32: alknet.plugin.v2.Host.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
-	25, // 33: alknet.plugin.v2.Host.Authenticate:input_type -> alknet.plugin.v2.AuthenticateRequest
-	27, // 34: alknet.plugin.v2.Host.EndSession:input_type -> alknet.plugin.v2.SessionRef
-	8,  // 35: alknet.plugin.v2.Plugin.Describe:output_type -> alknet.plugin.v2.Manifest
-	1,  // 36: alknet.plugin.v2.Plugin.Configure:output_type -> alknet.plugin.v2.Empty
-	1,  // 37: alknet.plugin.v2.Plugin.OpenConnection:output_type -> alknet.plugin.v2.Empty
-	1,  // 38: alknet.plugin.v2.Plugin.CloseConnection:output_type -> alknet.plugin.v2.Empty
-	18, // 39: alknet.plugin.v2.Plugin.Calls:output_type -> alknet.plugin.v2.CallFrame
-	19, // 40: alknet.plugin.v2.Plugin.Health:output_type -> alknet.plugin.v2.HealthResponse
-	21, // 41: alknet.plugin.v2.Host.Stream:output_type -> alknet.plugin.v2.Chunk
-	17, // 42: alknet.plugin.v2.Host.Invoke:output_type -> alknet.plugin.v2.InvokeResult
-	24, // 43: alknet.plugin.v2.Host.DialInternal:output_type -> alknet.plugin.v2.ConnRef
-	1,  // 44: alknet.plugin.v2.Host.CloseConnection:output_type -> alknet.plugin.v2.Empty
-	26, // 45: alknet.plugin.v2.Host.Authenticate:output_type -> alknet.plugin.v2.AuthenticateResponse
-	1,  // 46: alknet.plugin.v2.Host.EndSession:output_type -> alknet.plugin.v2.Empty
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
+	24, // 32: alknet.plugin.v2.Host.DialPeer:input_type -> alknet.plugin.v2.DialPeerRequest
+	14, // 33: alknet.plugin.v2.Host.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
+	26, // 34: alknet.plugin.v2.Host.Authenticate:input_type -> alknet.plugin.v2.AuthenticateRequest
+	28, // 35: alknet.plugin.v2.Host.EndSession:input_type -> alknet.plugin.v2.SessionRef
+	8,  // 36: alknet.plugin.v2.Plugin.Describe:output_type -> alknet.plugin.v2.Manifest
+	1,  // 37: alknet.plugin.v2.Plugin.Configure:output_type -> alknet.plugin.v2.Empty
+	1,  // 38: alknet.plugin.v2.Plugin.OpenConnection:output_type -> alknet.plugin.v2.Empty
+	1,  // 39: alknet.plugin.v2.Plugin.CloseConnection:output_type -> alknet.plugin.v2.Empty
+	18, // 40: alknet.plugin.v2.Plugin.Calls:output_type -> alknet.plugin.v2.CallFrame
+	19, // 41: alknet.plugin.v2.Plugin.Health:output_type -> alknet.plugin.v2.HealthResponse
+	21, // 42: alknet.plugin.v2.Host.Stream:output_type -> alknet.plugin.v2.Chunk
+	17, // 43: alknet.plugin.v2.Host.Invoke:output_type -> alknet.plugin.v2.InvokeResult
+	25, // 44: alknet.plugin.v2.Host.DialInternal:output_type -> alknet.plugin.v2.ConnRef
+	25, // 45: alknet.plugin.v2.Host.DialPeer:output_type -> alknet.plugin.v2.ConnRef
+	1,  // 46: alknet.plugin.v2.Host.CloseConnection:output_type -> alknet.plugin.v2.Empty
+	27, // 47: alknet.plugin.v2.Host.Authenticate:output_type -> alknet.plugin.v2.AuthenticateResponse
+	1,  // 48: alknet.plugin.v2.Host.EndSession:output_type -> alknet.plugin.v2.Empty
+	36, // [36:49] is the sub-list for method output_type
+	23, // [23:36] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -2248,7 +2323,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

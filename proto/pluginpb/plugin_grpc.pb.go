@@ -344,6 +344,7 @@ const (
 	Host_Stream_FullMethodName          = "/alknet.plugin.v2.Host/Stream"
 	Host_Invoke_FullMethodName          = "/alknet.plugin.v2.Host/Invoke"
 	Host_DialInternal_FullMethodName    = "/alknet.plugin.v2.Host/DialInternal"
+	Host_DialPeer_FullMethodName        = "/alknet.plugin.v2.Host/DialPeer"
 	Host_CloseConnection_FullMethodName = "/alknet.plugin.v2.Host/CloseConnection"
 	Host_Authenticate_FullMethodName    = "/alknet.plugin.v2.Host/Authenticate"
 	Host_EndSession_FullMethodName      = "/alknet.plugin.v2.Host/EndSession"
@@ -363,6 +364,8 @@ type HostClient interface {
 	Invoke(ctx context.Context, in *HostInvokeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InvokeResult], error)
 	// DialInternal connects to another ALPN handler inside the node.
 	DialInternal(ctx context.Context, in *DialInternalRequest, opts ...grpc.CallOption) (*ConnRef, error)
+	// DialPeer connects to another node on one of the plugin's own ALPNs.
+	DialPeer(ctx context.Context, in *DialPeerRequest, opts ...grpc.CallOption) (*ConnRef, error)
 	// CloseConnection closes a connection the plugin serves or dialed.
 	CloseConnection(ctx context.Context, in *CloseConnectionRequest, opts ...grpc.CallOption) (*Empty, error)
 	// Authenticate resolves a credential to an identity and a session.
@@ -421,6 +424,16 @@ func (c *hostClient) DialInternal(ctx context.Context, in *DialInternalRequest, 
 	return out, nil
 }
 
+func (c *hostClient) DialPeer(ctx context.Context, in *DialPeerRequest, opts ...grpc.CallOption) (*ConnRef, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConnRef)
+	err := c.cc.Invoke(ctx, Host_DialPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hostClient) CloseConnection(ctx context.Context, in *CloseConnectionRequest, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -465,6 +478,8 @@ type HostServer interface {
 	Invoke(*HostInvokeRequest, grpc.ServerStreamingServer[InvokeResult]) error
 	// DialInternal connects to another ALPN handler inside the node.
 	DialInternal(context.Context, *DialInternalRequest) (*ConnRef, error)
+	// DialPeer connects to another node on one of the plugin's own ALPNs.
+	DialPeer(context.Context, *DialPeerRequest) (*ConnRef, error)
 	// CloseConnection closes a connection the plugin serves or dialed.
 	CloseConnection(context.Context, *CloseConnectionRequest) (*Empty, error)
 	// Authenticate resolves a credential to an identity and a session.
@@ -489,6 +504,9 @@ func (UnimplementedHostServer) Invoke(*HostInvokeRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedHostServer) DialInternal(context.Context, *DialInternalRequest) (*ConnRef, error) {
 	return nil, status.Error(codes.Unimplemented, "method DialInternal not implemented")
+}
+func (UnimplementedHostServer) DialPeer(context.Context, *DialPeerRequest) (*ConnRef, error) {
+	return nil, status.Error(codes.Unimplemented, "method DialPeer not implemented")
 }
 func (UnimplementedHostServer) CloseConnection(context.Context, *CloseConnectionRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method CloseConnection not implemented")
@@ -552,6 +570,24 @@ func _Host_DialInternal_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(HostServer).DialInternal(ctx, req.(*DialInternalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_DialPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DialPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).DialPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_DialPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).DialPeer(ctx, req.(*DialPeerRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -620,6 +656,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DialInternal",
 			Handler:    _Host_DialInternal_Handler,
+		},
+		{
+			MethodName: "DialPeer",
+			Handler:    _Host_DialPeer_Handler,
 		},
 		{
 			MethodName: "CloseConnection",
