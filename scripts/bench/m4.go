@@ -149,8 +149,17 @@ func runChild(role string) int {
 		}
 		addr, stop = srv.addr, srv.stop
 	default:
-		fmt.Fprintf(os.Stderr, "bench: unknown child role %q\n", role)
-		return 2
+		file, ok := strings.CutPrefix(role, "quic-blob:")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "bench: unknown child role %q\n", role)
+			return 2
+		}
+		a, s, err := runBlobChild(file)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		addr, stop = a, s
 	}
 	fmt.Printf("listening %s\n", addr)
 	_, _ = io.Copy(io.Discard, os.Stdin)

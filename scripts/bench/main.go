@@ -69,6 +69,7 @@ func suite() []benchmark {
 	all = append(all, m5...)
 	all = append(all, gosshRows...)
 	all = append(all, m9...)
+	all = append(all, m9fs...)
 	return all
 }
 
@@ -195,6 +196,7 @@ func run() int {
 		}
 	}
 	removeSFTPSource()
+	removeFSSource()
 	resolveRelativeGoals(rep.Results)
 	rep.DurationSeconds = time.Since(rep.Started).Seconds()
 
