@@ -35,6 +35,9 @@ type session struct {
 	pty     *ptyRequest // accepted pty-req, if any
 	started bool        // exec, shell or subsystem accepted
 	slot    *slot       // the channel's place under max_sessions
+	// gitProtocol is the value of an accepted GIT_PROTOCOL env request,
+	// passed to the Git handler in the bridge's header.
+	gitProtocol string
 
 	mu     sync.Mutex
 	proc   *os.Process // running program (group leader)
@@ -88,16 +91,7 @@ func (s *session) request(req *gossh.Request) {
 	case "subsystem":
 		s.subsystem(req)
 	case "env":
-		// Environment variables are never passed to programs. The name is
-		// logged, never the value, and at debug: OpenSSH sends LANG and
-		// LC_* (SendEnv) on every login.
-		var m struct{ Name, Value string }
-		if gossh.Unmarshal(req.Payload, &m) == nil {
-			s.c.log.Debug("request refused", "type", "env", "name", clip(m.Name))
-		} else {
-			s.c.log.Debug("request refused", "type", "env")
-		}
-		_ = req.Reply(false, nil)
+		s.env(req)
 	case "x11-req", "auth-agent-req@openssh.com":
 		// X11 and agent forwarding are never offered; the payload (an X11
 		// cookie) is not logged. Routine (ForwardAgent, ForwardX11 in a
@@ -108,6 +102,40 @@ func (s *session) request(req *gossh.Request) {
 		s.c.log.Info("request refused", "type", clip(req.Type))
 		_ = req.Reply(false, nil)
 	}
+}
+
+// env accepts one variable, GIT_PROTOCOL (what git's ssh transport sends
+// to ask for protocol v2), for the Git bridge; it never reaches a program.
+// Every other variable is refused: its name is logged, never its value,
+// and at debug, since OpenSSH sends LANG and LC_* (SendEnv) on every
+// login.
+func (s *session) env(req *gossh.Request) {
+	var m struct{ Name, Value string }
+	if gossh.Unmarshal(req.Payload, &m) != nil {
+		s.c.log.Debug("request refused", "type", "env")
+		_ = req.Reply(false, nil)
+		return
+	}
+	if m.Name == "GIT_PROTOCOL" {
+		switch {
+		case s.started:
+			s.c.log.Info("request refused", "type", "env", "name", m.Name, "reason", "after the session started")
+		case !validGitProtocol(m.Value):
+			s.c.log.Info("request refused", "type", "env", "name", m.Name, "reason", "value is not version=0, version=1 or version=2")
+		default:
+			s.gitProtocol = m.Value
+			_ = req.Reply(true, nil)
+			return
+		}
+		_ = req.Reply(false, nil)
+		return
+	}
+	s.c.log.Debug("request refused", "type", "env", "name", clip(m.Name))
+	_ = req.Reply(false, nil)
+}
+
+func validGitProtocol(v string) bool {
+	return v == "version=0" || v == "version=1" || v == "version=2"
 }
 
 // ptyReq accepts a terminal for a later shell or exec, for identities that
@@ -301,15 +329,17 @@ func (s *session) subsystem(req *gossh.Request) {
 }
 
 // gitHeader opens a stream bridged to the Git handler: one JSON line
-// naming the service and the repository argument as the client gave it,
-// then the client's pack protocol bytes.
+// naming the service, the repository argument as the client gave it and
+// the protocol the client asked for with GIT_PROTOCOL (if it did), then
+// the client's pack protocol bytes.
 type gitHeader struct {
-	Service string `json:"service"`
-	Path    string `json:"path"`
+	Service  string `json:"service"`
+	Path     string `json:"path"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
 func (s *session) git(service, repo string) {
-	b, _ := json.Marshal(gitHeader{Service: service, Path: repo})
+	b, _ := json.Marshal(gitHeader{Service: service, Path: repo, Protocol: s.gitProtocol})
 	s.bridge(ALPNGit, "git", append(b, '\n'))
 }
 

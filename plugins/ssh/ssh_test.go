@@ -1094,6 +1094,111 @@ func TestGitNeedsScopes(t *testing.T) {
 	}
 }
 
+// halfCloser is a stream of the node, as a handler of the harness sees it.
+type halfCloser interface {
+	io.ReadWriter
+	CloseWrite() error
+}
+
+// serveALPN serves alpn in the harness's node with fn; S, the node's
+// stream type, is inferred from serve (the harness's ServeALPN).
+func serveALPN[S halfCloser](serve func(string, func(context.Context, S, *sdk.Identity)) error, alpn string, fn func(halfCloser, *sdk.Identity)) error {
+	return serve(alpn, func(_ context.Context, s S, id *sdk.Identity) { fn(s, id) })
+}
+
+// TestGitProtocolEnv: the one env request accepted is GIT_PROTOCOL, and
+// its value reaches the Git handler in the bridge's header.
+func TestGitProtocolEnv(t *testing.T) {
+	f := newFixture(t, nil)
+	headers := make(chan string, 1)
+	err := serveALPN(f.h.ServeALPN, ssh.ALPNGit, func(s halfCloser, id *sdk.Identity) {
+		// A stand-in Git handler: it reads the header line and ends the
+		// stream with a flush-pkt.
+		var line []byte
+		b := make([]byte, 1)
+		for {
+			if _, err := s.Read(b); err != nil || b[0] == '\n' {
+				break
+			}
+			line = append(line, b[0])
+		}
+		who := "connection" // an authorized_keys identity: the bridge acts as the connection
+		if id != nil {
+			who = id.ID
+		}
+		headers <- who + " " + string(line)
+		_, _ = io.WriteString(s, "0000")
+		_ = s.CloseWrite()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.mustDial(f.alice)
+	for _, tc := range []struct {
+		name   string
+		env    [][2]string // name, value
+		ok     []bool
+		header string
+	}{
+		{"no env", nil, nil, `{"service":"git-upload-pack","path":"/team/app.git"}`},
+		{"protocol v2", [][2]string{{"GIT_PROTOCOL", "version=2"}}, []bool{true}, `{"service":"git-upload-pack","path":"/team/app.git","protocol":"version=2"}`},
+		{"protocol v1", [][2]string{{"LANG", "C.UTF-8"}, {"GIT_PROTOCOL", "version=1"}}, []bool{false, true}, `{"service":"git-upload-pack","path":"/team/app.git","protocol":"version=1"}`},
+		{"protocol v0", [][2]string{{"GIT_PROTOCOL", "version=0"}}, []bool{true}, `{"service":"git-upload-pack","path":"/team/app.git","protocol":"version=0"}`},
+		{"an unknown version", [][2]string{{"GIT_PROTOCOL", "version=3"}}, []bool{false}, `{"service":"git-upload-pack","path":"/team/app.git"}`},
+		{"a list of values", [][2]string{{"GIT_PROTOCOL", "version=2:object-format=sha1"}}, []bool{false}, `{"service":"git-upload-pack","path":"/team/app.git"}`},
+		{"a later bad value", [][2]string{{"GIT_PROTOCOL", "version=2"}, {"GIT_PROTOCOL", "x"}}, []bool{true, false}, `{"service":"git-upload-pack","path":"/team/app.git","protocol":"version=2"}`},
+		{"another name", [][2]string{{"git_protocol", "version=2"}}, []bool{false}, `{"service":"git-upload-pack","path":"/team/app.git"}`},
+	} {
+		ch, reqs, err := c.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range tc.env {
+			ok, err := ch.SendRequest("env", true, gossh.Marshal(struct{ Name, Value string }{e[0], e[1]}))
+			if err != nil || ok != tc.ok[i] {
+				t.Errorf("%s: env %s=%s: accepted %v, %v; want %v", tc.name, e[0], e[1], ok, err, tc.ok[i])
+			}
+		}
+		if ok, err := ch.SendRequest("exec", true, gossh.Marshal(struct{ Command string }{"git-upload-pack '/team/app.git'"})); !ok || err != nil {
+			t.Fatalf("%s: exec: %v %v", tc.name, ok, err)
+		}
+		_ = ch.CloseWrite()
+		out, _ := io.ReadAll(ch)
+		status := -1
+		for r := range reqs {
+			if r.Type == "exit-status" {
+				var m struct{ Status uint32 }
+				_ = gossh.Unmarshal(r.Payload, &m)
+				status = int(m.Status)
+			}
+		}
+		if string(out) != "0000" || status != 0 {
+			t.Errorf("%s: stdout %q, status %d", tc.name, out, status)
+		}
+		select {
+		case h := <-headers:
+			if h != "connection "+tc.header {
+				t.Errorf("%s: header %s; want %s", tc.name, h, tc.header)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the Git handler got no stream", tc.name)
+		}
+	}
+	// Unusual values are refused at info, without the value.
+	var refused int
+	for _, l := range f.logs.lines("request refused") {
+		if l["type"] == "env" && l["name"] == "GIT_PROTOCOL" && l["@level"] == "info" {
+			refused++
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d refused GIT_PROTOCOL values logged at info; want 3:\n%s", refused, f.logs)
+	}
+	if strings.Contains(f.logs.String(), "object-format") {
+		t.Errorf("an env value was logged:\n%s", f.logs)
+	}
+}
+
 func TestRefusedRequestsAreLogged(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.mustDial(f.alice)
@@ -1108,6 +1213,7 @@ func TestRefusedRequestsAreLogged(t *testing.T) {
 		payload []byte
 	}{
 		{"env", gossh.Marshal(struct{ Name, Value string }{"AWS_SECRET_ACCESS_KEY", secret})},
+		{"env", gossh.Marshal(struct{ Name, Value string }{"GIT_PROTOCOL", secret})},
 		{"x11-req", gossh.Marshal(struct {
 			Single       bool
 			Protocol     string
@@ -1150,6 +1256,11 @@ func TestRefusedRequestsAreLogged(t *testing.T) {
 		if n := countAt("debug", "request refused", typ); n != 1 {
 			t.Errorf("%d log lines for the refused %s request; want 1", n, typ)
 		}
+	}
+	// GIT_PROTOCOL is accepted, for the Git bridge, with version=0, 1 or
+	// 2 only; another value is unusual: info.
+	if n := count("request refused", "env"); n != 1 {
+		t.Errorf("%d log lines at info for the refused GIT_PROTOCOL value; want 1", n)
 	}
 	for _, typ := range []string{"x11", "auth-agent@openssh.com", "direct-streamlocal@openssh.com", "tun@openssh.com"} {
 		if n := count("channel refused", typ); n != 1 {
