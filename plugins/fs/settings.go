@@ -1,13 +1,12 @@
 package fs
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"alknet.dev/alknet/plugins/sdk"
 )
 
 // Settings are the keys of [plugins.fs] (README.md lists them).
@@ -16,7 +15,7 @@ type Settings struct {
 	// state directory, <data>/fs).
 	Root string `json:"root,omitempty"`
 	// MaxBlobSize bounds the size of one put (default 64 GiB).
-	MaxBlobSize *ByteSize `json:"max_blob_size,omitempty"`
+	MaxBlobSize *sdk.ByteSize `json:"max_blob_size,omitempty"`
 	// MaxPuts bounds the puts received at once (default 8); one more is
 	// refused with UNAVAILABLE.
 	MaxPuts *int `json:"max_puts,omitempty"`
@@ -58,13 +57,8 @@ const configSchema = `{
 // ("" when the node gave none).
 func parseSettings(raw json.RawMessage, stateDir string) (*config, error) {
 	var s Settings
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("fs settings: %w (the keys of [plugins.fs] are root, max_blob_size, max_puts and lease; see the plugin README)", err)
-		}
+	if err := sdk.DecodeSettings("fs", raw, &s); err != nil {
+		return nil, err
 	}
 	c := &config{root: s.Root, maxBlobSize: DefaultMaxBlobSize, maxPuts: DefaultMaxPuts, lease: DefaultLease}
 	if c.root == "" {
@@ -99,47 +93,4 @@ func parseSettings(raw json.RawMessage, stateDir string) (*config, error) {
 		c.lease = d
 	}
 	return c, nil
-}
-
-// ByteSize is a size in bytes, written in the config as a number or a
-// string with a unit: "10GiB", "500MB", "1048576".
-type ByteSize int64
-
-// UnmarshalJSON accepts a number or a string with a unit.
-func (b *ByteSize) UnmarshalJSON(data []byte) error {
-	s := strings.TrimSpace(string(data))
-	if uq, err := strconv.Unquote(s); err == nil {
-		s = uq
-	}
-	n, err := parseBytes(s)
-	if err != nil {
-		return err
-	}
-	*b = ByteSize(n)
-	return nil
-}
-
-var units = []struct {
-	suffix string
-	mult   int64
-}{
-	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"kB", 1e3}, {"B", 1},
-}
-
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	num := s
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
-		return 0, fmt.Errorf("size %q: want a number of bytes or a number with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
-	}
-	return n * mult, nil
 }

@@ -1,15 +1,15 @@
 package git
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"alknet.dev/alknet/plugins/sdk"
 )
 
 // Settings are the keys of [plugins.git] (README.md lists them).
@@ -26,7 +26,7 @@ type Settings struct {
 	// one remote address) (default 4).
 	MaxPerIdentity int `json:"max_per_identity,omitempty"`
 	// MaxPushSize bounds the pack one push sends (default "1GiB").
-	MaxPushSize *ByteSize `json:"max_push_size,omitempty"`
+	MaxPushSize *sdk.ByteSize `json:"max_push_size,omitempty"`
 	// RequestTimeout bounds one request from its first byte to the end of
 	// its git program (a Go duration, default "30m").
 	RequestTimeout string `json:"request_timeout,omitempty"`
@@ -87,13 +87,8 @@ func (c *config) public(name string) bool {
 // parseSettings decodes and checks settings; stateDir is the default root.
 func parseSettings(raw json.RawMessage, stateDir string) (*config, error) {
 	var s Settings
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("git settings: %w (see the plugin README for the keys of [plugins.git])", err)
-		}
+	if err := sdk.DecodeSettings("git", raw, &s); err != nil {
+		return nil, err
 	}
 	c := &config{root: s.Root, repos: map[string]*RepoSettings{}, maxConcurrent: s.MaxConcurrent, maxPerIdentity: s.MaxPerIdentity,
 		maxPushSize: defaultMaxPushSize, requestTimeout: defaultRequestTimeout}
@@ -152,49 +147,6 @@ func parseSettings(raw json.RawMessage, stateDir string) (*config, error) {
 		c.repos[name] = &r
 	}
 	return c, nil
-}
-
-// ByteSize is a size in bytes, written in the config as a number or a
-// string with a unit: "1GiB", "500MB", "1048576".
-type ByteSize int64
-
-// UnmarshalJSON accepts a number or a string with a unit.
-func (b *ByteSize) UnmarshalJSON(data []byte) error {
-	s := strings.TrimSpace(string(data))
-	if uq, err := strconv.Unquote(s); err == nil {
-		s = uq
-	}
-	n, err := parseBytes(s)
-	if err != nil {
-		return err
-	}
-	*b = ByteSize(n)
-	return nil
-}
-
-var units = []struct {
-	suffix string
-	mult   int64
-}{
-	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"kB", 1e3}, {"B", 1},
-}
-
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	num := s
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
-		return 0, fmt.Errorf("size %q: want a number of bytes or a number with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
-	}
-	return n * mult, nil
 }
 
 const configSchema = `{

@@ -1,14 +1,13 @@
 package sftp
 
 import (
-	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
+	"alknet.dev/alknet/plugins/sdk"
 	"github.com/pkg/sftp"
 )
 
@@ -130,57 +129,4 @@ func measure(root *os.Root) (bytes, files int64, err error) {
 	return bytes, files, err
 }
 
-// ByteSize is a size in bytes, written in the config as a number or a
-// string with a unit: "10GiB", "500MB", "1048576".
-type ByteSize int64
-
-// UnmarshalJSON accepts a number or a string with a unit.
-func (b *ByteSize) UnmarshalJSON(data []byte) error {
-	s := strings.TrimSpace(string(data))
-	if uq, err := strconv.Unquote(s); err == nil {
-		s = uq
-	}
-	n, err := parseBytes(s)
-	if err != nil {
-		return err
-	}
-	*b = ByteSize(n)
-	return nil
-}
-
-var units = []struct {
-	suffix string
-	mult   int64
-}{
-	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"kB", 1e3}, {"B", 1},
-}
-
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	num := s
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
-		return 0, fmt.Errorf("size %q: want a number of bytes or a number with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
-	}
-	return n * mult, nil
-}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return strconv.FormatInt(n>>30, 10) + " GiB"
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + " MiB"
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + " KiB"
-	}
-	return strconv.FormatInt(n, 10) + " bytes"
-}
+func formatBytes(n int64) string { return sdk.ByteSize(n).String() }

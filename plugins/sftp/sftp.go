@@ -12,7 +12,6 @@
 package sftp
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -50,8 +49,8 @@ type Settings struct {
 	Root string `json:"root,omitempty"`
 	// QuotaBytes and QuotaFiles bound what each identity stores in its
 	// own root (0: no limit).
-	QuotaBytes ByteSize `json:"quota_bytes,omitempty"`
-	QuotaFiles int64    `json:"quota_files,omitempty"`
+	QuotaBytes sdk.ByteSize `json:"quota_bytes,omitempty"`
+	QuotaFiles int64        `json:"quota_files,omitempty"`
 	// Quotas override the defaults for single identities.
 	Quotas []Quota `json:"quotas,omitempty"`
 	// SharedRoots are directories granted by name through
@@ -64,9 +63,9 @@ type Settings struct {
 
 // Quota is one identity's limits.
 type Quota struct {
-	Identity string   `json:"identity"`
-	Bytes    ByteSize `json:"bytes,omitempty"`
-	Files    int64    `json:"files,omitempty"`
+	Identity string       `json:"identity"`
+	Bytes    sdk.ByteSize `json:"bytes,omitempty"`
+	Files    int64        `json:"files,omitempty"`
 }
 
 type config struct {
@@ -81,13 +80,8 @@ var sharedName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseSettings(raw json.RawMessage, stateDir string) (*config, error) {
 	var s Settings
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("sftp settings: %w (see the plugin README for the keys of [plugins.sftp])", err)
-		}
+	if err := sdk.DecodeSettings("sftp", raw, &s); err != nil {
+		return nil, err
 	}
 	c := &config{root: s.Root, quota: Quota{Bytes: s.QuotaBytes, Files: s.QuotaFiles}, quotas: map[string]Quota{},
 		shared: map[string]string{}, handles: s.MaxOpenHandles}
