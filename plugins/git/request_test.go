@@ -155,7 +155,7 @@ func TestPktLine(t *testing.T) {
 	if b.String() != "000ahello\n0000" {
 		t.Fatalf("written %q", b.String())
 	}
-	buf := make([]byte, pktDataMax)
+	buf := make([]byte, pktMax) // a whole line, length digits included
 	p, kind, err := readPkt(&b, buf)
 	if err != nil || kind != pktData || string(p) != "hello\n" {
 		t.Fatalf("read %q %v %v", p, kind, err)
