@@ -70,6 +70,7 @@ func suite() []benchmark {
 	all = append(all, gosshRows...)
 	all = append(all, m9...)
 	all = append(all, m9fs...)
+	all = append(all, m10...)
 	return all
 }
 
