@@ -223,7 +223,7 @@ func startChildBlob(ctx context.Context, e *env) (*instance, error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		start := time.Now()
-		c, err := quic.DialAddr(ctx, addr, cfg, &quic.Config{MaxStreamReceiveWindow: 16 << 20, MaxConnectionReceiveWindow: 32 << 20})
+		c, err := quic.DialAddr(ctx, addr, cfg, nil) // quic-go's defaults, as the node and alknet's dialer use
 		if err != nil {
 			return 0, err
 		}
