@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -409,31 +408,9 @@ func startAlknetGit(ctx context.Context, e *env) (*gitSide, error) {
 			return fail(err)
 		}
 	}
-	run := func(args ...string) ([]byte, error) {
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(cctx, bin, append([]string{"--data-dir", client}, args...)...)
-		cmd.Env = nodeEnv(xdg)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("alknet %s: %v\n%s", strings.Join(args, " "), err, indent(stderr.String()))
-		}
-		return out, nil
-	}
-	if _, err := run("init", "--show-mnemonic-once"); err != nil {
-		return fail(err)
-	}
-	out, err := run("id", "--json")
+	fp, err := benchClient{bin: bin, dataDir: client, xdg: xdg}.identity(ctx)
 	if err != nil {
 		return fail(err)
-	}
-	var id struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if err := json.Unmarshal(out, &id); err != nil || id.Fingerprint == "" {
-		return fail(fmt.Errorf("alknet id --json: %q: %v", out, err))
 	}
 	key, err := writeClientKey(filepath.Join(root, "client_ed25519"))
 	if err != nil {
@@ -447,7 +424,7 @@ func startAlknetGit(ctx context.Context, e *env) (*gitSide, error) {
 		"[[auth.peers]]\npeer_id = \"bench-git\"\nfingerprints = [%q]\nssh_keys = [%q]\nscopes = [\"git:read\", \"git:write\"]\n\n"+
 		"[[listeners.plain]]\naddr = \"127.0.0.1:%d\"\nalpn = \"alknet/ssh\"\n\n"+
 		"[plugins.git]\nroot = %s\n\n[plugins.echo]\ndisabled = true\n",
-		benchKey().fp, id.Fingerprint, key.fp, port, strconv.Quote(repos))
+		benchKey().fp, fp, key.fp, port, strconv.Quote(repos))
 	for _, name := range others {
 		if name != "git" && name != "ssh" {
 			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)

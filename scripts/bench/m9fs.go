@@ -119,34 +119,14 @@ func startFSGet(ctx context.Context, e *env) (*instance, error) {
 	if err := os.MkdirAll(xdg, 0o700); err != nil {
 		return fail(err)
 	}
-	run := func(args ...string) ([]byte, error) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(cctx, bin, append([]string{"--data-dir", client}, args...)...)
-		cmd.Env = nodeEnv(xdg)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("alknet %s: %v\n%s", strings.Join(args, " "), err, indent(stderr.String()))
-		}
-		return out, nil
-	}
-	if _, err := run("init", "--show-mnemonic-once"); err != nil {
-		return fail(err)
-	}
-	out, err := run("id", "--json")
+	cl := benchClient{bin: bin, dataDir: client, xdg: xdg}
+	run := func(args ...string) ([]byte, error) { return cl.run(ctx, 5*time.Minute, args...) }
+	fp, err := cl.identity(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	var id struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if err := json.Unmarshal(out, &id); err != nil || id.Fingerprint == "" {
-		return fail(fmt.Errorf("alknet id --json: %q: %v", out, err))
-	}
 	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench-admin\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n"+
-		"[[auth.peers]]\npeer_id = \"bench-fs\"\nfingerprints = [%q]\nscopes = [\"fs:read\", \"fs:write\"]\n", benchKey().fp, id.Fingerprint)
+		"[[auth.peers]]\npeer_id = \"bench-fs\"\nfingerprints = [%q]\nscopes = [\"fs:read\", \"fs:write\"]\n", benchKey().fp, fp)
 	for _, name := range others {
 		if name != "fs" {
 			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
@@ -168,7 +148,7 @@ func startFSGet(ctx context.Context, e *env) (*instance, error) {
 		n.close()
 		return nil, fmt.Errorf("%w\n%s", err, p.logs)
 	}
-	out, err = run("fs", "put", "--peer", n.fp, n.addr, src, "--json")
+	out, err := run("fs", "put", "--peer", n.fp, n.addr, src, "--json")
 	var put struct {
 		Hash string `json:"hash"`
 	}
@@ -348,4 +328,43 @@ func startB3sum(_ context.Context, e *env) (*instance, error) {
 		return float64(size) / time.Since(start).Seconds() / (1 << 20), nil
 	}
 	return &instance{Warmup: func(ctx context.Context) error { _, err := hash(ctx); return err }, Measure: hash, Stop: func() {}}, nil
+}
+
+// benchClient is a machine of its own for the bench: a data directory with
+// a vault, whose identity the nodes of a row list as a peer.
+type benchClient struct {
+	bin, dataDir, xdg string
+}
+
+// run runs alknet on the client's data directory and returns its stdout.
+func (c benchClient) run(ctx context.Context, timeout time.Duration, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, append([]string{"--data-dir", c.dataDir}, args...)...)
+	cmd.Env = nodeEnv(c.xdg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("alknet %s: %v\n%s", strings.Join(args, " "), err, indent(stderr.String()))
+	}
+	return out, nil
+}
+
+// identity creates the client's vault and returns its fingerprint.
+func (c benchClient) identity(ctx context.Context) (string, error) {
+	if _, err := c.run(ctx, time.Minute, "init", "--show-mnemonic-once"); err != nil {
+		return "", err
+	}
+	out, err := c.run(ctx, time.Minute, "id", "--json")
+	if err != nil {
+		return "", err
+	}
+	var id struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := json.Unmarshal(out, &id); err != nil || id.Fingerprint == "" {
+		return "", fmt.Errorf("alknet id --json: %q: %v", out, err)
+	}
+	return id.Fingerprint, nil
 }
