@@ -124,17 +124,18 @@ func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStream
 		}
 		inv.Identity, inv.Internal, inv.ParentID = s.pluginAuthority(), true, a.call.requestID
 	}
+	id := inv.RequestID
 	emit := func(b json.RawMessage) error {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b})
+		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b, RequestId: id})
 	}
 	out, cerr := s.h.opts.Registry.Invoke(ctx, inv, emit)
 	if cerr != nil {
-		return sendError(st, cerr)
+		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(cerr), RequestId: id})
 	}
 	if r.GetSubscribe() {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED})
+		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED, RequestId: id})
 	}
-	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: out})
+	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: out, RequestId: id})
 }
 
 func trimSlash(s string) string {

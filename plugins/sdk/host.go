@@ -51,21 +51,31 @@ func (h *Host) Logger() hclog.Logger { return logger }
 // same gates as a call from the network. Errors are *Error values (or
 // ErrNotServing).
 func (h *Host) Invoke(ctx context.Context, as Actor, op string, input any) (json.RawMessage, error) {
-	var out json.RawMessage
-	err := h.invoke(ctx, as, op, input, false, func(b json.RawMessage) error { out = b; return nil })
+	_, out, err := h.InvokeWithID(ctx, as, op, input)
 	return out, err
+}
+
+// InvokeWithID is Invoke that also returns the request id the node gave
+// the call ("" when the call never reached the node), for a gateway that
+// answers it to its client: the node's logs name the same id.
+func (h *Host) InvokeWithID(ctx context.Context, as Actor, op string, input any) (requestID string, out json.RawMessage, err error) {
+	err = h.invoke(ctx, as, op, input, false, &requestID, func(b json.RawMessage) error { out = b; return nil })
+	return requestID, out, err
 }
 
 // Subscribe is Invoke for a subscription: each gets every item; returning
 // an error from it ends the subscription.
 func (h *Host) Subscribe(ctx context.Context, as Actor, op string, input any, each func(item json.RawMessage) error) error {
-	return h.invoke(ctx, as, op, input, true, each)
+	return h.invoke(ctx, as, op, input, true, nil, each)
 }
 
-func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub bool, each func(json.RawMessage) error) error {
-	in, err := json.Marshal(input)
-	if err != nil {
-		return Errorf(CodeInvalidInput, "encode input: %v", err)
+func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub bool, requestID *string, each func(json.RawMessage) error) error {
+	in, ok := input.(json.RawMessage)
+	if !ok || len(in) == 0 {
+		var err error
+		if in, err = json.Marshal(input); err != nil {
+			return Errorf(CodeInvalidInput, "encode input: %v", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -80,6 +90,9 @@ func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub b
 		}
 		if err != nil {
 			return hostError(err)
+		}
+		if requestID != nil && r.GetRequestId() != "" {
+			*requestID = r.GetRequestId()
 		}
 		switch r.GetKind() {
 		case pluginpb.InvokeResult_RESPONDED:

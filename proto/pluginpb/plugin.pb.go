@@ -1294,7 +1294,10 @@ type InvokeResult struct {
 	// output is JSON (RESPONDED).
 	Output []byte `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
 	// error (ERROR).
-	Error         *CallError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error *CallError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// request_id is the id the node gave the call (on every result), so a
+	// gateway can answer it and the node's logs name the same call.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1348,6 +1351,13 @@ func (x *InvokeResult) GetError() *CallError {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *InvokeResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // CallFrame travels on Plugin.Calls, the one long-lived stream that carries
@@ -2136,11 +2146,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\rforwarded_for\x18\x05 \x01(\v2\x1a.alknet.plugin.v2.IdentityR\fforwardedFor\x12\x1a\n" +
 	"\binternal\x18\x06 \x01(\bR\binternal\x12@\n" +
 	"\fcapabilities\x18\a \x03(\v2\x1c.alknet.plugin.v2.CapabilityR\fcapabilities\x12\x1c\n" +
-	"\tsubscribe\x18\b \x01(\bR\tsubscribe\"\xd9\x01\n" +
+	"\tsubscribe\x18\b \x01(\bR\tsubscribe\"\xf8\x01\n" +
 	"\fInvokeResult\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.alknet.plugin.v2.InvokeResult.KindR\x04kind\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\fR\x06output\x121\n" +
-	"\x05error\x18\x03 \x01(\v2\x1b.alknet.plugin.v2.CallErrorR\x05error\"E\n" +
+	"\x05error\x18\x03 \x01(\v2\x1b.alknet.plugin.v2.CallErrorR\x05error\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"E\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tRESPONDED\x10\x01\x12\t\n" +
