@@ -57,6 +57,9 @@ func startHTTPNode(t *testing.T, config string, serveArgs ...string) *httpNode {
 	spki := append([]byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}, key...)
 	sum := sha256.Sum256(spki)
 	n.pin = "sha256//" + base64.StdEncoding.EncodeToString(sum[:])
+	if got := strings.TrimSpace(n.node.ok("", "id", "--pin")); got != n.pin {
+		t.Fatalf("alknet id --pin = %q, want %q", got, n.pin)
+	}
 	n.client = pinnedClient(spki)
 	n.waitReady()
 	return n

@@ -153,7 +153,7 @@ func (a *app) printIdentity(d datadir.Dir, fp string) {
 }
 
 func (a *app) idCmd() *cobra.Command {
-	var certPEM, asJSON bool
+	var certPEM, pin, asJSON bool
 	c := &cobra.Command{
 		Use:   "id",
 		Short: "Print the node's fingerprint (works while the vault is sealed)",
@@ -163,7 +163,10 @@ vault file's clear header, so no passphrase is needed.
 
 --cert prints the node's TLS certificate (PEM) instead: a deterministic
 self-signed certificate carrying the node key, identical on every run. It
-needs the vault unlocked.`,
+needs the vault unlocked.
+
+--pin prints the key's pin for HTTP clients, sha256//<base64>: give it to
+curl --pinnedpubkey (with -k, as the certificate names no host).`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			d, err := a.dataDir()
@@ -181,6 +184,14 @@ needs the vault unlocked.`,
 			if err != nil {
 				return err
 			}
+			if pin {
+				p, err := identity.SPKIPin(fp)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.out, p)
+				return nil
+			}
 			if asJSON {
 				return a.printJSON(idJSON{Fingerprint: fp})
 			}
@@ -189,6 +200,7 @@ needs the vault unlocked.`,
 		},
 	}
 	c.Flags().BoolVar(&certPEM, "cert", false, "print the node's TLS certificate as PEM")
+	c.Flags().BoolVar(&pin, "pin", false, "print the key's pin for curl --pinnedpubkey (sha256//<base64>)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
 	return c
 }

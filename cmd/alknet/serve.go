@@ -13,6 +13,7 @@ import (
 
 	"alknet.dev/alknet/core/atomicfile"
 	"alknet.dev/alknet/core/datadir"
+	"alknet.dev/alknet/core/identity"
 	"alknet.dev/alknet/core/node"
 	"alknet.dev/alknet/core/vault"
 )
@@ -195,13 +196,18 @@ func (a *app) printNextSteps(fp, addr string) {
 			}
 		}
 	}
+	pin, err := identity.SPKIPin(fp)
+	if err != nil {
+		pin = "sha256//…" // an x509 or acme node: curl verifies it by name
+	}
 	fmt.Fprintf(a.out, `
 Try it from another terminal:
   %[1]s call --peer %[2]s %[3]s /echo/say '"hi"'
   %[1]s services --peer %[2]s %[3]s
   %[1]s ssh-config --peer %[2]s --name alknet-dev %[3]s >> ~/.ssh/config
+  curl -k --pinnedpubkey '%[4]s' https://%[3]s/call -d '{"operation":"/echo/say","input":"hi"}'
 Stop with Ctrl-C.
-`, exe, fp, addr)
+`, exe, fp, addr, pin)
 }
 
 // nodeAddrFile in the data directory holds the running node's dial

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -77,4 +78,25 @@ func ParseFingerprint(s string) (string, error) {
 		return "", fmt.Errorf("fingerprint %q: want 64 hexadecimal digits after %q", s, prefix)
 	}
 	return prefix + hex.EncodeToString(b), nil
+}
+
+// ed25519SPKIPrefix starts the DER SubjectPublicKeyInfo of every Ed25519
+// key; the 32-byte key follows it (RFC 8410).
+var ed25519SPKIPrefix = []byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}
+
+// SPKIPin is the pin of an ed25519: fingerprint as HTTP tools take it:
+// "sha256//" and the base64 SHA-256 of the key's SubjectPublicKeyInfo
+// (curl --pinnedpubkey; Chromium's --ignore-certificate-errors-spki-list
+// takes the part after "sha256//").
+func SPKIPin(fp string) (string, error) {
+	fp, err := ParseFingerprint(fp)
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(fp, PrefixEd25519) {
+		return "", fmt.Errorf("fingerprint %q: a pin needs the key itself (ed25519:…), not a certificate hash", fp)
+	}
+	key, _ := hex.DecodeString(fp[len(PrefixEd25519):])
+	sum := sha256.Sum256(append(append([]byte(nil), ed25519SPKIPrefix...), key...))
+	return "sha256//" + base64.StdEncoding.EncodeToString(sum[:]), nil
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"math/big"
@@ -267,4 +268,26 @@ func FuzzCertFingerprint(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSPKIPinMatchesTheCertificate: the pin computed from a fingerprint is
+// the hash of the SubjectPublicKeyInfo in the node's own certificate.
+func TestSPKIPinMatchesTheCertificate(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, err := RawKeyCertificate(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	pin, err := SPKIPin(KeyFingerprint(priv.Public().(ed25519.PublicKey)))
+	if err != nil || pin != "sha256//"+base64.StdEncoding.EncodeToString(sum[:]) {
+		t.Fatalf("SPKIPin = %q, %v", pin, err)
+	}
+	if _, err := SPKIPin("SHA256:" + strings.Repeat("ab", 32)); err == nil {
+		t.Fatal("a certificate hash gave a pin")
+	}
 }
