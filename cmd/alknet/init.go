@@ -153,7 +153,7 @@ func (a *app) printIdentity(d datadir.Dir, fp string) {
 }
 
 func (a *app) idCmd() *cobra.Command {
-	var certPEM, pin, asJSON bool
+	var certPEM, pin, browserPin, asJSON bool
 	c := &cobra.Command{
 		Use:   "id",
 		Short: "Print the node's fingerprint (works while the vault is sealed)",
@@ -166,15 +166,20 @@ self-signed certificate carrying the node key, identical on every run. It
 needs the vault unlocked.
 
 --pin prints the key's pin for HTTP clients, sha256//<base64>: give it to
-curl --pinnedpubkey (with -k, as the certificate names no host).`,
+curl --pinnedpubkey (with -k, as the certificate names no host).
+
+--browser-pin prints the pin of the certificate the node shows browsers
+(they cannot verify Ed25519: the node gives them an ECDSA P-256 certificate
+whose key it derives from its own). Chromium takes the part after sha256//
+in --ignore-certificate-errors-spki-list. It needs the vault unlocked.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			d, err := a.dataDir()
 			if err != nil {
 				return err
 			}
-			if certPEM {
-				return a.printNodeCert(d)
+			if certPEM || browserPin {
+				return a.printNodeCert(d, browserPin)
 			}
 			f, err := vault.ReadFile(d.VaultPath())
 			if err != nil {
@@ -201,11 +206,12 @@ curl --pinnedpubkey (with -k, as the certificate names no host).`,
 	}
 	c.Flags().BoolVar(&certPEM, "cert", false, "print the node's TLS certificate as PEM")
 	c.Flags().BoolVar(&pin, "pin", false, "print the key's pin for curl --pinnedpubkey (sha256//<base64>)")
+	c.Flags().BoolVar(&browserPin, "browser-pin", false, "print the pin of the certificate browsers get (sha256//<base64>)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON (docs/json.md)")
 	return c
 }
 
-func (a *app) printNodeCert(d datadir.Dir) error {
+func (a *app) printNodeCert(d datadir.Dir, browserPin bool) error {
 	v, _, err := a.openVault(d)
 	if err != nil {
 		return err
@@ -216,6 +222,14 @@ func (a *app) printNodeCert(d datadir.Dir) error {
 		return err
 	}
 	defer k.Wipe()
+	if browserPin {
+		p, err := identity.BrowserPin(k.Signer())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(a.out, p)
+		return nil
+	}
 	der, err := identity.RawKeyCertificate(k.Signer())
 	if err != nil {
 		return err

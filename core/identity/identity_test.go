@@ -291,3 +291,32 @@ func TestSPKIPinMatchesTheCertificate(t *testing.T) {
 		t.Fatal("a certificate hash gave a pin")
 	}
 }
+
+// TestBrowserCertificate: the browser certificate's key is derived from
+// the node key (the same pin at every start, another for another key), it
+// is ECDSA P-256, and BrowserPin is the hash of its SubjectPublicKeyInfo.
+func TestBrowserCertificate(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	c1, err := BrowserTLSCertificate(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := BrowserTLSCertificate(key)
+	if !bytes.Equal(c1.Leaf.RawSubjectPublicKeyInfo, c2.Leaf.RawSubjectPublicKeyInfo) {
+		t.Fatal("two browser certificates of one node key carry different keys")
+	}
+	if _, ok := c1.Leaf.PublicKey.(*ecdsa.PublicKey); !ok {
+		t.Fatalf("browser certificate key %T", c1.Leaf.PublicKey)
+	}
+	sum := sha256.Sum256(c1.Leaf.RawSubjectPublicKeyInfo)
+	if pin, err := BrowserPin(key); err != nil || pin != "sha256//"+base64.StdEncoding.EncodeToString(sum[:]) {
+		t.Fatalf("BrowserPin = %q, %v", pin, err)
+	}
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	if p1, _ := BrowserPin(key); func() bool { p2, _ := BrowserPin(other); return p1 == p2 }() {
+		t.Fatal("two node keys gave one browser pin")
+	}
+	if err := c1.Leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -39,7 +39,11 @@ func (n *Node) identity(cfg *config.Config) (endpoint.CertSource, string, func(c
 		if err != nil {
 			return nil, "", nil, err
 		}
-		return staticCert{cert}, identity.KeyFingerprint(key.Public()), nil, nil
+		browser, err := identity.BrowserTLSCertificate(key.Signer())
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return rawKeyCerts{raw: cert, browser: browser}, identity.KeyFingerprint(key.Public()), nil, nil
 	case config.TLSX509:
 		cert, err := identity.LoadX509(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
@@ -104,6 +108,19 @@ func (n *Node) rawKey(cfg *config.Config) (vault.PrivateKey, error) {
 type staticCert struct{ c tls.Certificate }
 
 func (s staticCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &s.c, nil }
+
+// rawKeyCerts serves the raw-key certificate to every client that can
+// verify an Ed25519 signature (alknet, curl, OpenSSH's tools, Go, Node) and
+// the node's browser certificate — ECDSA P-256, its key derived from the
+// node key — to those that cannot: browsers offer no Ed25519 scheme in TLS.
+type rawKeyCerts struct{ raw, browser tls.Certificate }
+
+func (r rawKeyCerts) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if hello.SupportsCertificate(&r.raw) == nil {
+		return &r.raw, nil
+	}
+	return &r.browser, nil
+}
 
 // acmeCerts serves the ACME certificates; a hello for a name that is not
 // configured (a raw-key style dial with SNI "alknet", or an IP) gets the
