@@ -427,3 +427,77 @@ func (n *httpNode) clientSPKI() []byte {
 	}
 	return spki
 }
+
+// TestHTTPPerIdentityBounds: one identity's concurrent requests and open
+// SSE streams are bounded (429 with Retry-After past them); another
+// identity is not held back by them.
+func TestHTTPPerIdentityBounds(t *testing.T) {
+	n := startHTTPNode(t, `
+[plugins.http]
+max_requests_per_identity = 3
+max_streams_per_identity = 2
+`, "--enable-diag")
+	other := n.token("echo:caps")
+	running := func() int {
+		_, b := n.do("POST", "/call", other, strings.NewReader(`{"operation":"diag/stats"}`))
+		var r struct {
+			Output struct {
+				Running int `json:"running"`
+			} `json:"output"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("diag/stats: %s", b)
+		}
+		return r.Output.Running
+	}
+	// Three anonymous calls that wait until they are cancelled.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() { // ends when ctx is cancelled below
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, "POST", n.base+"/call", strings.NewReader(`{"operation":"diag/sleep","input":{"ms":600000}}`))
+			if resp, err := n.client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	waitFor(t, "three sleeping calls", func() bool { return running() == 3 })
+	resp, b := n.do("POST", "/call", "", strings.NewReader(`{"operation":"echo/say","input":1}`))
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "too many concurrent requests") {
+		t.Errorf("a fourth request of the same identity: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := n.do("POST", "/call", other, strings.NewReader(`{"operation":"echo/say","input":1}`)); resp.StatusCode != 200 {
+		t.Errorf("another identity meanwhile: %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	wg.Wait()
+	waitFor(t, "the sleeping calls to be cancelled", func() bool { return running() == 0 })
+	if resp, _ := n.do("POST", "/call", "", strings.NewReader(`{"operation":"echo/say","input":1}`)); resp.StatusCode != 200 {
+		t.Errorf("after the calls ended: %d", resp.StatusCode)
+	}
+
+	// Two open SSE streams of one identity; the third is refused.
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	for i := range 2 {
+		req, _ := http.NewRequestWithContext(sctx, "POST", n.base+"/subscribe", strings.NewReader(`{"operation":"echo/ticks","input":{"count":1000000,"interval_ms":50}}`))
+		req.Header.Set("Authorization", "Bearer "+other)
+		resp, err := n.client.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %v %v", i, err, resp)
+		}
+		defer resp.Body.Close()
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil { // it has started
+			t.Fatal(err)
+		}
+	}
+	resp, b = n.do("POST", "/subscribe", other, strings.NewReader(`{"operation":"echo/ticks","input":{"count":1}}`))
+	if resp.StatusCode != 429 || !strings.Contains(string(b), "too many open subscriptions") {
+		t.Errorf("a third stream: %d %s", resp.StatusCode, b)
+	}
+	if resp, _ := n.do("POST", "/subscribe", "", strings.NewReader(`{"operation":"echo/ticks","input":{"count":1}}`)); resp.StatusCode != 200 {
+		t.Errorf("another identity's stream: %d", resp.StatusCode)
+	}
+}

@@ -282,6 +282,11 @@ func (p *Plugin) subscribe(w http.ResponseWriter, r *http.Request, c *caller) {
 		writeError(w, http.StatusBadRequest, "", sdk.Errorf(sdk.CodeInvalidInput, "name the operation: {\"operation\": \"/svc/op\", \"input\": …}"))
 		return
 	}
+	p.stream(w, r, c, req)
+}
+
+// stream answers a subscription as Server-Sent Events (see subscribe).
+func (p *Plugin) stream(w http.ResponseWriter, r *http.Request, c *caller, req callRequest) {
 	if !p.streams.acquire(c.key, p.cfg.Load().streamsPerID) {
 		p.throttled(w, "open subscriptions and WebSockets")
 		return
@@ -361,25 +366,30 @@ func (p *Plugin) subscribe(w http.ResponseWriter, r *http.Request, c *caller) {
 	_ = send([]byte("event: completed\ndata: {}\n\n"))
 }
 
-// readJSON reads a JSON body of at most max_body_bytes into v: 413 for a
-// larger one (without reading it when Content-Length says so), 400 naming
-// the position of a syntax error.
-func (p *Plugin) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+// readBody reads a body of at most max_body_bytes: 413 for a larger one
+// (without reading it when Content-Length says so).
+func (p *Plugin) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	max := p.cfg.Load().maxBody
 	if r.ContentLength > max {
 		p.tooLarge(w, r.ContentLength, max)
-		return false
+		return nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		p.tooLarge(w, -1, max)
-		return false
+		return nil, false
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "", sdk.Errorf(sdk.CodeInvalidInput, "read the body: %v", err))
-		return false
+		return nil, false
 	}
+	return body, true
+}
+
+// decodeBody decodes body, one JSON value, into v (strict: unknown keys
+// are refused when v is a struct): 400 naming the position of an error.
+func decodeBody(w http.ResponseWriter, body []byte, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -391,6 +401,13 @@ func (p *Plugin) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// readJSON reads a JSON body of at most max_body_bytes into v (readBody,
+// decodeBody).
+func (p *Plugin) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, ok := p.readBody(w, r)
+	return ok && decodeBody(w, body, v)
 }
 
 func (p *Plugin) tooLarge(w http.ResponseWriter, n, max int64) {
@@ -417,9 +434,12 @@ func jsonErrorText(body []byte, err error) string {
 		if field == "" {
 			field = "the body"
 		}
-		return fmt.Sprintf("invalid JSON at %s: %s is %s, want %s", position(body, te.Offset), field, te.Value, te.Type)
+		return fmt.Sprintf("invalid JSON at %s: %s is %s, want %s", position(body, te.Offset-1), field, te.Value, te.Type)
 	case errors.Is(err, io.EOF):
 		return "the body is empty: send a JSON value"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no error type for it.
+		return strings.TrimPrefix(err.Error(), "json: ") + `: the body takes "operation" and "input"`
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Sprintf("invalid JSON at %s: the body ends inside a value", position(body, int64(len(body))))
 	}
