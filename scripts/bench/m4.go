@@ -112,7 +112,8 @@ const childRoleEnv = "ALKNET_BENCH_CHILD"
 
 // runChild serves role until its stdin closes (the bench stops it, or
 // dies). "quic-echo": the bare quic-go echo of anchors.go with a key of its
-// own, its address printed on stdout.
+// own, its address printed on stdout; "http-echo" and "grpc-gateway": the
+// HTTP anchors of m11.go.
 func runChild(role string) int {
 	var addr string
 	var stop func()
@@ -148,6 +149,13 @@ func runChild(role string) int {
 			return 1
 		}
 		addr, stop = srv.addr, srv.stop
+	case "http-echo", "grpc-gateway":
+		a, s, err := runHTTPAnchor(role)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		addr, stop = a, s
 	default:
 		file, ok := strings.CutPrefix(role, "quic-blob:")
 		if !ok {

@@ -71,6 +71,7 @@ func suite() []benchmark {
 	all = append(all, m9...)
 	all = append(all, m9fs...)
 	all = append(all, m10...)
+	all = append(all, m11...)
 	return all
 }
 
