@@ -70,6 +70,10 @@ type Spec struct {
 	ErrorSchemas   []ErrorSchema   `json:"error_schemas,omitempty"`
 	AccessControl  AccessControl   `json:"access_control"`
 	ResourceIDPath string          `json:"resource_id_path,omitempty"`
+	// ActsAsCaller: the handler may call other operations as its caller
+	// (through every gate, with the caller's identity), not only its env
+	// with its own authority (docs/spec/plugins.md §4).
+	ActsAsCaller bool `json:"acts_as_caller,omitempty"`
 	// Provenance: "local", "plugin:<name>" or "remote:<peer>".
 	Provenance string `json:"provenance"`
 }

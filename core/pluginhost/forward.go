@@ -30,7 +30,7 @@ func (s *supervisor) forwarder(op *pluginpb.OperationSpec) call.Registration {
 			return nil, call.Errorf(call.CodeInternal, "plugin %s is misconfigured", s.name)
 		}
 		req := &pluginpb.InvokeRequest{Operation: spec.Name, Input: input, Capabilities: caps, Subscribe: spec.OpType == call.Subscription}
-		ch := &callHandle{ctx: ctx, env: env}
+		ch := &callHandle{ctx: ctx, env: env, actsAsCaller: op.ActsAsCaller}
 		if info != nil {
 			req.RequestId, req.Identity, req.ForwardedFor, req.Internal = info.RequestID, identityProto(info.Identity), identityProto(info.ForwardedFor), info.Internal
 			ch.requestID, ch.identity = info.RequestID, info.Identity

@@ -784,3 +784,70 @@ func TestBridge(t *testing.T) {
 	<-rpc.out
 	<-done
 }
+
+// An operation that declares acts_as_caller calls others as its caller:
+// the caller's identity and every gate (access control, internal
+// operations hidden), any operation — not the env with the plugin's
+// authority. One that does not declare it is refused.
+func TestInvokeAsCaller(t *testing.T) {
+	p := &rawPlugin{manifest: manifest("probe", "probe/agent", "probe/plain")}
+	p.manifest.Operations[0].ActsAsCaller = true
+	p.call = func(ctx context.Context, handle uint64, r *pluginpb.InvokeRequest) (*pluginpb.InvokeResult, error) {
+		var target string
+		_ = json.Unmarshal(r.Input, &target)
+		st, err := p.hostClient().Invoke(ctx, &pluginpb.HostInvokeRequest{As: handle, Operation: target, Input: []byte("null"), AsCaller: true})
+		if err == nil {
+			var res *pluginpb.InvokeResult
+			if res, err = st.Recv(); err == nil {
+				return res, nil
+			}
+		}
+		return &pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: []byte(`"host refused: ` + status.Code(err).String() + `"`)}, nil
+	}
+	th := newTestHost(t, p)
+	whoami := func(ctx context.Context, _ json.RawMessage) (any, error) {
+		info, _ := call.FromContext(ctx)
+		if info.Identity == nil {
+			return "anonymous", nil
+		}
+		return fmt.Sprintf("%s internal=%v parent=%s", info.Identity.ID, info.Internal, info.ParentID), nil
+	}
+	for _, r := range []call.Registration{
+		{Spec: call.Spec{Name: "core/whoami", OpType: call.Query}, Call: whoami},
+		{Spec: call.Spec{Name: "core/admin", OpType: call.Query, AccessControl: call.AccessControl{RequiredScopes: []string{"admin"}}}, Call: whoami},
+		{Spec: call.Spec{Name: "core/hidden", OpType: call.Query, Visibility: call.Internal}, Call: whoami},
+	} {
+		if err := th.reg.Register(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	th.start()
+	th.waitState("probe", StateReady, nil)
+	ops := &auth.Identity{ID: "ops", Scopes: []string{"admin"}}
+	guest := &auth.Identity{ID: "guest"}
+	for _, tc := range []struct {
+		op, target string
+		as         *auth.Identity
+		want       string // output, or the error code
+	}{
+		{"probe/agent", "core/whoami", ops, `"ops internal=false parent=r"`},
+		{"probe/agent", "core/admin", ops, `"ops internal=false parent=r"`},
+		{"probe/agent", "core/admin", guest, "FORBIDDEN"},
+		{"probe/agent", "core/admin", nil, "FORBIDDEN"},
+		{"probe/agent", "core/hidden", ops, "NOT_FOUND"},
+		{"probe/plain", "core/whoami", ops, `"host refused: FailedPrecondition"`}, // not declared
+	} {
+		out, cerr := th.call(tc.op, fmt.Sprintf("%q", tc.target), tc.as)
+		got := string(out)
+		if cerr != nil {
+			got = string(cerr.Code)
+		}
+		if got != tc.want {
+			t.Errorf("%s → %s as %v: %s, want %s", tc.op, tc.target, tc.as, got, tc.want)
+		}
+	}
+	out, _ := th.call("services/schema", `{"name":"probe/agent"}`, ops)
+	if !strings.Contains(string(out), `"acts_as_caller":true`) {
+		t.Errorf("services/schema of probe/agent does not show acts_as_caller: %s", out)
+	}
+}

@@ -113,7 +113,25 @@ func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStream
 	defer cancel()
 	defer context.AfterFunc(a.ctx, cancel)()
 	inv := call.Invocation{Name: name, Input: r.GetInput(), Identity: a.identity, RequestID: uuid.NewString(), Subscribe: r.GetSubscribe()}
-	if a.call != nil {
+	switch {
+	case r.GetAsCaller():
+		// As the caller of a call being served: the caller's identity
+		// and every gate of a call from the network, within the call's
+		// deadline and cancelled with it — only for an operation that
+		// declares it (docs/spec/plugins.md §4).
+		if a.call == nil {
+			return status.Error(codes.FailedPrecondition, "as_caller: the actor is not a call this plugin is serving")
+		}
+		if !a.call.actsAsCaller {
+			return status.Errorf(codes.FailedPrecondition, "as_caller: the operation of call %s does not declare acts_as_caller", a.call.requestID)
+		}
+		if d, ok := a.call.ctx.Deadline(); ok {
+			var c context.CancelFunc
+			ctx, c = context.WithDeadline(ctx, d)
+			defer c()
+		}
+		inv.ParentID = a.call.requestID
+	case a.call != nil:
 		if !slices.Contains(a.call.env, name) {
 			return sendError(st, call.NotFound(name))
 		}

@@ -66,6 +66,9 @@ type callHandle struct {
 	requestID string
 	identity  *auth.Identity // the caller
 	env       []string       // operations it may call (nested)
+	// actsAsCaller: the operation declares acts_as_caller, so the plugin
+	// may call as the caller (HostInvokeRequest.as_caller).
+	actsAsCaller bool
 }
 
 // sessionHandle is an identity the core resolved from a credential the

@@ -171,7 +171,7 @@ func opSpec(plugin string, op *pluginpb.OperationSpec) call.Spec {
 	ac := op.GetAccessControl()
 	s := call.Spec{Name: op.Name, OpType: call.OpType(op.OpType), Visibility: call.Visibility(op.Visibility), RemoteSafe: op.RemoteSafe,
 		Description: op.Description, InputSchema: schemaJSON(op.InputSchema), OutputSchema: schemaJSON(op.OutputSchema),
-		ResourceIDPath: op.ResourceIdPath, Provenance: owner(plugin),
+		ResourceIDPath: op.ResourceIdPath, Provenance: owner(plugin), ActsAsCaller: op.ActsAsCaller,
 		AccessControl: call.AccessControl{RequiredScopes: ac.GetRequiredScopes(), RequiredScopesAny: ac.GetRequiredScopesAny(),
 			ResourceType: ac.GetResourceType(), ResourceAction: ac.GetResourceAction()}}
 	for _, e := range op.ErrorSchemas {

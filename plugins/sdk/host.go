@@ -37,6 +37,18 @@ type Actor interface {
 	actorHandle() uint64
 }
 
+// AsCaller is call as an Actor that acts as the call's caller rather than
+// as a nested call: Host.Invoke and Host.Subscribe then run with the
+// caller's identity through every gate a call from the network meets,
+// within the call's deadline and cancelled with it. Only a call of an
+// operation declared with Op.ActsAsCaller may (otherwise the node answers
+// FAILED_PRECONDITION).
+func AsCaller(call *Call) Actor { return callerActor{call} }
+
+type callerActor struct{ c *Call }
+
+func (a callerActor) actorHandle() uint64 { return a.c.actorHandle() }
+
 // ErrNotServing is returned for an actor the plugin no longer serves (a
 // call that ended, a connection that closed).
 var ErrNotServing = errors.New("not a connection, call or session this plugin is serving")
@@ -48,8 +60,8 @@ func (h *Host) Logger() hclog.Logger { return logger }
 // nested call: op must be in the operation's env (Op.CanCall), and it runs
 // with the plugin's authority within the call's deadline, cancelled with
 // it. From a *Conn or *Session it is a call as that identity, through the
-// same gates as a call from the network. Errors are *Error values (or
-// ErrNotServing).
+// same gates as a call from the network; from AsCaller(call), a call as
+// that call's caller. Errors are *Error values (or ErrNotServing).
 func (h *Host) Invoke(ctx context.Context, as Actor, op string, input any) (json.RawMessage, error) {
 	_, out, err := h.InvokeWithID(ctx, as, op, input)
 	return out, err
@@ -79,7 +91,8 @@ func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub b
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := h.c.Invoke(ctx, &pluginpb.HostInvokeRequest{As: as.actorHandle(), Operation: op, Input: in, Subscribe: sub})
+	_, asCaller := as.(callerActor)
+	st, err := h.c.Invoke(ctx, &pluginpb.HostInvokeRequest{As: as.actorHandle(), Operation: op, Input: in, Subscribe: sub, AsCaller: asCaller})
 	if err != nil {
 		return hostError(err)
 	}

@@ -70,6 +70,7 @@ type Op struct {
 	outputSchema json.RawMessage
 	errors       []ErrorSpec
 	env          []string
+	actsAsCaller bool
 
 	serve func(ctx context.Context, c *Call, input json.RawMessage, emit func(any) error) (any, error)
 	err   error // from schema derivation, reported by Serve
@@ -167,6 +168,13 @@ func (o Op) Errors(errs ...ErrorSpec) Op { o.errors = append(slicesClone(o.error
 
 // CanCall lets the operation call names through Host.Invoke (its env).
 func (o Op) CanCall(names ...string) Op { o.env = append(slicesClone(o.env), names...); return o }
+
+// ActsAsCaller lets a call of the operation call other operations as its
+// caller, with Host.Invoke(ctx, AsCaller(call), …): the caller's identity
+// and every gate a call from the network meets, any operation the caller
+// could call — for a gateway or an agent working on the caller's behalf.
+// The declaration is shown in services/schema.
+func (o Op) ActsAsCaller() Op { o.actsAsCaller = true; return o }
 
 func slicesClone[T any](s []T) []T { return append([]T(nil), s...) }
 

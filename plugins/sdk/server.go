@@ -102,7 +102,7 @@ func newServer(p Plugin) (*server, error) {
 
 func (o *Op) spec(name string) (*pluginpb.OperationSpec, error) {
 	spec := &pluginpb.OperationSpec{Name: name, OpType: string(o.typ), Visibility: string(o.visibility), RemoteSafe: o.remoteSafe,
-		Description: o.description, Env: o.env,
+		Description: o.description, Env: o.env, ActsAsCaller: o.actsAsCaller,
 		AccessControl: &pluginpb.AccessControl{RequiredScopes: o.access.RequiredScopes, RequiredScopesAny: o.access.RequiredScopesAny,
 			ResourceType: o.access.ResourceType, ResourceAction: o.access.ResourceAction}}
 	var err error

@@ -413,8 +413,12 @@ type OperationSpec struct {
 	// resource_id_path is a JSON pointer into the input naming the resource
 	// the call acts on (optional).
 	ResourceIdPath string `protobuf:"bytes,11,opt,name=resource_id_path,json=resourceIdPath,proto3" json:"resource_id_path,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// acts_as_caller: a call of this operation may call others as its
+	// caller (HostInvokeRequest.as_caller), through every gate a call from
+	// the network meets. Shown in services/schema.
+	ActsAsCaller  bool `protobuf:"varint,12,opt,name=acts_as_caller,json=actsAsCaller,proto3" json:"acts_as_caller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OperationSpec) Reset() {
@@ -522,6 +526,13 @@ func (x *OperationSpec) GetResourceIdPath() string {
 		return x.ResourceIdPath
 	}
 	return ""
+}
+
+func (x *OperationSpec) GetActsAsCaller() bool {
+	if x != nil {
+		return x.ActsAsCaller
+	}
+	return false
 }
 
 // CapabilitySpec declares a secret the plugin asks the node for; the
@@ -1647,8 +1658,13 @@ type HostInvokeRequest struct {
 	As        uint64                 `protobuf:"varint,1,opt,name=as,proto3" json:"as,omitempty"`
 	Operation string                 `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
 	// input is JSON.
-	Input         []byte `protobuf:"bytes,3,opt,name=input,proto3" json:"input,omitempty"`
-	Subscribe     bool   `protobuf:"varint,4,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
+	Input     []byte `protobuf:"bytes,3,opt,name=input,proto3" json:"input,omitempty"`
+	Subscribe bool   `protobuf:"varint,4,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
+	// as_caller: as (a call the plugin is serving, of an operation that
+	// declares acts_as_caller) calls op as that call's caller — the caller's
+	// identity, every gate, not limited to the env — rather than as a
+	// nested call with the plugin's authority.
+	AsCaller      bool `protobuf:"varint,5,opt,name=as_caller,json=asCaller,proto3" json:"as_caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1707,6 +1723,13 @@ func (x *HostInvokeRequest) GetInput() []byte {
 func (x *HostInvokeRequest) GetSubscribe() bool {
 	if x != nil {
 		return x.Subscribe
+	}
+	return false
+}
+
+func (x *HostInvokeRequest) GetAsCaller() bool {
+	if x != nil {
+		return x.AsCaller
 	}
 	return false
 }
@@ -2069,7 +2092,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12.\n" +
 	"\x06schema\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x06schema\x12\x1f\n" +
 	"\vhttp_status\x18\x04 \x01(\rR\n" +
-	"httpStatus\"\xdd\x03\n" +
+	"httpStatus\"\x83\x04\n" +
 	"\rOperationSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\aop_type\x18\x02 \x01(\tR\x06opType\x12\x1e\n" +
@@ -2085,7 +2108,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0eaccess_control\x18\t \x01(\v2\x1f.alknet.plugin.v2.AccessControlR\raccessControl\x12\x10\n" +
 	"\x03env\x18\n" +
 	" \x03(\tR\x03env\x12(\n" +
-	"\x10resource_id_path\x18\v \x01(\tR\x0eresourceIdPath\"b\n" +
+	"\x10resource_id_path\x18\v \x01(\tR\x0eresourceIdPath\x12$\n" +
+	"\x0eacts_as_caller\x18\f \x01(\bR\factsAsCaller\"b\n" +
 	"\x0eCapabilitySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12 \n" +
@@ -2176,12 +2200,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05reset\x18\x03 \x01(\bR\x05reset\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x04R\x04code\x120\n" +
 	"\x04open\x18\x05 \x01(\v2\x1c.alknet.plugin.v2.StreamOpenR\x04open\x12\x16\n" +
-	"\x06opened\x18\x06 \x01(\bR\x06opened\"u\n" +
+	"\x06opened\x18\x06 \x01(\bR\x06opened\"\x92\x01\n" +
 	"\x11HostInvokeRequest\x12\x0e\n" +
 	"\x02as\x18\x01 \x01(\x04R\x02as\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\fR\x05input\x12\x1c\n" +
-	"\tsubscribe\x18\x04 \x01(\bR\tsubscribe\"9\n" +
+	"\tsubscribe\x18\x04 \x01(\bR\tsubscribe\x12\x1b\n" +
+	"\tas_caller\x18\x05 \x01(\bR\basCaller\"9\n" +
 	"\x13DialInternalRequest\x12\x12\n" +
 	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\x04R\x02as\"M\n" +
