@@ -621,7 +621,7 @@ func testConsole(t *testing.T, n *consoleNode) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	shot := filepath.Join(artifactDir(t), "http-console.png")
+	shot := filepath.Join(artifactDir(t), strings.ToLower(strings.TrimPrefix(t.Name(), "TestHTTP"))+".png")
 	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
