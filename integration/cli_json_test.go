@@ -128,13 +128,18 @@ func TestJSONOutputs(t *testing.T) {
 		Signer           string   `json:"signer"`
 	}
 	var plugins []pluginRow
-	decodeJSON(t, "plugin list --json", node.ok("", "plugin", "list", "--json"), &plugins)
 	var echo *pluginRow
-	for i := range plugins {
-		if plugins[i].Name == "echo" {
-			echo = &plugins[i]
+	// Installed is not yet started: wait for the echo plugin's launch.
+	waitFor(t, "the echo plugin to be ready", func() bool {
+		decodeJSON(t, "plugin list --json", node.ok("", "plugin", "list", "--json"), &plugins)
+		echo = nil
+		for i := range plugins {
+			if plugins[i].Name == "echo" {
+				echo = &plugins[i]
+			}
 		}
-	}
+		return echo != nil && echo.State == "ready"
+	})
 	if echo == nil || !echo.Active || echo.State != "ready" || echo.Pid == 0 || len(echo.SHA256) != 64 || !reflect.DeepEqual(echo.ProtocolVersions, []int{ver.PluginProtocol}) {
 		t.Fatalf("plugin list --json: %+v", plugins)
 	}
