@@ -63,7 +63,7 @@ Then:        alknet id        (prints the node fingerprint peers pin)`,
 	}
 	_ = a.v.BindPFlag("config", pf.Lookup("config"))
 	a.root = root
-	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(), a.fsCmd(), a.gitCmd(),
+	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(), a.fsCmd(), a.gitCmd(), a.agentCmd(),
 		a.apikeyCmd(), a.peersCmd(), a.configCmd(), a.callCmd(), a.servicesCmd(), a.schemaCmd(), a.pluginCmd(), a.sshConfigCmd(), a.statusCmd(),
 		a.pluginExecCmd(), a.versionCmd())
 	a.setVersionFlag()

@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// providerScript is a scripted OpenAI-compatible server: real HTTP on
+// loopback, answering /v1/chat/completions with server-sent events. Each
+// request is recorded and answered by the step of its number.
+type providerScript struct {
+	t     *testing.T
+	srv   *httptest.Server
+	mu    sync.Mutex
+	reqs  []providerRequest
+	steps []func(w http.ResponseWriter, r *http.Request, req providerRequest)
+}
+
+type providerRequest struct {
+	auth string
+	body struct {
+		Model    string `json:"model"`
+		Stream   bool   `json:"stream"`
+		Messages []struct {
+			Role       string `json:"role"`
+			Content    string `json:"content"`
+			ToolCallID string `json:"tool_call_id"`
+		} `json:"messages"`
+		Tools []struct {
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		} `json:"tools"`
+	}
+}
+
+func newProviderScript(t *testing.T, steps ...func(w http.ResponseWriter, r *http.Request, req providerRequest)) *providerScript {
+	p := &providerScript{t: t, steps: steps}
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req providerRequest
+		req.auth = r.Header.Get("Authorization")
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &req.body); err != nil || r.URL.Path != "/v1/chat/completions" {
+			t.Errorf("provider got %s %s: %v", r.Method, r.URL.Path, err)
+		}
+		p.mu.Lock()
+		p.reqs = append(p.reqs, req)
+		n := len(p.reqs)
+		p.mu.Unlock()
+		if n > len(p.steps) {
+			t.Errorf("the agent made request %d; the script has %d", n, len(p.steps))
+			http.Error(w, "no more steps", 500)
+			return
+		}
+		p.steps[n-1](w, r, req)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *providerScript) requests() []providerRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]providerRequest(nil), p.reqs...)
+}
+
+// sse writes the events, each flushed, then [DONE].
+func sse(w http.ResponseWriter, events ...string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	for _, e := range append(events, "[DONE]") {
+		fmt.Fprintf(w, "data: %s\n\n", e)
+		w.(http.Flusher).Flush()
+	}
+}
+
+func chunk(delta string, finish string) string {
+	f := "null"
+	if finish != "" {
+		f = `"` + finish + `"`
+	}
+	return `{"id":"c1","object":"chat.completion.chunk","model":"scripted","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + f + `}]}`
+}
+
+func toolDelta(index int, id, name, args string) string {
+	head := ""
+	if id != "" {
+		head = fmt.Sprintf(`"id":%q,"type":"function",`, id)
+	}
+	fn := fmt.Sprintf(`"arguments":%q`, args)
+	if name != "" {
+		fn = fmt.Sprintf(`"name":%q,`, name) + fn
+	}
+	return chunk(fmt.Sprintf(`{"tool_calls":[{"index":%d,%s"function":{%s}}]}`, index, head, fn), "")
+}
+
+func usage(total int) string {
+	return fmt.Sprintf(`{"id":"c1","object":"chat.completion.chunk","model":"scripted","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":0,"total_tokens":%d}}`, total, total)
+}
+
+// agentNode is a node with the agent plugin, a provider "scripted" whose
+// key is stored in the node's credentials, and a client machine allowed
+// agent:run.
+type agentNode struct {
+	t      *testing.T
+	node   *cli
+	srv    *server
+	client *cli
+	key    string
+}
+
+func startAgentNode(t *testing.T, provider *providerScript, settings string) *agentNode {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(binDir, "alknet-plugin-agent")); err != nil {
+		t.Fatalf("alknet-plugin-agent was not built: %v", err)
+	}
+	raw := make([]byte, 16)
+	_, _ = rand.Read(raw)
+	n := &agentNode{t: t, node: newCLI(t, nil), key: "sk-canary-" + hex.EncodeToString(raw)}
+	client, clientFP := fsClient(t)
+	n.client = client
+	n.node.ok("", "init", "--show-mnemonic-once")
+	n.node.ok(n.key+"\n", "credential", "set", "scripted")
+	cfg := fmt.Sprintf(`enable_diag = true
+
+[plugins.agent]
+%s
+[plugins.agent.providers.scripted]
+base_url = %q
+model = "scripted-1"
+
+[plugins.agent.capabilities]
+scripted = "credential:scripted"
+
+[[auth.peers]]
+peer_id = "client"
+fingerprints = [%q]
+scopes = ["agent:run"]
+`, settings, provider.srv.URL+"/v1", clientFP)
+	path := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), cfg, 0o600)
+	n.srv = startServe(t, n.node, "--config", path)
+	waitFor(t, "the agent plugin", func() bool {
+		return n.client.run("", "agent", "sessions", "--peer", n.srv.FP, n.srv.Addr).code == 0
+	})
+	return n
+}
+
+// run runs `alknet agent run --json` and returns its events.
+func (n *agentNode) run(prompt string, args ...string) ([]map[string]any, result) {
+	n.t.Helper()
+	r := n.client.run("", append([]string{"agent", "run", "--json", "--peer", n.srv.FP, n.srv.Addr, prompt}, args...)...)
+	var events []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			n.t.Fatalf("agent run printed %q: %v", sc.Text(), err)
+		}
+		events = append(events, e)
+	}
+	return events, r
+}
+
+// TestAgentSession: a scripted model calls echo/say (its arguments split
+// across chunks mid-token) and echo/caps, which the session's identity may
+// not call (so it is not offered, and calling it anyway is a FORBIDDEN tool
+// result), then answers. The events, the messages the model got back and
+// the final text are checked; the provider key is in the Authorization
+// header the provider received and nowhere else.
+func TestAgentSession(t *testing.T) {
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, _ *http.Request, req providerRequest) {
+			sse(w,
+				chunk(`{"role":"assistant","content":"Let me "}`, ""),
+				chunk(`{"content":"check."}`, ""),
+				toolDelta(0, "call_a", "echo__say", `{"te`),
+				toolDelta(0, "", "", `xt": "hé`),
+				toolDelta(0, "", "", `llo"}`),
+				toolDelta(1, "call_b", "echo__caps", `{}`),
+				chunk(`{}`, "tool_calls"),
+				usage(40))
+		},
+		func(w http.ResponseWriter, _ *http.Request, req providerRequest) {
+			sse(w, chunk(`{"content":"Done: "}`, ""), chunk(`{"content":"héllo"}`, ""), chunk(`{}`, "stop"), usage(60))
+		})
+	n := startAgentNode(t, prov, "persist = true\ntools = [\"echo/*\", \"diag/say\"]\n")
+	events, r := n.run("Say héllo through the echo tool")
+	if r.code != 0 {
+		t.Fatalf("agent run: exit %d: %s", r.code, r.stderr)
+	}
+	var seq []string
+	var final string
+	results := map[string]map[string]any{}
+	for _, e := range events {
+		typ := e["type"].(string)
+		if typ != "delta" || len(seq) == 0 || seq[len(seq)-1] != "delta" {
+			seq = append(seq, typ)
+		}
+		switch typ {
+		case "tool_result":
+			results[e["operation"].(string)] = e
+		case "final":
+			final, _ = e["text"].(string)
+		}
+	}
+	// Step 1's usage comes when its answer has streamed, before its tools
+	// run; the two tool results may come in either order.
+	want := "session delta usage tool_call tool_call tool_result tool_result delta usage final"
+	if got := strings.Join(seq, " "); got != want {
+		t.Errorf("events: %s\nwant    %s", got, want)
+	}
+	if final != "Done: héllo" {
+		t.Errorf("final text %q", final)
+	}
+	if res := results["echo/say"]; res == nil || res["error"] == true || !strings.Contains(fmt.Sprint(res["result"]), "héllo") {
+		t.Errorf("echo/say result: %v", res)
+	}
+	if res := results["echo/caps"]; res == nil || res["error"] != true || !strings.Contains(fmt.Sprint(res["result"]), "FORBIDDEN") {
+		t.Errorf("echo/caps result: %v", res)
+	}
+
+	reqs := prov.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d provider requests", len(reqs))
+	}
+	var offered []string
+	for _, tl := range reqs[0].body.Tools {
+		offered = append(offered, tl.Function.Name)
+	}
+	if got := strings.Join(offered, " "); !strings.Contains(got, "echo__say") || strings.Contains(got, "echo__caps") || strings.Contains(got, "diag__sleep") {
+		t.Errorf("tools offered: %s (want echo__say and diag__say; not echo__caps, which the caller may not call, nor diag__sleep, outside the patterns)", got)
+	}
+	var toolMsgs []string
+	for _, m := range reqs[1].body.Messages {
+		if m.Role == "tool" {
+			toolMsgs = append(toolMsgs, m.ToolCallID+"="+m.Content)
+		}
+	}
+	if len(toolMsgs) != 2 || !strings.HasPrefix(toolMsgs[0], `call_a={"text":"héllo"}`) || !strings.Contains(toolMsgs[1], `call_b={"error":{"code":"FORBIDDEN"`) {
+		t.Errorf("tool results sent back to the model: %q", toolMsgs)
+	}
+	for i, req := range reqs {
+		if req.auth != "Bearer "+n.key {
+			t.Errorf("provider request %d: Authorization %q", i, req.auth)
+		}
+		if !req.body.Stream || req.body.Model != "scripted-1" {
+			t.Errorf("provider request %d: stream %v model %q", i, req.body.Stream, req.body.Model)
+		}
+	}
+
+	// The key is nowhere else: not in the node's log, the client's output,
+	// any process's environment or arguments, or the session's history.
+	if strings.Contains(n.srv.logs.String(), n.key) || strings.Contains(r.stdout+r.stderr, n.key) {
+		t.Error("the provider key is in a log or the client's output")
+	}
+	for _, pid := range alknetPIDs(t, n.node.dataDir) {
+		for _, f := range []string{"environ", "cmdline"} {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+			if err == nil && bytes.Contains(b, []byte(n.key)) {
+				t.Errorf("the provider key is in /proc/%d/%s", pid, f)
+			}
+		}
+	}
+	hist, _ := filepath.Glob(filepath.Join(n.node.dataDir, "agent", "*.jsonl"))
+	if len(hist) != 1 {
+		t.Fatalf("history files: %v", hist)
+	}
+	b, err := os.ReadFile(hist[0])
+	if err != nil || bytes.Contains(b, []byte(n.key)) || !bytes.Contains(b, []byte("Done: héllo")) || !bytes.Contains(b, []byte(`"tool_call_id":"call_a"`)) {
+		t.Errorf("history %s (%v):\n%s", hist[0], err, b)
+	}
+	if fi, err := os.Stat(hist[0]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("history file mode: %v %v", fi.Mode(), err)
+	}
+	// One line at each end of the session, without the prompt or the answer.
+	logs := n.srv.logs.String()
+	if !strings.Contains(logs, "agent session started") || !strings.Contains(logs, "agent session ended") ||
+		!strings.Contains(logs, "steps=2") || !strings.Contains(logs, "tokens=100") || strings.Contains(logs, "héllo") {
+		t.Errorf("node log:\n%s", logs)
+	}
+}
+
+// alknetPIDs are the processes whose executable or arguments name dir
+// (the node and its plugins).
+func alknetPIDs(t *testing.T, dir string) []int {
+	t.Helper()
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if strings.Contains(string(cmd), dir) || strings.Contains(exe, dir) {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) < 2 {
+		t.Fatalf("found %d processes of the node in %s", len(pids), dir)
+	}
+	return pids
+}
+
+// TestAgentCancel: cancelling a session in the middle of a tool call
+// aborts the tool (diag/sleep sees its context cancelled); cancelling one
+// waiting for the model closes the model request.
+func TestAgentCancel(t *testing.T) {
+	modelClosed := make(chan struct{})
+	modelWaiting := make(chan struct{})
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, toolDelta(0, "call_s", "diag__sleep", `{"ms": 600000}`), chunk(`{}`, "tool_calls"))
+		},
+		func(w http.ResponseWriter, r *http.Request, _ providerRequest) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			close(modelWaiting)
+			<-r.Context().Done()
+			close(modelClosed)
+		})
+	n := startAgentNode(t, prov, `tools = ["diag/*"]`)
+	diag := func() (running, cancelled int) {
+		out := n.client.ok("", "call", "--peer", n.srv.FP, n.srv.Addr, "/diag/stats")
+		var s struct{ Running, Cancelled int }
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Running, s.Cancelled
+	}
+	sessionID := func() string {
+		var ss []struct {
+			ID       string    `json:"id"`
+			Provider string    `json:"provider"`
+			Model    string    `json:"model"`
+			State    string    `json:"state"`
+			Started  time.Time `json:"started"`
+			Steps    int       `json:"steps"`
+			Tokens   int       `json:"tokens"`
+		}
+		decodeJSON(t, "agent sessions", n.client.ok("", "agent", "sessions", "--json", "--peer", n.srv.FP, n.srv.Addr), &ss)
+		for _, s := range ss {
+			if s.State == "running" {
+				return s.ID
+			}
+		}
+		return ""
+	}
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep, please")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
+	}
+
+	cmd, out := start()
+	waitFor(t, "the tool to run", func() bool { r, _ := diag(); return r == 1 })
+	id := sessionID()
+	n.client.ok("", "agent", "cancel", "--peer", n.srv.FP, n.srv.Addr, id)
+	waitFor(t, "the tool to be cancelled", func() bool { r, c := diag(); return r == 0 && c == 1 })
+	if err := cmd.Wait(); err == nil {
+		t.Errorf("agent run of a cancelled session exited 0: %s", out)
+	}
+
+	// A second session's first model request is the script's second step,
+	// which never answers: the session is cancelled there.
+	cmd, out = start()
+	select {
+	case <-modelWaiting:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the model request never came: %s", out)
+	}
+	n.client.ok("", "agent", "cancel", "--peer", n.srv.FP, n.srv.Addr, sessionID())
+	select {
+	case <-modelClosed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the model request stayed open after the session was cancelled")
+	}
+	_ = cmd.Wait()
+}

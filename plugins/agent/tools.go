@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"sync"
+
+	"alknet.dev/alknet/plugins/agent/provider"
+	"alknet.dev/alknet/plugins/sdk"
+)
+
+// Tool names: providers allow ^[a-zA-Z0-9_-]{1,64}$, operation names are
+// svc/op (lowercase, digits, '-', '_', '.', '/'). A '/' is written "__"
+// and a '.' "_dot_"; operations whose names already hold "__" or whose
+// tool name would pass 64 characters are not offered.
+var toolNameOK = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// toolName is the provider's name of operation op ("" when it has none).
+func toolName(op string) string {
+	if strings.Contains(op, "__") || strings.Contains(op, "_dot_") {
+		return ""
+	}
+	n := strings.ReplaceAll(strings.ReplaceAll(op, ".", "_dot_"), "/", "__")
+	if !toolNameOK.MatchString(n) {
+		return ""
+	}
+	return n
+}
+
+// operationOf reverses toolName.
+func operationOf(tool string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(tool, "__", "/"), "_dot_", ".")
+}
+
+// tool is an operation offered to the model.
+type tool struct {
+	op     string
+	opType string
+	// wrapped: the operation's input is not an object, so the tool takes
+	// {"input": …}.
+	wrapped bool
+	spec    provider.Tool
+}
+
+// toolset is what one session offers, by tool name.
+type toolset map[string]*tool
+
+// listTools asks the node, as the session's caller, for the operations it
+// may call (services/list shows only those), keeps those patterns allow,
+// and reads each one's schema.
+func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, patterns []string) (toolset, error) {
+	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), "services/list", struct{}{})
+	if err != nil {
+		return nil, fmt.Errorf("list the operations: %w", err)
+	}
+	var list struct {
+		Operations []struct {
+			Name   string `json:"name"`
+			OpType string `json:"op_type"`
+		} `json:"operations"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, fmt.Errorf("services/list answered something else: %w", err)
+	}
+	var names []string
+	for _, op := range list.Operations {
+		if strings.HasPrefix(op.Name, "agent/") || toolName(op.Name) == "" || !allowed(op.Name, patterns) {
+			continue
+		}
+		names = append(names, op.Name)
+	}
+	ts := toolset{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { // owned by listTools: waited for below
+			defer wg.Done()
+			defer func() { <-sem }()
+			t, err := p.describeTool(ctx, c, name)
+			if err != nil {
+				p.log().Debug("an operation is not offered as a tool", "operation", name, "error", err)
+				return
+			}
+			mu.Lock()
+			ts[t.spec.Name] = t
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ts, nil
+}
+
+func allowed(op string, patterns []string) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, op); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Plugin) describeTool(ctx context.Context, c *sdk.Call, name string) (*tool, error) {
+	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), "services/schema", map[string]string{"name": name})
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		Name        string          `json:"name"`
+		OpType      string          `json:"op_type"`
+		Description string          `json:"description"`
+		InputSchema json.RawMessage `json:"input_schema"`
+	}
+	if err := json.Unmarshal(out, &spec); err != nil {
+		return nil, err
+	}
+	t := &tool{op: spec.Name, opType: spec.OpType}
+	params := spec.InputSchema
+	var top struct {
+		Type any `json:"type"`
+	}
+	if len(params) == 0 {
+		params = json.RawMessage(`{"type":"object"}`)
+	} else if json.Unmarshal(params, &top) != nil || top.Type != "object" {
+		t.wrapped = true
+		params = json.RawMessage(`{"type":"object","required":["input"],"properties":{"input":` + string(params) + `}}`)
+	}
+	desc := spec.Description
+	if desc == "" {
+		desc = "the " + spec.OpType + " " + spec.Name
+	}
+	if spec.OpType == "subscription" {
+		desc += " (a subscription: its first items are returned)"
+	}
+	t.spec = provider.Tool{Name: toolName(spec.Name), Description: desc + " [operation " + spec.Name + "]", Parameters: params}
+	return t, nil
+}
+
+// specs are the tools as the provider takes them.
+func (ts toolset) specs() []provider.Tool {
+	out := make([]provider.Tool, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.spec)
+	}
+	sortTools(out)
+	return out
+}
+
+// run calls the operation a tool call names, as the session's caller,
+// and returns the result the model gets: the output, or the call error
+// as JSON (a tool error is a result, not the end of the session). A tool
+// name that was not offered still goes to the node, which answers it as
+// it answers the caller (FORBIDDEN, NOT_FOUND): the model learns why.
+func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts toolset, call provider.ToolCall, maxItems int) (op string, result json.RawMessage, failed bool) {
+	t, ok := ts[call.Name]
+	if !ok {
+		t = &tool{op: operationOf(call.Name), opType: "query"}
+	}
+	var input json.RawMessage
+	if strings.TrimSpace(call.Arguments) == "" {
+		input = json.RawMessage("{}")
+	} else if !json.Valid([]byte(call.Arguments)) {
+		return t.op, errorResult(sdk.Errorf(sdk.CodeInvalidInput, "the arguments are not JSON")), true
+	} else {
+		input = json.RawMessage(call.Arguments)
+	}
+	if t.wrapped {
+		var w struct {
+			Input json.RawMessage `json:"input"`
+		}
+		if err := json.Unmarshal(input, &w); err != nil || len(w.Input) == 0 {
+			return t.op, errorResult(sdk.Errorf(sdk.CodeInvalidInput, `this tool takes {"input": …}`)), true
+		}
+		input = w.Input
+	}
+	if t.opType == "subscription" {
+		items := []json.RawMessage{}
+		errStop := errors.New("enough items")
+		err := p.host.Subscribe(ctx, sdk.AsCaller(c), t.op, input, func(item json.RawMessage) error {
+			items = append(items, item)
+			if len(items) >= maxItems {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return t.op, errorResult(err), true
+		}
+		b, _ := json.Marshal(map[string]any{"items": items, "complete": err == nil})
+		return t.op, b, false
+	}
+	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), t.op, input)
+	if err != nil {
+		return t.op, errorResult(err), true
+	}
+	return t.op, out, false
+}
+
+// errorResult is a call error as the tool result the model reads.
+func errorResult(err error) json.RawMessage {
+	var ce *sdk.Error
+	if !errors.As(err, &ce) {
+		ce = sdk.Errorf(sdk.CodeInternal, "%v", err)
+	}
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": ce.Code, "message": ce.Message}})
+	return b
+}
