@@ -397,3 +397,41 @@ func TestAgentCancel(t *testing.T) {
 	}
 	_ = cmd.Wait()
 }
+
+// TestAgentBudgetsAndText: a provider that never answers meets the
+// session's time budget, with an error that says so; a 429 with
+// Retry-After: 1 is retried after a second; `alknet agent run` without
+// --json prints the answer as text and the tool calls on stderr.
+func TestAgentBudgetsAndText(t *testing.T) {
+	var first time.Time
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, r *http.Request, _ providerRequest) { // session 1: never answers
+			<-r.Context().Done()
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) { // session 2: rate limited once
+			first = time.Now()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"error":{"message":"slow down"}}`, http.StatusTooManyRequests)
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			if waited := time.Since(first); waited < time.Second {
+				t.Errorf("the retry after a 429 with Retry-After: 1 came after %v", waited)
+			}
+			sse(w, toolDelta(0, "call_1", "echo__say", `"hi"`), chunk(`{}`, "tool_calls"), usage(10))
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, chunk(`{"content":"It said "}`, ""), chunk(`{"content":"hi."}`, ""), chunk(`{}`, "stop"), usage(20))
+		})
+	n := startAgentNode(t, prov, "time_budget = \"2s\"\ntools = [\"echo/say\"]\n")
+	r := n.client.run("", "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "anyone there?")
+	if r.code != 1 || !strings.Contains(r.stderr, "TIMEOUT") || !strings.Contains(r.stderr, "time budget (2s)") {
+		t.Errorf("a provider that never answers: exit %d\n%s", r.code, r.stderr)
+	}
+	r = n.client.run("", "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "say hi")
+	if r.code != 0 || r.stdout != "It said hi.\n" || !strings.Contains(r.stderr, `→ echo/say "hi"`) || !strings.Contains(r.stderr, `← echo/say "hi"`) {
+		t.Errorf("agent run: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	if got := len(prov.requests()); got != 4 {
+		t.Errorf("%d provider requests, want 4", got)
+	}
+}
