@@ -435,3 +435,87 @@ func TestAgentBudgetsAndText(t *testing.T) {
 		t.Errorf("%d provider requests, want 4", got)
 	}
 }
+
+// TestAgentPeerTools: a session uses operations of a second node process
+// through that node's agent plugin (alknet/agent, dialed as this node and
+// pinned): echo/say runs there; echo/caps, not remote_safe, is neither
+// offered nor callable there (NOT_FOUND); cancelling a session in the
+// middle of a tool on the peer cancels the handler there.
+func TestAgentPeerTools(t *testing.T) {
+	peer := newCLI(t, nil)
+	peer.ok("", "init", "--show-mnemonic-once")
+	pcfg := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), "enable_diag = true\n", 0o600)
+	psrv := startServe(t, peer, "--config", pcfg)
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, _ *http.Request, req providerRequest) {
+			sse(w, toolDelta(0, "call_1", "b__echo__say", `{"text":"from b"}`), toolDelta(1, "call_2", "b__echo__caps", `{}`), chunk(`{}`, "tool_calls"), usage(5))
+		},
+		func(w http.ResponseWriter, _ *http.Request, req providerRequest) {
+			sse(w, chunk(`{"content":"ok"}`, ""), chunk(`{}`, "stop"), usage(5))
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, toolDelta(0, "call_s", "b__diag__sleep", `{"ms": 600000}`), chunk(`{}`, "tool_calls"))
+		})
+	n := startAgentNode(t, prov, fmt.Sprintf("peers = [{name = \"b\", target = %q}]\n", psrv.FP+"@"+psrv.Addr))
+	onPeer := func(op string) map[string]int {
+		var m map[string]int
+		decodeJSON(t, op, n.client.ok("", "call", "--peer", psrv.FP, psrv.Addr, op), &m)
+		return m
+	}
+	echoBefore := onPeer("/echo/stats")
+
+	events, r := n.run("use b")
+	if r.code != 0 {
+		t.Fatalf("agent run: exit %d: %s", r.code, r.stderr)
+	}
+	results := map[string]map[string]any{}
+	for _, e := range events {
+		if e["type"] == "tool_result" {
+			results[e["operation"].(string)] = e
+		}
+	}
+	if res := results["b/echo/say"]; res == nil || res["error"] == true || fmt.Sprint(res["result"]) != "map[text:from b]" {
+		t.Errorf("b/echo/say: %v", res)
+	}
+	if res := results["b/echo/caps"]; res == nil || res["error"] != true || !strings.Contains(fmt.Sprint(res["result"]), "NOT_FOUND") {
+		t.Errorf("b/echo/caps: %v", res)
+	}
+	if after := onPeer("/echo/stats"); fmt.Sprint(after) == fmt.Sprint(echoBefore) {
+		t.Errorf("echo/stats on the peer did not move: %v → %v", echoBefore, after)
+	}
+	var offered []string
+	for _, tl := range prov.requests()[0].body.Tools {
+		offered = append(offered, tl.Function.Name)
+	}
+	if got := strings.Join(offered, " "); !strings.Contains(got, "b__echo__say") || !strings.Contains(got, "b__diag__sleep") || strings.Contains(got, "b__echo__caps") {
+		t.Errorf("tools offered: %s", got)
+	}
+
+	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep on b")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tool to run on the peer", func() bool { return onPeer("/diag/stats")["running"] == 1 })
+	var ss []struct {
+		ID       string    `json:"id"`
+		Provider string    `json:"provider"`
+		Model    string    `json:"model"`
+		State    string    `json:"state"`
+		Started  time.Time `json:"started"`
+		Steps    int       `json:"steps"`
+		Tokens   int       `json:"tokens"`
+	}
+	decodeJSON(t, "agent sessions", n.client.ok("", "agent", "sessions", "--json", "--peer", n.srv.FP, n.srv.Addr), &ss)
+	for _, s := range ss {
+		if s.State == "running" {
+			n.client.ok("", "agent", "cancel", "--peer", n.srv.FP, n.srv.Addr, s.ID)
+		}
+	}
+	waitFor(t, "the peer's handler to be cancelled", func() bool {
+		s := onPeer("/diag/stats")
+		return s["running"] == 0 && s["cancelled"] == 1
+	})
+	_ = cmd.Wait()
+}

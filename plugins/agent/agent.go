@@ -56,6 +56,7 @@ type Plugin struct {
 }
 
 var (
+	_ sdk.ConnServer        = (*Plugin)(nil)
 	_ sdk.OperationSet      = (*Plugin)(nil)
 	_ sdk.Configurer        = (*Plugin)(nil)
 	_ sdk.SettingsValidator = (*Plugin)(nil)
@@ -63,7 +64,7 @@ var (
 
 // Info describes the plugin.
 func (p *Plugin) Info() sdk.Info {
-	return sdk.Info{Name: "agent", Version: Version,
+	return sdk.Info{Name: "agent", Version: Version, ALPNs: []string{ALPN},
 		Description:  "LLM tool-calling sessions whose tools are the caller's operations; provider keys from the vault",
 		ConfigSchema: json.RawMessage(configSchema)}
 }

@@ -88,10 +88,11 @@ func (p *Plugin) opRun(ctx context.Context, c *sdk.Call, in RunInput, emit func(
 		return err
 	}
 
-	tools, err := p.listTools(ctx, c, patterns)
+	tools, err := p.listTools(ctx, c, cfg, patterns)
 	if err != nil {
 		return sdk.Errorf(sdk.CodeInternal, "%v", err)
 	}
+	defer tools.close()
 	var msgs []provider.Message
 	if in.System != "" {
 		msgs = append(msgs, provider.Message{Role: provider.RoleSystem, Content: in.System})
@@ -158,7 +159,7 @@ func (p *Plugin) opRun(ctx context.Context, c *sdk.Call, in RunInput, emit func(
 
 // runTools runs one step's tool calls, at most max_parallel_tools at
 // once, and returns their results in the order the model asked.
-func (p *Plugin) runTools(ctx context.Context, c *sdk.Call, cfg *config, tools toolset, calls []provider.ToolCall, step int, send func(Event) error) ([]provider.Message, error) {
+func (p *Plugin) runTools(ctx context.Context, c *sdk.Call, cfg *config, tools *toolset, calls []provider.ToolCall, step int, send func(Event) error) ([]provider.Message, error) {
 	results := make([]provider.Message, len(calls))
 	var mu sync.Mutex // send is called from the tool goroutines
 	var sendErr error

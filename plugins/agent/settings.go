@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"alknet.dev/alknet/plugins/sdk"
@@ -46,6 +47,18 @@ type Settings struct {
 	// DebugContent logs prompts, model output and tool results at debug
 	// level (never the key). Off by default: content is the user's.
 	DebugContent bool `json:"debug_content,omitempty"`
+	// Peers are other nodes whose operations sessions may use as tools
+	// (<name>__<tool>), through their agent plugins, as this node.
+	Peers []PeerSettings `json:"peers,omitempty"`
+}
+
+// PeerSettings are one [[plugins.agent.peers]] entry.
+type PeerSettings struct {
+	// Name prefixes the peer's tools ("b": b/echo/say, tool b__echo__say).
+	Name string `json:"name"`
+	// Target is "FINGERPRINT@host:port", or the "host:port" of a node in
+	// known_peers: the peer is always pinned.
+	Target string `json:"target"`
 }
 
 // ProviderSettings are one [plugins.agent.providers.<name>] table.
@@ -78,7 +91,10 @@ type providerConfig struct {
 	maxRetries           int
 }
 
+type peerConfig struct{ name, target string }
+
 type config struct {
+	peers         []peerConfig
 	providers     map[string]providerConfig
 	defaultProv   string
 	tools         []string
@@ -144,6 +160,17 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 	case len(names) == 1:
 		c.defaultProv = names[0]
 	}
+	seenPeer := map[string]bool{}
+	for _, pe := range s.Peers {
+		if !providerName.MatchString(pe.Name) || strings.Contains(pe.Name, "__") || seenPeer[pe.Name] {
+			return nil, fmt.Errorf("agent settings: peers name %q: want a unique [a-z][a-z0-9_-]* (it prefixes the peer's tools)", pe.Name)
+		}
+		if pe.Target == "" {
+			return nil, fmt.Errorf("agent settings: peer %s has no target: give \"FINGERPRINT@host:port\"", pe.Name)
+		}
+		seenPeer[pe.Name] = true
+		c.peers = append(c.peers, peerConfig{name: pe.Name, target: pe.Target})
+	}
 	for _, t := range s.Tools {
 		if _, err := path.Match(t, ""); err != nil {
 			return nil, fmt.Errorf("agent settings: tools pattern %q: %v", t, err)
@@ -188,6 +215,8 @@ const configSchema = `{
     "max_parallel_tools": {"type": "integer", "minimum": 0},
     "max_subscription_items": {"type": "integer", "minimum": 0},
     "persist": {"type": "boolean"},
+    "peers": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["name", "target"],
+      "properties": {"name": {"type": "string"}, "target": {"type": "string"}}}},
     "debug_content": {"type": "boolean"}
   }
 }`

@@ -45,15 +45,33 @@ type tool struct {
 	// {"input": …}.
 	wrapped bool
 	spec    provider.Tool
+	// peer: the operation is on another node, reached through its agent
+	// plugin (peers.go).
+	peer *peerSession
 }
 
-// toolset is what one session offers, by tool name.
-type toolset map[string]*tool
+// toolset is what one session offers, by tool name, and the peers it
+// reaches.
+type toolset struct {
+	byName map[string]*tool
+	peers  map[string]*peerSession
+}
+
+func newToolset() *toolset {
+	return &toolset{byName: map[string]*tool{}, peers: map[string]*peerSession{}}
+}
+
+// close ends the session's connections to peers.
+func (ts *toolset) close() {
+	for _, ps := range ts.peers {
+		_ = ps.conn.Close(0, "session ended")
+	}
+}
 
 // listTools asks the node, as the session's caller, for the operations it
 // may call (services/list shows only those), keeps those patterns allow,
 // and reads each one's schema.
-func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, patterns []string) (toolset, error) {
+func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, cfg *config, patterns []string) (*toolset, error) {
 	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), "services/list", struct{}{})
 	if err != nil {
 		return nil, fmt.Errorf("list the operations: %w", err)
@@ -74,7 +92,7 @@ func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, patterns []string) 
 		}
 		names = append(names, op.Name)
 	}
-	ts := toolset{}
+	ts := newToolset()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -90,11 +108,14 @@ func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, patterns []string) 
 				return
 			}
 			mu.Lock()
-			ts[t.spec.Name] = t
+			ts.byName[t.spec.Name] = t
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	for _, ps := range p.addPeerTools(ctx, c, cfg, ts, patterns) {
+		ts.peers[ps.name] = ps
+	}
 	return ts, nil
 }
 
@@ -125,31 +146,36 @@ func (p *Plugin) describeTool(ctx context.Context, c *sdk.Call, name string) (*t
 		return nil, err
 	}
 	t := &tool{op: spec.Name, opType: spec.OpType}
-	params := spec.InputSchema
+	t.spec = toolSpec(toolName(spec.Name), spec.Name, spec.OpType, spec.Description, spec.InputSchema, &t.wrapped)
+	return t, nil
+}
+
+// toolSpec is the provider's description of operation full: its input
+// schema as the tool's parameters (wrapped in {"input": …} when it is not
+// an object, which *wrapped reports).
+func toolSpec(name, full, opType, desc string, params json.RawMessage, wrapped *bool) provider.Tool {
 	var top struct {
 		Type any `json:"type"`
 	}
 	if len(params) == 0 {
 		params = json.RawMessage(`{"type":"object"}`)
 	} else if json.Unmarshal(params, &top) != nil || top.Type != "object" {
-		t.wrapped = true
+		*wrapped = true
 		params = json.RawMessage(`{"type":"object","required":["input"],"properties":{"input":` + string(params) + `}}`)
 	}
-	desc := spec.Description
 	if desc == "" {
-		desc = "the " + spec.OpType + " " + spec.Name
+		desc = "the " + opType + " " + full
 	}
-	if spec.OpType == "subscription" {
+	if opType == "subscription" {
 		desc += " (a subscription: its first items are returned)"
 	}
-	t.spec = provider.Tool{Name: toolName(spec.Name), Description: desc + " [operation " + spec.Name + "]", Parameters: params}
-	return t, nil
+	return provider.Tool{Name: name, Description: desc + " [operation " + full + "]", Parameters: params}
 }
 
 // specs are the tools as the provider takes them.
-func (ts toolset) specs() []provider.Tool {
-	out := make([]provider.Tool, 0, len(ts))
-	for _, t := range ts {
+func (ts *toolset) specs() []provider.Tool {
+	out := make([]provider.Tool, 0, len(ts.byName))
+	for _, t := range ts.byName {
 		out = append(out, t.spec)
 	}
 	sortTools(out)
@@ -160,17 +186,25 @@ func (ts toolset) specs() []provider.Tool {
 // and returns the result the model gets: the output, or the call error
 // as JSON (a tool error is a result, not the end of the session). A tool
 // name that was not offered still goes to the node, which answers it as
-// it answers the caller (FORBIDDEN, NOT_FOUND): the model learns why.
-func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts toolset, call provider.ToolCall, maxItems int) (op string, result json.RawMessage, failed bool) {
-	t, ok := ts[call.Name]
+// it answers the caller (FORBIDDEN, NOT_FOUND): the model learns why; one
+// whose first part names a peer goes to that peer likewise.
+func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts *toolset, call provider.ToolCall, maxItems int) (op string, result json.RawMessage, failed bool) {
+	t, ok := ts.byName[call.Name]
 	if !ok {
 		t = &tool{op: operationOf(call.Name), opType: "query"}
+		if peer, rest, found := strings.Cut(t.op, "/"); found && ts.peers[peer] != nil {
+			t.op, t.peer = rest, ts.peers[peer]
+		}
+	}
+	shown := t.op
+	if t.peer != nil {
+		shown = t.peer.name + "/" + t.op
 	}
 	var input json.RawMessage
 	if strings.TrimSpace(call.Arguments) == "" {
 		input = json.RawMessage("{}")
 	} else if !json.Valid([]byte(call.Arguments)) {
-		return t.op, errorResult(sdk.Errorf(sdk.CodeInvalidInput, "the arguments are not JSON")), true
+		return shown, errorResult(sdk.Errorf(sdk.CodeInvalidInput, "the arguments are not JSON")), true
 	} else {
 		input = json.RawMessage(call.Arguments)
 	}
@@ -179,9 +213,16 @@ func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts toolset, call provider
 			Input json.RawMessage `json:"input"`
 		}
 		if err := json.Unmarshal(input, &w); err != nil || len(w.Input) == 0 {
-			return t.op, errorResult(sdk.Errorf(sdk.CodeInvalidInput, `this tool takes {"input": …}`)), true
+			return shown, errorResult(sdk.Errorf(sdk.CodeInvalidInput, `this tool takes {"input": …}`)), true
 		}
 		input = w.Input
+	}
+	if t.peer != nil {
+		out, err := p.callPeer(ctx, t, input, maxItems)
+		if err != nil {
+			return shown, errorResult(err), true
+		}
+		return shown, out, false
 	}
 	if t.opType == "subscription" {
 		items := []json.RawMessage{}
@@ -194,16 +235,16 @@ func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts toolset, call provider
 			return nil
 		})
 		if err != nil && !errors.Is(err, errStop) {
-			return t.op, errorResult(err), true
+			return shown, errorResult(err), true
 		}
 		b, _ := json.Marshal(map[string]any{"items": items, "complete": err == nil})
-		return t.op, b, false
+		return shown, b, false
 	}
 	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), t.op, input)
 	if err != nil {
-		return t.op, errorResult(err), true
+		return shown, errorResult(err), true
 	}
-	return t.op, out, false
+	return shown, out, false
 }
 
 // errorResult is a call error as the tool result the model reads.
