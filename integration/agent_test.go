@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // providerScript is a scripted OpenAI-compatible server: real HTTP on
@@ -518,4 +520,71 @@ func TestAgentPeerTools(t *testing.T) {
 		return s["running"] == 0 && s["cancelled"] == 1
 	})
 	_ = cmd.Wait()
+}
+
+// TestAgentChatInATerminal: `alknet agent chat` in a pseudo-terminal, two
+// turns on alknet/agent: the first calls a tool, the second sees the whole
+// conversation so far (the node keeps it for the chat); Ctrl-D ends it.
+func TestAgentChatInATerminal(t *testing.T) {
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, toolDelta(0, "call_1", "echo__say", `"hi"`), chunk(`{}`, "tool_calls"), usage(10))
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, chunk(`{"content":"It said "}`, ""), chunk(`{"content":"hi."}`, ""), chunk(`{}`, "stop"), usage(10))
+		},
+		func(w http.ResponseWriter, _ *http.Request, req providerRequest) {
+			var roles []string
+			for _, m := range req.body.Messages {
+				roles = append(roles, m.Role+":"+m.Content)
+			}
+			if got := strings.Join(roles, "|"); !strings.HasPrefix(got, "user:say hi|assistant:|tool:\"hi\"|assistant:It said hi.|user:and again?") {
+				t.Errorf("the second turn's history: %s", got)
+			}
+			sse(w, chunk(`{"content":"Again: hi."}`, ""), chunk(`{}`, "stop"), usage(10))
+		})
+	n := startAgentNode(t, prov, `tools = ["echo/say"]`)
+	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "chat", "--peer", n.srv.FP, n.srv.Addr)
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var mu sync.Mutex
+	var screen bytes.Buffer
+	go func() { // ends when the terminal closes
+		buf := make([]byte, 4096)
+		for {
+			k, err := tty.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:k])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	shows := func(what string) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("the terminal to show %q", what), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return strings.Contains(screen.String(), what)
+		})
+	}
+	shows("> ")
+	fmt.Fprint(tty, "say hi\r")
+	shows("It said hi.")
+	shows(`← echo/say "hi"`)
+	fmt.Fprint(tty, "and again?\r")
+	shows("Again: hi.")
+	fmt.Fprint(tty, "\x04") // Ctrl-D
+	if err := cmd.Wait(); err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("agent chat: %v\n%s", err, screen.String())
+	}
+	if got := len(prov.requests()); got != 3 {
+		t.Errorf("%d provider requests, want 3", got)
+	}
 }

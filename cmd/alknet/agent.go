@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"alknet.dev/alknet/core/dial"
 )
 
 func (a *app) agentCmd() *cobra.Command {
@@ -26,7 +31,7 @@ These subcommands call agent/run, agent/sessions and agent/cancel as this
 machine's identity (its vault), or with a bearer token (--token-file,
 --token-credential). plugins/agent/README.md has the settings.`,
 	}
-	c.AddCommand(a.agentRunCmd(), a.agentSessionsCmd(), a.agentCancelCmd())
+	c.AddCommand(a.agentRunCmd(), a.agentChatCmd(), a.agentSessionsCmd(), a.agentCancelCmd())
 	return c
 }
 
@@ -199,6 +204,143 @@ func (a *app) agentCancelCmd() *cobra.Command {
 			return nil
 		},
 	}
+	f.add(c)
+	return c
+}
+
+// agentALPN is the agent plugin's protocol (plugins/agent, chat.go).
+const agentALPN = "alknet/agent"
+
+func (a *app) agentChatCmd() *cobra.Command {
+	var f dialFlags
+	var open struct {
+		Kind     string   `json:"kind"`
+		System   string   `json:"system,omitempty"`
+		Provider string   `json:"provider,omitempty"`
+		Model    string   `json:"model,omitempty"`
+		Tools    []string `json:"tools,omitempty"`
+	}
+	c := &cobra.Command{
+		Use:   "chat [flags] HOST:PORT",
+		Short: "Talk with an agent session, one line per turn",
+		Long: `Open an interactive session on the node's alknet/agent, as this machine's
+identity (scope agent:run): each line you type is a turn; the answer is
+printed as the model writes it, tool calls on stderr. The node keeps the
+conversation for as long as the chat lasts. Ctrl-D ends it; Ctrl-C too,
+cancelling what runs.`,
+		Example: `  alknet agent chat --peer ed25519:… node.example:4433`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			open.Kind = "chat"
+			o, err := a.dialOptions(&f, agentALPN)
+			if err != nil {
+				return err
+			}
+			dctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+			conn, err := dial.Dial(dctx, args[0], o)
+			cancel()
+			if err != nil {
+				return err
+			}
+			defer conn.CloseWithError(0, "")
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := conn.OpenStream(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			b, _ := json.Marshal(open)
+			if _, err := st.Write(append(b, '\n')); err != nil {
+				return err
+			}
+			events := bufio.NewScanner(st)
+			events.Buffer(make([]byte, 64<<10), 16<<20)
+			// next prints the events of one turn (or the session's first)
+			// until it ends; false when the session is gone.
+			next := func() (bool, error) {
+				open := false
+				for events.Scan() {
+					var e struct {
+						agentEvent
+						Code    string `json:"code"`
+						Message string `json:"message"`
+					}
+					if err := json.Unmarshal(events.Bytes(), &e); err != nil {
+						continue
+					}
+					switch e.Type {
+					case "session":
+						fmt.Fprintf(a.err, "session %s — one line per turn, Ctrl-D to end\n", e.SessionID)
+						return true, nil
+					case "delta":
+						fmt.Fprint(a.out, e.Text)
+						open = open || e.Text != ""
+					case "tool_call":
+						if open {
+							fmt.Fprintln(a.out)
+							open = false
+						}
+						fmt.Fprintf(a.err, "→ %s %s\n", e.Operation, truncate(string(e.Arguments), 200))
+					case "tool_result":
+						fmt.Fprintf(a.err, "← %s %s\n", e.Operation, truncate(string(e.Result), 200))
+					case "final":
+						if !open && e.Text != "" {
+							fmt.Fprint(a.out, e.Text)
+						}
+						fmt.Fprintln(a.out)
+						return true, nil
+					case "error":
+						if open {
+							fmt.Fprintln(a.out)
+						}
+						if e.SessionID == "" {
+							return false, fmt.Errorf("%s: %s", e.Code, e.Message)
+						}
+						fmt.Fprintf(a.err, "error: %s: %s\n", e.Code, e.Message)
+						return true, nil
+					}
+				}
+				if err := events.Err(); err != nil && ctx.Err() == nil {
+					return false, err
+				}
+				return false, nil
+			}
+			if ok, err := next(); !ok {
+				if err == nil {
+					err = errors.New("the node ended the session")
+				}
+				return err
+			}
+			lines := bufio.NewScanner(a.in)
+			for {
+				fmt.Fprint(a.err, "> ")
+				if !lines.Scan() {
+					fmt.Fprintln(a.err)
+					return nil
+				}
+				prompt := strings.TrimSpace(lines.Text())
+				if prompt == "" {
+					continue
+				}
+				b, _ := json.Marshal(map[string]string{"prompt": prompt})
+				if _, err := st.Write(append(b, '\n')); err != nil {
+					return err
+				}
+				if ok, err := next(); !ok {
+					if err == nil && ctx.Err() == nil {
+						err = errors.New("the node ended the session")
+					}
+					return err
+				}
+			}
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&open.System, "system", "", "a system message for the model")
+	fl.StringVar(&open.Provider, "provider", "", "a provider configured on the node (default: its default_provider)")
+	fl.StringVar(&open.Model, "model", "", "the model to ask for (default: the provider's)")
+	fl.StringSliceVar(&open.Tools, "tools", nil, "operation patterns the model may use as tools (default: the node's setting)")
 	f.add(c)
 	return c
 }

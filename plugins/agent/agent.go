@@ -204,12 +204,12 @@ func (p *Plugin) opCancel(_ context.Context, c *sdk.Call, in CancelInput) (Sessi
 }
 
 // start registers a session of c's caller, within the per-identity bound.
-func (p *Plugin) start(c *sdk.Call, cfg *config, prov providerConfig, model string, cancel context.CancelFunc) (*session, error) {
+func (p *Plugin) start(owner string, cfg *config, prov providerConfig, model string, cancel context.CancelFunc) (*session, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	running := 0
 	for _, s := range p.sessions {
-		if s.owner == c.Identity.ID && s.info.State == "running" {
+		if s.owner == owner && s.info.State == "running" {
 			running++
 		}
 	}
@@ -218,7 +218,7 @@ func (p *Plugin) start(c *sdk.Call, cfg *config, prov providerConfig, model stri
 	}
 	id := fmt.Sprintf("s%d-%d", time.Now().Unix(), p.nextID.Add(1))
 	s := &session{info: SessionInfo{ID: id, Provider: prov.name, Model: model, State: "running", Started: time.Now().UTC()},
-		owner: c.Identity.ID, cancel: cancel}
+		owner: owner, cancel: cancel}
 	p.sessions[id] = s
 	return s, nil
 }

@@ -84,6 +84,10 @@ func (p *Plugin) servePeerStream(c *sdk.Conn, s *sdk.Stream) {
 		writeLine(s, peerError(sdk.Errorf(sdk.CodeInvalidInput, "not a request: %v", err)))
 		return
 	}
+	if req.Kind == "chat" {
+		p.serveChat(c, s, r, line)
+		return
+	}
 	ctx, cancel := context.WithCancel(c.Context())
 	defer cancel()
 	go func() { // owned by this stream: ends when the asker resets or closes it
@@ -253,10 +257,10 @@ func (ps *peerSession) ask(ctx context.Context, req peerRequest) (*peerAnswer, e
 // peerTools dials every configured peer as this node for the session c
 // serves, and adds the tools each offers as <peer>__<tool>. A peer that
 // cannot be reached is logged and left out.
-func (p *Plugin) addPeerTools(ctx context.Context, c *sdk.Call, cfg *config, ts *toolset, patterns []string) []*peerSession {
+func (p *Plugin) addPeerTools(ctx context.Context, c *caller, cfg *config, ts *toolset, patterns []string) []*peerSession {
 	var sessions []*peerSession
 	for _, pc := range cfg.peers {
-		conn, err := p.host.DialPeer(ctx, c, pc.target, ALPN)
+		conn, err := p.host.DialPeer(ctx, c.dial, pc.target, ALPN)
 		if err != nil {
 			p.log().Warn("agent peer unreachable; its tools are not offered", "peer", pc.name, "error", err)
 			continue

@@ -71,8 +71,8 @@ func (ts *toolset) close() {
 // listTools asks the node, as the session's caller, for the operations it
 // may call (services/list shows only those), keeps those patterns allow,
 // and reads each one's schema.
-func (p *Plugin) listTools(ctx context.Context, c *sdk.Call, cfg *config, patterns []string) (*toolset, error) {
-	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), "services/list", struct{}{})
+func (p *Plugin) listTools(ctx context.Context, c *caller, cfg *config, patterns []string) (*toolset, error) {
+	out, err := p.host.Invoke(ctx, c.as, "services/list", struct{}{})
 	if err != nil {
 		return nil, fmt.Errorf("list the operations: %w", err)
 	}
@@ -131,8 +131,8 @@ func allowed(op string, patterns []string) bool {
 	return false
 }
 
-func (p *Plugin) describeTool(ctx context.Context, c *sdk.Call, name string) (*tool, error) {
-	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), "services/schema", map[string]string{"name": name})
+func (p *Plugin) describeTool(ctx context.Context, c *caller, name string) (*tool, error) {
+	out, err := p.host.Invoke(ctx, c.as, "services/schema", map[string]string{"name": name})
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func (ts *toolset) specs() []provider.Tool {
 // name that was not offered still goes to the node, which answers it as
 // it answers the caller (FORBIDDEN, NOT_FOUND): the model learns why; one
 // whose first part names a peer goes to that peer likewise.
-func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts *toolset, call provider.ToolCall, maxItems int) (op string, result json.RawMessage, failed bool) {
+func (p *Plugin) run(ctx context.Context, c *caller, ts *toolset, call provider.ToolCall, maxItems int) (op string, result json.RawMessage, failed bool) {
 	t, ok := ts.byName[call.Name]
 	if !ok {
 		t = &tool{op: operationOf(call.Name), opType: "query"}
@@ -227,7 +227,7 @@ func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts *toolset, call provide
 	if t.opType == "subscription" {
 		items := []json.RawMessage{}
 		errStop := errors.New("enough items")
-		err := p.host.Subscribe(ctx, sdk.AsCaller(c), t.op, input, func(item json.RawMessage) error {
+		err := p.host.Subscribe(ctx, c.as, t.op, input, func(item json.RawMessage) error {
 			items = append(items, item)
 			if len(items) >= maxItems {
 				return errStop
@@ -240,7 +240,7 @@ func (p *Plugin) run(ctx context.Context, c *sdk.Call, ts *toolset, call provide
 		b, _ := json.Marshal(map[string]any{"items": items, "complete": err == nil})
 		return shown, b, false
 	}
-	out, err := p.host.Invoke(ctx, sdk.AsCaller(c), t.op, input)
+	out, err := p.host.Invoke(ctx, c.as, t.op, input)
 	if err != nil {
 		return shown, errorResult(err), true
 	}
