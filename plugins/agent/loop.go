@@ -100,7 +100,11 @@ func (p *Plugin) openConvo(ctx context.Context, cl *caller, in RunInput, cancel 
 		cv.msgs = append(cv.msgs, provider.Message{Role: provider.RoleSystem, Content: in.System})
 		cv.hist.messages(cv.msgs...)
 	}
-	cv.client = &provider.Client{BaseURL: prov.baseURL, Model: cv.model, HTTPClient: p.HTTPClient, Timeout: prov.timeout, MaxRetries: prov.maxRetries}
+	retries := prov.maxRetries
+	if retries == 0 {
+		retries = -1 // the client reads 0 as its default; max_retries = 0 means none
+	}
+	cv.client = &provider.Client{BaseURL: prov.baseURL, Model: cv.model, HTTPClient: p.HTTPClient, Timeout: prov.timeout, MaxRetries: retries}
 	return cv, nil
 }
 

@@ -719,7 +719,10 @@ type benchIdentity struct {
 	fp   string
 }
 
-var benchKey = sync.OnceValue(func() benchIdentity {
+var benchKey = sync.OnceValue(newBenchIdentity)
+
+// newBenchIdentity is a fresh key with its certificate.
+func newBenchIdentity() benchIdentity {
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		panic(err)
@@ -729,7 +732,7 @@ var benchKey = sync.OnceValue(func() benchIdentity {
 		panic(err)
 	}
 	return benchIdentity{cert: cert, fp: identity.KeyFingerprint(pub)}
-})
+}
 
 // connectCall connects to the node's alknet/call with the bench's key
 // (an admin of the bench's nodes), the node pinned.

@@ -338,10 +338,18 @@ type benchClient struct {
 
 // run runs alknet on the client's data directory and returns its stdout.
 func (c benchClient) run(ctx context.Context, timeout time.Duration, args ...string) ([]byte, error) {
+	return c.runInput(ctx, timeout, nil, args...)
+}
+
+// runInput is run with input on alknet's stdin (nil: none).
+func (c benchClient) runInput(ctx context.Context, timeout time.Duration, input []byte, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, append([]string{"--data-dir", c.dataDir}, args...)...)
 	cmd.Env = nodeEnv(c.xdg)
+	if input != nil {
+		cmd.Stdin = bytes.NewReader(input)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

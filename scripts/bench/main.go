@@ -72,6 +72,7 @@ func suite() []benchmark {
 	all = append(all, m9fs...)
 	all = append(all, m10...)
 	all = append(all, m11...)
+	all = append(all, m12...)
 	return all
 }
 
