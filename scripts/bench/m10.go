@@ -425,11 +425,7 @@ func startAlknetGit(ctx context.Context, e *env) (*gitSide, error) {
 		"[[listeners.plain]]\naddr = \"127.0.0.1:%d\"\nalpn = \"alknet/ssh\"\n\n"+
 		"[plugins.git]\nroot = %s\n\n[plugins.echo]\ndisabled = true\n",
 		benchKey().fp, fp, key.fp, port, strconv.Quote(repos))
-	for _, name := range others {
-		if name != "git" && name != "ssh" {
-			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-		}
-	}
+	config += disabledExcept(others, "git", "ssh")
 	if err := os.WriteFile(h.configFile(), []byte(config), 0o600); err != nil {
 		return fail(err)
 	}
@@ -442,13 +438,7 @@ func startAlknetGit(ctx context.Context, e *env) (*gitSide, error) {
 		n.close()
 		releaseGitRepo()
 	}
-	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	for _, name := range []string{"git", "ssh"} {
-		if err == nil {
-			err = pluginReady(plugins, name)
-		}
-	}
-	if err != nil {
+	if err := pluginsReady(ctx, n, "git", "ssh"); err != nil {
 		stop()
 		return nil, fmt.Errorf("%w\n%s", err, p.logs)
 	}

@@ -126,11 +126,7 @@ func startHTTPNode(ctx context.Context) (*node, error) {
 	}
 	h := &nodeHome{root: root}
 	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n", benchKey().fp)
-	for _, name := range others {
-		if name != "http" {
-			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-		}
-	}
+	config += disabledExcept(others, "http")
 	err = os.MkdirAll(filepath.Join(root, "xdg"), 0o700)
 	if err == nil {
 		err = os.WriteFile(h.configFile(), []byte(config), 0o600)
@@ -145,12 +141,7 @@ func startHTTPNode(ctx context.Context) (*node, error) {
 		return nil, err
 	}
 	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	for _, name := range []string{"echo", "http"} {
-		if err == nil {
-			err = pluginReady(plugins, name)
-		}
-	}
+	err = pluginsReady(ctx, n, "echo", "http")
 	if err == nil {
 		err = waitHealthz(ctx, "https://"+n.addr, pinNode(n.fp))
 	}

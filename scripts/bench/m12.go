@@ -276,11 +276,7 @@ func startAgentNode(ctx context.Context, prov *scriptedProvider) (*node, error) 
 		"[plugins.agent.providers.%s]\nbase_url = %q\nmodel = %q\n\n"+
 		"[plugins.agent.capabilities]\n%s = \"credential:%s\"\n",
 		benchKey().fp, agentCallerKey().fp, agentSteps, agentProvider, "http://"+prov.addr+"/v1", agentModel, agentProvider, agentProvider)
-	for _, name := range others {
-		if name != "agent" {
-			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-		}
-	}
+	config += disabledExcept(others, "agent")
 	if err := os.WriteFile(h.configFile(), []byte(config), 0o600); err != nil {
 		h.remove()
 		return nil, err
@@ -291,13 +287,7 @@ func startAgentNode(ctx context.Context, prov *scriptedProvider) (*node, error) 
 		return nil, err
 	}
 	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	for _, name := range []string{"echo", "agent"} {
-		if err == nil {
-			err = pluginReady(plugins, name)
-		}
-	}
-	if err != nil {
+	if err := pluginsReady(ctx, n, "echo", "agent"); err != nil {
 		n.close()
 		return nil, fmt.Errorf("%w\n%s", err, p.logs)
 	}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -463,6 +464,18 @@ var otherPlugins = sync.OnceValues(func() ([]string, error) {
 	return names, nil
 })
 
+// disabledExcept is a disabled table for each of others (otherPlugins)
+// but those in keep: a bench node runs only the plugins its row measures.
+func disabledExcept(others []string, keep ...string) string {
+	var b strings.Builder
+	for _, name := range others {
+		if !slices.Contains(keep, name) {
+			fmt.Fprintf(&b, "\n[plugins.%s]\ndisabled = true\n", name)
+		}
+	}
+	return b.String()
+}
+
 // nodeHome is a temporary home for one node: its data dir, its config file
 // and an empty XDG config home, so that nothing of the user's applies.
 type nodeHome struct {
@@ -476,9 +489,7 @@ func newNodeHome(config string) (*nodeHome, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range others {
-		config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-	}
+	config += disabledExcept(others)
 	// The bench's own key is an admin of every node it starts: node/info
 	// shows plugins (states, pids) only to such callers.
 	config = fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n", benchKey().fp) + config

@@ -363,11 +363,7 @@ func startAlknetSSHNode(ctx context.Context, sshSettings string, with, scopes []
 		"[plugins.ssh]\nexec_allow = { head = %s, \"true\" = %s }\n%s\n"+
 		"[plugins.echo]\ndisabled = true\n",
 		plainAddr, strconv.Quote(allow["head"]), strconv.Quote(allow["true"]), sshSettings)
-	for _, name := range others {
-		if name != "ssh" && !slices.Contains(with, name) {
-			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-		}
-	}
+	config += disabledExcept(others, append([]string{"ssh"}, with...)...)
 	// node/info shows plugin states only to an admin: the bench's key.
 	config = fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench-admin\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n", benchKey().fp) + config
 
@@ -411,13 +407,7 @@ func startAlknetSSHNode(ctx context.Context, sshSettings string, with, scopes []
 		return fail(err)
 	}
 	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	for _, name := range append([]string{"ssh"}, with...) {
-		if err == nil {
-			err = pluginReady(plugins, name)
-		}
-	}
-	if err != nil {
+	if err := pluginsReady(ctx, n, append([]string{"ssh"}, with...)...); err != nil {
 		n.close()
 		return nil, fmt.Errorf("%w\n%s", err, p.logs)
 	}
@@ -431,6 +421,18 @@ func startAlknetSSHNode(ctx context.Context, sshSettings string, with, scopes []
 	pipe := sshTarget{client: client, env: env, label: "alknet ssh plugin via alknet pipe " + n.addr, sftpDir: "/",
 		args: append(slices.Clone(opts), "-o", "ProxyCommand="+strings.ReplaceAll(proxy, "%", "%%"), "alknet-bench")}
 	return &sshSide{plain: plain, pipe: &pipe, stop: n.close}, nil
+}
+
+// pluginsReady asks the node n for its plugins and fails unless each of
+// names is ready.
+func pluginsReady(ctx context.Context, n *node, names ...string) error {
+	plugins, err := nodePlugins(ctx, n.addr, n.fp)
+	for _, name := range names {
+		if err == nil {
+			err = pluginReady(plugins, name)
+		}
+	}
+	return err
 }
 
 // pluginReady requires plugin name to be ready in node/info.

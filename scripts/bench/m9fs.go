@@ -127,11 +127,7 @@ func startFSGet(ctx context.Context, e *env) (*instance, error) {
 	}
 	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench-admin\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n"+
 		"[[auth.peers]]\npeer_id = \"bench-fs\"\nfingerprints = [%q]\nscopes = [\"fs:read\", \"fs:write\"]\n", benchKey().fp, fp)
-	for _, name := range others {
-		if name != "fs" {
-			config += fmt.Sprintf("\n[plugins.%s]\ndisabled = true\n", name)
-		}
-	}
+	config += disabledExcept(others, "fs")
 	if err := os.WriteFile(h.configFile(), []byte(config), 0o600); err != nil {
 		return fail(err)
 	}
@@ -140,11 +136,7 @@ func startFSGet(ctx context.Context, e *env) (*instance, error) {
 		return fail(err)
 	}
 	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	plugins, err := nodePlugins(ctx, n.addr, n.fp)
-	if err == nil {
-		err = pluginReady(plugins, "fs")
-	}
-	if err != nil {
+	if err := pluginsReady(ctx, n, "fs"); err != nil {
 		n.close()
 		return nil, fmt.Errorf("%w\n%s", err, p.logs)
 	}
