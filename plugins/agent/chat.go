@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 
 	"alknet.dev/alknet/plugins/sdk"
@@ -32,10 +31,7 @@ type chatError struct {
 }
 
 func errorLine(session string, err error) chatError {
-	var ce *sdk.Error
-	if !errors.As(err, &ce) {
-		ce = sdk.Errorf(sdk.CodeInternal, "%v", err)
-	}
+	ce := asCallError(err)
 	return chatError{Type: "error", SessionID: session, Code: string(ce.Code), Message: ce.Message}
 }
 

@@ -200,10 +200,7 @@ func (p *Plugin) invokeAs(ctx context.Context, actor sdk.Actor, op, opType strin
 }
 
 func peerError(err error) peerAnswer {
-	var ce *sdk.Error
-	if !errors.As(err, &ce) {
-		ce = sdk.Errorf(sdk.CodeInternal, "%v", err)
-	}
+	ce := asCallError(err)
 	a := peerAnswer{}
 	a.Error = &struct {
 		Code    string `json:"code"`

@@ -217,42 +217,31 @@ func (p *Plugin) run(ctx context.Context, c *caller, ts *toolset, call provider.
 		}
 		input = w.Input
 	}
+	var out json.RawMessage
+	var err error
 	if t.peer != nil {
-		out, err := p.callPeer(ctx, t, input, maxItems)
-		if err != nil {
-			return shown, errorResult(err), true
-		}
-		return shown, out, false
+		out, err = p.callPeer(ctx, t, input, maxItems)
+	} else {
+		out, err = p.invokeAs(ctx, c.as, t.op, t.opType, input, maxItems)
 	}
-	if t.opType == "subscription" {
-		items := []json.RawMessage{}
-		errStop := errors.New("enough items")
-		err := p.host.Subscribe(ctx, c.as, t.op, input, func(item json.RawMessage) error {
-			items = append(items, item)
-			if len(items) >= maxItems {
-				return errStop
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return shown, errorResult(err), true
-		}
-		b, _ := json.Marshal(map[string]any{"items": items, "complete": err == nil})
-		return shown, b, false
-	}
-	out, err := p.host.Invoke(ctx, c.as, t.op, input)
 	if err != nil {
 		return shown, errorResult(err), true
 	}
 	return shown, out, false
 }
 
-// errorResult is a call error as the tool result the model reads.
-func errorResult(err error) json.RawMessage {
+// asCallError is err as a call error: itself, or INTERNAL with its text.
+func asCallError(err error) *sdk.Error {
 	var ce *sdk.Error
 	if !errors.As(err, &ce) {
 		ce = sdk.Errorf(sdk.CodeInternal, "%v", err)
 	}
+	return ce
+}
+
+// errorResult is a call error as the tool result the model reads.
+func errorResult(err error) json.RawMessage {
+	ce := asCallError(err)
 	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": ce.Code, "message": ce.Message}})
 	return b
 }
