@@ -44,9 +44,6 @@ func init() {
 
 // Bounds of one MCP request.
 const (
-	// mcpSchemaParallel bounds the services/schema calls one tools/list
-	// makes at once.
-	mcpSchemaParallel = 8
 	// mcpMaxNamedTools bounds the tools one request (a JSON-RPC batch of
 	// tools/call) looks up by name.
 	mcpMaxNamedTools = 32
@@ -201,20 +198,9 @@ type mcpOpSpec struct {
 func (p *Plugin) mcpTools(ctx context.Context, c *caller, all bool, names []string) ([]*mcpTool, error) {
 	var ops []string
 	if all {
-		out, err := p.host.Invoke(ctx, c.actor, "services/list", struct{}{})
-		if err != nil {
+		var err error
+		if ops, err = p.visibleNames(ctx, c); err != nil {
 			return nil, err
-		}
-		var list struct {
-			Operations []struct {
-				Name string `json:"name"`
-			} `json:"operations"`
-		}
-		if err := json.Unmarshal(out, &list); err != nil {
-			return nil, sdk.Errorf(sdk.CodeInternal, "services/list answered something else: %v", err)
-		}
-		for _, o := range list.Operations {
-			ops = append(ops, o.Name)
 		}
 	} else {
 		for _, n := range names {
@@ -223,40 +209,15 @@ func (p *Plugin) mcpTools(ctx context.Context, c *caller, all bool, names []stri
 			}
 		}
 	}
-	tools := make([]*mcpTool, len(ops))
-	errs := make([]error, len(ops))
-	sem := make(chan struct{}, mcpSchemaParallel)
-	var wg sync.WaitGroup
-	for i, op := range ops {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() { // owned by this request: waited for below
-			defer wg.Done()
-			defer func() { <-sem }()
-			out, err := p.host.Invoke(ctx, c.actor, "services/schema", map[string]string{"name": op})
-			var ce *sdk.Error
-			if errors.As(err, &ce) && (ce.Code == sdk.CodeNotFound || ce.Code == sdk.CodeForbidden) {
-				return // gone since the list, or not the caller's
-			}
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			var spec mcpOpSpec
-			if err := json.Unmarshal(out, &spec); err != nil {
-				errs[i] = sdk.Errorf(sdk.CodeInternal, "services/schema of %s answered something else: %v", op, err)
-				return
-			}
-			tools[i] = newMCPTool(spec)
-		}()
+	specs, err := fetchSpecs(ctx, p, c, ops, func(*mcpOpSpec) bool { return true })
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	tools := make([]*mcpTool, len(specs))
+	for i, spec := range specs {
+		tools[i] = newMCPTool(*spec)
 	}
-	return slices.DeleteFunc(tools, func(t *mcpTool) bool { return t == nil }), nil
+	return tools, nil
 }
 
 // mcpServer is the go-sdk's getServer: the request's server, built once

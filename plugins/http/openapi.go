@@ -23,14 +23,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"alknet.dev/alknet/plugins/sdk"
 )
@@ -107,10 +105,6 @@ func (p *Plugin) readRawJSON(w http.ResponseWriter, r *http.Request) (json.RawMe
 	return v, true
 }
 
-// openapiParallel bounds the services/schema calls one document makes at
-// once.
-const openapiParallel = 8
-
 func (p *Plugin) openapi(w http.ResponseWriter, r *http.Request, c *caller) {
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.Load().callTimeout)
 	defer cancel()
@@ -158,54 +152,17 @@ func (a accessControl) open() bool {
 // visibleSpecs are the specs of the operations c can call, by name; on
 // error, op names the operation that failed.
 func (p *Plugin) visibleSpecs(ctx context.Context, c *caller) ([]opSpec, string, error) {
-	out, err := p.host.Invoke(ctx, c.actor, "services/list", struct{}{})
+	names, err := p.visibleNames(ctx, c)
 	if err != nil {
 		return nil, "services/list", err
 	}
-	var list struct {
-		Operations []struct {
-			Name string `json:"name"`
-		} `json:"operations"`
+	specs, err := fetchSpecs(ctx, p, c, names, func(s *opSpec) bool { return s.Name != "" })
+	if err != nil {
+		return nil, "services/schema", err
 	}
-	if err := json.Unmarshal(out, &list); err != nil {
-		return nil, "", sdk.Errorf(sdk.CodeInternal, "services/list answered something else: %v", err)
-	}
-	specs := make([]opSpec, len(list.Operations))
-	found := make([]bool, len(list.Operations))
-	errs := make([]error, len(list.Operations))
-	sem := make(chan struct{}, openapiParallel)
-	var wg sync.WaitGroup
-	for i, o := range list.Operations {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() { // owned by this request: waited for below
-			defer wg.Done()
-			defer func() { <-sem }()
-			out, err := p.host.Invoke(ctx, c.actor, "services/schema", map[string]string{"name": o.Name})
-			var ce *sdk.Error
-			switch {
-			case errors.As(err, &ce) && (ce.Code == sdk.CodeNotFound || ce.Code == sdk.CodeForbidden):
-				// Gone (or out of reach) since services/list: not listed.
-			case err != nil:
-				errs[i] = err
-			default:
-				if err := json.Unmarshal(out, &specs[i]); err != nil || specs[i].Name == "" {
-					errs[i] = sdk.Errorf(sdk.CodeInternal, "services/schema %s answered something else", o.Name)
-					return
-				}
-				found[i] = true
-			}
-		}()
-	}
-	wg.Wait()
-	var visible []opSpec
-	for i := range specs {
-		if errs[i] != nil {
-			return nil, "services/schema", errs[i]
-		}
-		if found[i] {
-			visible = append(visible, specs[i])
-		}
+	visible := make([]opSpec, len(specs))
+	for i, s := range specs {
+		visible[i] = *s
 	}
 	sort.Slice(visible, func(i, j int) bool { return visible[i].Name < visible[j].Name })
 	return visible, "", nil
