@@ -294,9 +294,19 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 		s.log.Info("plugin restarts to apply its new limits", "version", in.version)
 	}
 	if sameBinary && sameSettings {
+		// The same settings go to the plugin again: they may name files
+		// (zone files, directories) that a reload is expected to read
+		// anew, as operators know it from other servers.
+		err := s.h.configure(in, settings, 0)
 		s.mu.Lock()
 		s.refused = nil
+		if err != nil {
+			s.refused = fmt.Errorf("plugin %s refused its settings on this reload: %s", s.name, status.Convert(err).Message())
+		}
 		s.mu.Unlock()
+		if err != nil {
+			s.log.Error("plugin refused its settings on this reload; it keeps what it runs with", "error", status.Convert(err).Message())
+		}
 		return in, false
 	}
 	if sameBinary {

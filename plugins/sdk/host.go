@@ -24,7 +24,12 @@ import (
 type Host struct {
 	c        pluginpb.HostClient
 	stateDir string
+	nodeID   string
 }
+
+// NodeID is the fingerprint of the node running the plugin
+// ("ed25519:<hex>"), the name its peers pin it by.
+func (h *Host) NodeID() string { return h.nodeID }
 
 // StateDir is the plugin's own directory for data it keeps between runs
 // (<data>/<plugin name>, mode 0700, created by the node), or "" when the

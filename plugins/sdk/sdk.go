@@ -94,9 +94,10 @@ type OperationSet interface {
 
 // Configurer receives the plugin's settings (JSON; never secrets) and the
 // host handle: at start, before any connection or call, and again on each
-// reload that changed them. Returning ErrRestartRequired on a reload makes
-// the node restart the plugin without downtime; another error keeps the
-// settings that are running (at start: the plugin does not start).
+// reload (SIGHUP), changed or not, so that files they name are read again.
+// Returning ErrRestartRequired on a reload makes the node restart the
+// plugin without downtime; another error keeps the settings that are
+// running (at start: the plugin does not start).
 type Configurer interface {
 	Configure(ctx context.Context, settings json.RawMessage, host *Host) error
 }

@@ -148,7 +148,7 @@ func (s *server) Configure(ctx context.Context, r *pluginpb.ConfigureRequest) (*
 		if err != nil {
 			return nil, err
 		}
-		host = &Host{c: pluginpb.NewHostClient(cc), stateDir: r.GetStateDir()}
+		host = &Host{c: pluginpb.NewHostClient(cc), stateDir: r.GetStateDir(), nodeID: r.GetNode().GetId()}
 		s.mu.Lock()
 		s.host = host
 		s.mu.Unlock()
