@@ -64,7 +64,7 @@ var (
 // Info describes the plugin.
 func (p *Plugin) Info() sdk.Info {
 	return sdk.Info{Name: "http", Version: Version, ALPNs: ALPNs,
-		Description:  "HTTP gateway: JSON calls, SSE, OpenAPI, MCP, WebSocket call sessions and a browser console",
+		Description:  "HTTP gateway: JSON calls, SSE, OpenAPI, MCP, WebSocket call sessions, DNS over HTTPS and a browser console",
 		ConfigSchema: json.RawMessage(configSchema)}
 }
 

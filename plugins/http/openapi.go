@@ -188,6 +188,7 @@ func jsonContent(schema any) obj { return obj{jsonType: obj{"schema": schema}} }
 func openAPIDocument(specs []opSpec, cfg *config) obj {
 	schemas := gatewaySchemas(cfg)
 	paths := gatewayPaths(cfg)
+	dohPaths(paths, specs, cfg)
 	tags := map[string]bool{}
 	keys := map[string]bool{} // operationIds, and the components named after them
 	for _, o := range paths {

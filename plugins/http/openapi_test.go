@@ -125,7 +125,14 @@ type oaNode struct {
 
 func startOANode(t *testing.T, settings any) *oaNode {
 	t.Helper()
-	h := sdktest.Start(t, oaPlugin{&httpplugin.Plugin{}}, sdktest.Options{Settings: settings, Peers: []sdktest.Peer{
+	return startNode(t, oaPlugin{&httpplugin.Plugin{}}, settings)
+}
+
+// startNode runs p (the HTTP plugin, perhaps with operations of its own)
+// under sdktest with the harness's peers.
+func startNode(t *testing.T, p sdk.Plugin, settings any) *oaNode {
+	t.Helper()
+	h := sdktest.Start(t, p, sdktest.Options{Settings: settings, Peers: []sdktest.Peer{
 		{ID: "plain", Token: oaTokenPlain},
 		{ID: "capper", Scopes: []string{"demo:caps"}, Token: oaTokenCaps},
 	}})

@@ -49,6 +49,9 @@ type Settings struct {
 	Console *bool `json:"console,omitempty"`
 	// MCP serves the Model Context Protocol at /mcp (default true).
 	MCP *bool `json:"mcp,omitempty"`
+	// DoH serves DNS over HTTPS (RFC 8484) at /dns-query, answered by
+	// the operation dns/query (default true).
+	DoH *bool `json:"doh,omitempty"`
 }
 
 // Defaults of the bounds (docs/architecture.md D14).
@@ -78,6 +81,7 @@ type config struct {
 	decoyDir       string
 	decoyRedirect  string
 	console, mcp   bool
+	doh            bool
 	anyOrigin      bool
 }
 
@@ -88,7 +92,7 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 	}
 	c := &config{maxBody: defaultMaxBody, headerTimeout: defaultHeaderTimeout, idleTimeout: defaultIdleTimeout,
 		callTimeout: defaultCallTimeout, streamsPerConn: defaultStreamsPerConn, requestsPerID: defaultRequestsPerID,
-		streamsPerID: defaultStreamsPerIdentity, maxBatch: defaultMaxBatch, console: true, mcp: true}
+		streamsPerID: defaultStreamsPerIdentity, maxBatch: defaultMaxBatch, console: true, mcp: true, doh: true}
 	if s.MaxBodyBytes != nil {
 		if *s.MaxBodyBytes <= 0 {
 			return nil, fmt.Errorf("http settings: max_body_bytes must be positive")
@@ -155,6 +159,9 @@ func parseSettings(raw json.RawMessage) (*config, error) {
 	if s.MCP != nil {
 		c.mcp = *s.MCP
 	}
+	if s.DoH != nil {
+		c.doh = *s.DoH
+	}
 	return c, nil
 }
 
@@ -174,6 +181,7 @@ const configSchema = `{
     "decoy_dir": {"type": "string"},
     "decoy_redirect": {"type": "string"},
     "console": {"type": "boolean"},
-    "mcp": {"type": "boolean"}
+    "mcp": {"type": "boolean"},
+    "doh": {"type": "boolean"}
   }
 }`
