@@ -65,7 +65,7 @@ Then:        alknet id        (prints the node fingerprint peers pin)`,
 	a.root = root
 	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(), a.fsCmd(), a.gitCmd(), a.agentCmd(),
 		a.apikeyCmd(), a.peersCmd(), a.configCmd(), a.callCmd(), a.servicesCmd(), a.schemaCmd(), a.pluginCmd(), a.sshConfigCmd(), a.statusCmd(),
-		a.pluginExecCmd(), a.versionCmd())
+		a.pluginExecCmd(), a.dnsCmd(), a.versionCmd())
 	a.setVersionFlag()
 	return a
 }

@@ -20,12 +20,19 @@ type dialFlags struct {
 }
 
 func (f *dialFlags) add(c *cobra.Command) {
+	f.addTrust(c)
 	fl := c.Flags()
-	fl.StringVar(&f.o.Peer, "peer", "", "expected node fingerprint (ed25519:… or SHA256:…, from 'alknet id')")
-	fl.BoolVar(&f.o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
 	fl.BoolVar(&f.o.TCP, "tcp", false, "use TCP+TLS only (default: race QUIC and TCP+TLS, QUIC first)")
 	fl.BoolVar(&f.o.QUIC, "quic", false, "use QUIC only (default: race QUIC and TCP+TLS, QUIC first)")
 	c.MarkFlagsMutuallyExclusive("tcp", "quic")
+}
+
+// addTrust adds the flags of add but the transport's (--tcp, --quic),
+// for a command that chooses the transport itself.
+func (f *dialFlags) addTrust(c *cobra.Command) {
+	fl := c.Flags()
+	fl.StringVar(&f.o.Peer, "peer", "", "expected node fingerprint (ed25519:… or SHA256:…, from 'alknet id')")
+	fl.BoolVar(&f.o.TrustOnFirstUse, "trust-on-first-use", false, "accept and record an unknown node in known_peers")
 	fl.StringVar(&f.o.ServerName, "server-name", "", "TLS server name (default: alknet for pinned nodes, else the host)")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM roots to verify a CA-issued node against, instead of the system roots")
 	fl.DurationVar(&f.timeout, "connect-timeout", 15*time.Second, "give up connecting after this long")

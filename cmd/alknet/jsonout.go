@@ -122,3 +122,12 @@ func servicesJSON(ops []call.Spec) []serviceJSON {
 	}
 	return out
 }
+
+// dnsQueryJSON is `alknet dns query --json`: the answer's status (its
+// rcode: NOERROR, NXDOMAIN, …) and the records of its answer and
+// authority sections, each as one line of dig's.
+type dnsQueryJSON struct {
+	Status    string   `json:"status"`
+	Answer    []string `json:"answer"`
+	Authority []string `json:"authority"`
+}

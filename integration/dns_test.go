@@ -1,0 +1,548 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+
+	"alknet.dev/alknet/core/call"
+	"alknet.dev/alknet/plugins/dns/pkarr"
+)
+
+// dnsZone is the example zone every DNS test serves.
+const dnsZone = `$ORIGIN example.net.
+$TTL 300
+@        IN SOA   ns1.example.net. hostmaster.example.net. 1 7200 3600 1209600 300
+@        IN NS    ns1.example.net.
+ns1      IN A     192.0.2.1
+www      IN A     192.0.2.10
+www      IN AAAA  2001:db8::10
+@        IN MX    10 mail.example.net.
+mail     IN A     192.0.2.25
+@        IN TXT   "v=spf1 -all"
+_sip._tcp IN SRV  10 5 5060 sip.example.net.
+alias    IN CNAME www.example.net.
+@        IN CAA   0 issue "letsencrypt.org"
+`
+
+// bigTXT is a name whose answer is far larger than a query.
+func bigTXT() string {
+	var b strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&b, "big IN TXT \"%s-%02d\"\n", strings.Repeat("x", 60), i)
+	}
+	return b.String()
+}
+
+type dnsNode struct {
+	t      *testing.T
+	node   *cli
+	srv    *server
+	port   string // the node's port (QUIC and TCP+TLS)
+	pin    string // kdig's +tls-pin: base64 of the SHA-256 of the node's SPKI
+	zone   string // the zone file
+	config string
+}
+
+// startDNSNode starts a node serving example.net. with extra settings
+// under [plugins.dns] and extra config after it.
+func startDNSNode(t *testing.T, settings, extra string) *dnsNode {
+	t.Helper()
+	n := &dnsNode{t: t, node: newCLI(t, nil)}
+	dir := t.TempDir()
+	n.zone = writeFile(t, filepath.Join(dir, "example.net.zone"), dnsZone+bigTXT(), 0o600)
+	cfg := fmt.Sprintf("[plugins.dns]\n%s\n\n[[plugins.dns.zones]]\norigin = \"example.net.\"\nfile = %q\nallow_transfer = [\"xfr\"]\n\n%s\n", settings, n.zone, extra)
+	n.config = writeFile(t, filepath.Join(dir, "alknet.toml"), cfg, 0o600)
+	n.node.ok("", "init", "--show-mnemonic-once")
+	n.srv = startServe(t, n.node, "--config", n.config)
+	_, n.port, _ = net.SplitHostPort(n.srv.Addr)
+	n.pin = strings.TrimPrefix(strings.TrimSpace(n.node.ok("", "id", "--pin")), "sha256//")
+	n.srv.waitLog("dns configured")
+	return n
+}
+
+// kdig runs Debian's kdig with args and returns its output.
+func kdig(t *testing.T, args ...string) string {
+	t.Helper()
+	full := append([]string{"+timeout=5", "+retry=0"}, args...)
+	out, err := exec.Command("kdig", full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kdig %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// transports are kdig's ways to the node's one port.
+func (n *dnsNode) transports() map[string][]string {
+	at := []string{"@127.0.0.1", "-p", n.port}
+	return map[string][]string{
+		// kdig 3.2.6 crashes (SIGSEGV) when +quic meets any +tls-pin,
+		// +tls-ca or +tls-hostname, so over QUIC it runs the opportunistic
+		// profile; the pinned DoQ client is `alknet dns query --doq` and
+		// the conformance test's.
+		"doq":       append(at, "+quic"),
+		"dot":       append(at, "+tls", "+tls-pin="+n.pin),
+		"doh":       append(at, "+https", "+tls-pin="+n.pin),
+		"doh-get":   append(at, "+https-get", "+tls-pin="+n.pin),
+		"doh-wrong": append(at, "+https", "+tls-pin="+base64.StdEncoding.EncodeToString(make([]byte, 32))),
+	}
+}
+
+var spaces = regexp.MustCompile(`[ \t]+`)
+
+// has reports whether kdig's output has the record (whitespace folded).
+func has(out, record string) bool {
+	return strings.Contains(spaces.ReplaceAllString(out, " "), record)
+}
+
+func status(out string) string {
+	m := regexp.MustCompile(`status: ([A-Z]+)`).FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// One node process, one port number: kdig over DoQ, DoT and DoH, and the
+// classic listener over UDP and TCP, get the zone's answers; NXDOMAIN
+// carries the SOA; AXFR is refused to anonymous clients; a name outside
+// the zones is refused (not an open resolver); the node's own names; a
+// zone file changed and SIGHUP'd is served at once.
+func TestDNSOverEveryTransport(t *testing.T) {
+	classicPort := freePort(t)
+	n := startDNSNode(t, "", fmt.Sprintf("[plugins.dns.classic]\nlisten = \"127.0.0.1:%d\"\n\n[plugins.dns.node]\nname = \"node.example.net.\"\naddresses = [\"192.0.2.50\", \"2001:db8::50\"]\nport = 4433\n", classicPort))
+	tr := n.transports()
+	classic := map[string][]string{
+		"udp": {"@127.0.0.1", "-p", strconv.Itoa(classicPort)},
+		"tcp": {"@127.0.0.1", "-p", strconv.Itoa(classicPort), "+tcp"},
+	}
+	all := map[string][]string{"doq": tr["doq"], "dot": tr["dot"], "doh": tr["doh"], "doh-get": tr["doh-get"], "udp": classic["udp"], "tcp": classic["tcp"]}
+	for name, args := range all {
+		t.Run(name, func(t *testing.T) {
+			out := kdig(t, append(args, "www.example.net", "A")...)
+			if status(out) != "NOERROR" || !has(out, "www.example.net. 300 IN A 192.0.2.10") {
+				t.Fatalf("www.example.net A over %s:\n%s", name, out)
+			}
+			if !strings.Contains(out, " aa") && !strings.Contains(out, "aa;") && !regexp.MustCompile(`Flags:[^;]*\baa\b`).MatchString(out) {
+				t.Errorf("answer over %s is not authoritative:\n%s", name, out)
+			}
+			out = kdig(t, append(args, "nothere.example.net", "A")...)
+			if status(out) != "NXDOMAIN" || !has(out, "example.net. 300 IN SOA ns1.example.net. hostmaster.example.net. 1 7200 3600 1209600 300") {
+				t.Fatalf("nothere.example.net over %s: want NXDOMAIN with the SOA:\n%s", name, out)
+			}
+		})
+	}
+	// alknet dns query pins the node on DoQ, DoT and DoH; another
+	// fingerprint gets no answer.
+	other := strings.Repeat("ab", 32)
+	for _, flag := range []string{"--doq", "--dot", "--doh"} {
+		out := n.node.ok("", "dns", "query", "www.example.net", "A", n.srv.Addr, flag, "--peer", n.srv.FP)
+		if !has(out, "www.example.net. 300 IN A 192.0.2.10") || !strings.Contains(out, "NOERROR") {
+			t.Errorf("alknet dns query %s:\n%s", flag, out)
+		}
+		if out := n.node.fail("", "dns", "query", "www.example.net", "A", n.srv.Addr, flag, "--peer", "ed25519:"+other); strings.Contains(out, "192.0.2.10") {
+			t.Errorf("alknet dns query %s with another pin got an answer:\n%s", flag, out)
+		}
+	}
+	// Every record type of the zone, over DoQ.
+	for _, c := range []struct{ name, typ, want string }{
+		{"www.example.net", "AAAA", "www.example.net. 300 IN AAAA 2001:db8::10"},
+		{"example.net", "MX", "example.net. 300 IN MX 10 mail.example.net."},
+		{"example.net", "TXT", `example.net. 300 IN TXT "v=spf1 -all"`},
+		{"example.net", "NS", "example.net. 300 IN NS ns1.example.net."},
+		{"_sip._tcp.example.net", "SRV", "_sip._tcp.example.net. 300 IN SRV 10 5 5060 sip.example.net."},
+		{"alias.example.net", "A", "www.example.net. 300 IN A 192.0.2.10"},
+		{"example.net", "CAA", `example.net. 300 IN CAA 0 issue "letsencrypt.org"`},
+		{"node.example.net", "A", "node.example.net. 300 IN A 192.0.2.50"},
+		{"node.example.net", "AAAA", "node.example.net. 300 IN AAAA 2001:db8::50"},
+		{"_alknet._udp.node.example.net", "SRV", "_alknet._udp.node.example.net. 300 IN SRV 0 0 4433 node.example.net."},
+		{"_alknet._udp.node.example.net", "TXT", fmt.Sprintf(`_alknet._udp.node.example.net. 300 IN TXT "alknet=%s@node.example.net:4433"`, n.srv.FP)},
+	} {
+		out := kdig(t, append(tr["doq"], c.name, c.typ)...)
+		if status(out) != "NOERROR" || !has(out, c.want) {
+			t.Errorf("%s %s: want %q:\n%s", c.name, c.typ, c.want, out)
+		}
+	}
+	if out := kdig(t, append(tr["doq"], "alias.example.net", "A")...); !has(out, "alias.example.net. 300 IN CNAME www.example.net.") {
+		t.Errorf("alias: want the CNAME before the address:\n%s", out)
+	}
+	// NODATA: the name exists, the type does not.
+	if out := kdig(t, append(tr["dot"], "www.example.net", "MX")...); status(out) != "NOERROR" || !has(out, "IN SOA ns1.example.net.") || !strings.Contains(out, "ANSWER: 0;") {
+		t.Errorf("www MX: want NODATA with the SOA:\n%s", out)
+	}
+	// Not an open resolver.
+	if out := kdig(t, append(tr["doq"], "example.com", "A")...); status(out) != "REFUSED" {
+		t.Errorf("example.com over DoQ: want REFUSED:\n%s", out)
+	}
+	if out := kdig(t, append(classic["udp"], "example.com", "A")...); status(out) != "REFUSED" {
+		t.Errorf("example.com over UDP: want REFUSED:\n%s", out)
+	}
+	// AXFR: refused to an anonymous client, on every transport kdig uses
+	// for it.
+	for _, name := range []string{"dot", "doq"} {
+		cmd := exec.Command("kdig", append(append([]string{"+timeout=5", "+retry=0"}, tr[name]...), "example.net", "AXFR")...)
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), "REFUSED") || strings.Contains(string(out), "192.0.2.10") {
+			t.Errorf("AXFR over %s: want REFUSED and no records:\n%s", name, out)
+		}
+	}
+	// A DoH client that pins another key gets nothing.
+	if out, err := exec.Command("kdig", append(append([]string{"+timeout=5", "+retry=0"}, tr["doh-wrong"]...), "www.example.net")...).CombinedOutput(); err == nil && has(string(out), "192.0.2.10") {
+		t.Errorf("kdig with a wrong pin got an answer:\n%s", out)
+	}
+
+	// A changed zone file is served at once after SIGHUP.
+	writeFile(t, n.zone, strings.Replace(dnsZone, "www      IN A     192.0.2.10", "www      IN A     192.0.2.99", 1), 0o600)
+	before := strings.Count(n.srv.logs.String(), "dns configured")
+	_ = n.srv.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the DNS plugin to read its zone again", func() bool {
+		return strings.Count(n.srv.logs.String(), "dns configured") > before
+	})
+	for _, name := range []string{"doq", "dot", "doh"} {
+		if out := kdig(t, append(tr[name], "www.example.net", "A")...); !has(out, "www.example.net. 300 IN A 192.0.2.99") {
+			t.Errorf("after the reload, over %s:\n%s", name, out)
+		}
+	}
+	// A broken zone file on a reload leaves the running zone in place.
+	writeFile(t, n.zone, "this is not a zone\n", 0o600)
+	_ = n.srv.cmd.Process.Signal(syscall.SIGHUP)
+	n.srv.waitLog("plugin refused its settings on this reload")
+	if out := kdig(t, append(tr["doq"], "www.example.net", "A")...); !has(out, "www.example.net. 300 IN A 192.0.2.99") {
+		t.Errorf("after a broken zone file, over DoQ:\n%s", out)
+	}
+	if strings.Contains(n.srv.logs.String(), "nothere.example.net") || strings.Contains(n.srv.logs.String(), "alias.example.net") {
+		t.Errorf("the node logged a name a client looked up:\n%s", n.srv.logs)
+	}
+}
+
+// The classic listener: an answer to an unverified (UDP) source is at
+// most a small factor of the query's size (truncated otherwise, complete
+// over TCP), and a burst of queries from one address is rate-limited.
+func TestDNSClassicNoAmplification(t *testing.T) {
+	classicPort := freePort(t)
+	n := startDNSNode(t, "", fmt.Sprintf("[plugins.dns.classic]\nlisten = \"127.0.0.1:%d\"\nrate_limit = 20\nburst = 40\n", classicPort))
+	addr := "127.0.0.1:" + strconv.Itoa(classicPort)
+	q := new(dns.Msg)
+	q.SetQuestion("big.example.net.", dns.TypeTXT)
+	q.SetEdns0(4096, false)
+	qb, _ := q.Pack()
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(qb); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	k, err := conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r dns.Msg
+	if err := r.Unpack(buf[:k]); err != nil {
+		t.Fatal(err)
+	}
+	if k > 3*len(qb) || !r.Truncated {
+		t.Fatalf("UDP answer of %d bytes to a %d-byte query (truncated %v): want at most 3× and TC", k, len(qb), r.Truncated)
+	}
+	// Over TCP the whole answer comes.
+	tcp := kdig(t, "@127.0.0.1", "-p", strconv.Itoa(classicPort), "+tcp", "big.example.net", "TXT")
+	if c := strings.Count(spaces.ReplaceAllString(tcp, " "), " 300 IN TXT"); c != 30 {
+		t.Fatalf("over TCP: %d TXT records, want 30:\n%s", c, tcp)
+	}
+
+	// A burst of 200 queries from one socket: at most the burst is
+	// answered in full.
+	q = new(dns.Msg)
+	q.SetQuestion("www.example.net.", dns.TypeA)
+	full, truncated := 0, 0
+	for i := range 200 {
+		q.Id = uint16(i + 1)
+		b, _ := q.Pack()
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		k, err := conn.Read(buf)
+		if err != nil {
+			break // the node sent all it will: nothing for 2 s
+		}
+		var r dns.Msg
+		if r.Unpack(buf[:k]) == nil {
+			if r.Truncated {
+				truncated++
+			} else {
+				full++
+			}
+		}
+	}
+	if full > 40+5 || full == 0 {
+		t.Fatalf("a burst of 200 from one address: %d full answers (%d truncated); want about the burst of 40", full, truncated)
+	}
+	var st struct {
+		Classic struct {
+			RateLimited int64 `json:"rate_limited"`
+		} `json:"classic"`
+	}
+	out := n.node.ok("", "call", "--peer", n.srv.FP, n.srv.Addr, "/dns/stats", "{}")
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Classic.RateLimited < 100 {
+		t.Fatalf("dns/stats after the burst: %s (%v)", out, err)
+	}
+	t.Logf("burst of 200: %d full answers, %d truncated (slip), %d rate-limited", full, truncated, st.Classic.RateLimited)
+}
+
+// DoQ conformance (RFC 9250) with a Go QUIC client: one query per stream
+// each answered then FIN; a malformed length or garbage resets only that
+// stream; a message ID other than 0, or edns-tcp-keepalive, closes the
+// connection with DOQ_PROTOCOL_ERROR (0x2). DoT pipelines queries on one
+// connection.
+func TestDNSDoQConformance(t *testing.T) {
+	n := startDNSNode(t, "", "")
+	dial := func() *quic.Conn {
+		c, err := quic.DialAddr(tctx(t, 10*time.Second), n.srv.Addr,
+			&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"doq"}}, &quic.Config{}) //nolint:gosec // a conformance test; the pin is checked by kdig above
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.CloseWithError(0, "") })
+		return c
+	}
+	query := func(id uint16, keepalive bool) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("www.example.net.", dns.TypeA)
+		m.Id = id
+		if keepalive {
+			o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+			o.SetUDPSize(1232)
+			o.Option = append(o.Option, &dns.EDNS0_TCP_KEEPALIVE{Code: dns.EDNS0TCPKEEPALIVE})
+			m.Extra = append(m.Extra, o)
+		}
+		b, _ := m.Pack()
+		return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+	}
+	ask := func(c *quic.Conn, raw []byte) ([]byte, error) {
+		s, err := c.OpenStreamSync(tctx(t, 5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.Write(raw); err != nil {
+			return nil, err
+		}
+		_ = s.Close()
+		return io.ReadAll(s) // to the FIN
+	}
+	c := dial()
+	for i := range 3 {
+		b, err := ask(c, query(0, false))
+		if err != nil {
+			t.Fatalf("query %d: %v", i, err)
+		}
+		var m dns.Msg
+		if len(b) < 2 || int(binary.BigEndian.Uint16(b)) != len(b)-2 || m.Unpack(b[2:]) != nil || m.Id != 0 || len(m.Answer) != 1 {
+			t.Fatalf("query %d: want one length-prefixed answer with ID 0 then FIN, got %x", i, b)
+		}
+	}
+	for name, raw := range map[string][]byte{
+		"short length": {0, 3, 1, 2, 3},
+		"garbage":      append([]byte{0, 40}, bytes.Repeat([]byte{0xff}, 40)...),
+	} {
+		_, err := ask(c, raw)
+		var se *quic.StreamError
+		if !errors.As(err, &se) || se.ErrorCode != 0x2 {
+			t.Fatalf("%s: want the stream reset with DOQ_PROTOCOL_ERROR, got %v", name, err)
+		}
+		if _, err := ask(c, query(0, false)); err != nil {
+			t.Fatalf("after %s the connection should go on: %v", name, err)
+		}
+	}
+	for name, raw := range map[string][]byte{"message ID 7": query(7, false), "edns-tcp-keepalive": query(0, true)} {
+		c := dial()
+		_, err := ask(c, raw)
+		var ae *quic.ApplicationError
+		if !errors.As(err, &ae) {
+			<-c.Context().Done()
+			err = context.Cause(c.Context())
+		}
+		if !errors.As(err, &ae) || ae.ErrorCode != 0x2 {
+			t.Fatalf("%s: want the connection closed with DOQ_PROTOCOL_ERROR (0x2), got %v", name, err)
+		}
+	}
+
+	// DoT: three queries written at once on one connection, three answers.
+	tc, err := tls.Dial("tcp", n.srv.Addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"dot"}}) //nolint:gosec // as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	var batch []byte
+	for id := uint16(1); id <= 3; id++ {
+		batch = append(batch, query(id, false)...)
+	}
+	if _, err := tc.Write(batch); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+	seen := map[uint16]bool{}
+	for range 3 {
+		var hdr [2]byte
+		if _, err := io.ReadFull(tc, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, binary.BigEndian.Uint16(hdr[:]))
+		if _, err := io.ReadFull(tc, b); err != nil {
+			t.Fatal(err)
+		}
+		var m dns.Msg
+		if err := m.Unpack(b); err != nil || len(m.Answer) != 1 {
+			t.Fatalf("DoT answer: %v %v", err, m)
+		}
+		seen[m.Id] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("DoT pipelining: answers for %v, want ids 1, 2, 3", seen)
+	}
+}
+
+// A node publishes its signed record set; the node it replicates to
+// answers for it over DoQ (kdig); a packet signed by another key, older
+// than the stored one, or oversized is refused, and not replicated.
+func TestDNSSignedRecordsReplicate(t *testing.T) {
+	b := startDNSNode(t, "signed_zone = \"keys.example.net.\"", "")
+	// A lists B as its peer; B grants A dns:publish.
+	aCLI := newCLI(t, nil)
+	aCLI.ok("", "init", "--show-mnemonic-once")
+	var aID struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	decodeJSON(t, "id --json", aCLI.ok("", "id", "--json"), &aID)
+	writeFile(t, b.config, strings.Replace(readFile(t, b.config), "[plugins.dns]\n",
+		fmt.Sprintf("[[auth.peers]]\npeer_id = \"node-a\"\nfingerprints = [%q]\nscopes = [\"dns:publish\"]\n\n[plugins.dns]\n", aID.Fingerprint), 1), 0o600)
+	_ = b.srv.cmd.Process.Signal(syscall.SIGHUP)
+	b.srv.waitLog("configuration reloaded")
+	a := &dnsNode{t: t, node: aCLI}
+	dir := t.TempDir()
+	a.zone = writeFile(t, filepath.Join(dir, "example.net.zone"), dnsZone, 0o600)
+	a.config = writeFile(t, filepath.Join(dir, "alknet.toml"), fmt.Sprintf(
+		"[plugins.dns]\nsigned_zone = \"keys.example.net.\"\npeers = [%q]\n\n[[plugins.dns.zones]]\norigin = \"example.net.\"\nfile = %q\n",
+		b.srv.FP+"@"+b.srv.Addr, a.zone), 0o600)
+	a.srv = startServe(t, aCLI, "--config", a.config)
+	a.srv.waitLog("dns configured")
+
+	// `alknet dns publish` beside node A signs with A's key.
+	out := aCLI.ok("", "dns", "publish", "--json", "--peer", a.srv.FP, a.srv.Addr,
+		"@ 300 IN A 192.0.2.77", `_alknet._udp 300 IN TXT "alknet=`+a.srv.FP+"@"+a.srv.Addr+`"`)
+	var pub struct {
+		Name      string `json:"name"`
+		Timestamp uint64 `json:"timestamp"`
+		Stored    bool   `json:"stored"`
+		Peers     []struct {
+			Peer   string `json:"peer"`
+			Result string `json:"result"`
+			Error  string `json:"error"`
+		} `json:"peers"`
+	}
+	decodeJSON(t, "dns publish --json", out, &pub)
+	if !pub.Stored || len(pub.Peers) != 1 || pub.Peers[0].Result != "ok stored" {
+		t.Fatalf("dns publish: %s", out)
+	}
+	key := strings.TrimSuffix(pub.Name, ".keys.example.net.")
+	if raw, err := pkarr.DecodeZBase32(key); err != nil || len(raw) != 32 {
+		t.Fatalf("published name %q: the first label is not a z-base-32 key: %v", pub.Name, err)
+	}
+	tr := b.transports()
+	if out := kdig(t, append(tr["doq"], pub.Name, "A")...); !has(out, pub.Name+" 300 IN A 192.0.2.77") {
+		t.Fatalf("node B over DoQ, %s A:\n%s", pub.Name, out)
+	}
+	if out := kdig(t, append(tr["dot"], "_alknet._udp."+pub.Name, "TXT")...); !has(out, `"alknet=`+a.srv.FP+"@"+a.srv.Addr+`"`) {
+		t.Fatalf("node B over DoT, the dial record:\n%s", out)
+	}
+	if out := kdig(t, append(tr["doq"], "yb"+key[2:]+".keys.example.net", "A")...); status(out) != "NXDOMAIN" {
+		t.Fatalf("an unknown key: want NXDOMAIN:\n%s", out)
+	}
+
+	// Refusals, through dns/publish on A as its operator.
+	op := operatorConn(t, a.srv)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	msg := func(ip string) *dns.Msg {
+		m := new(dns.Msg)
+		m.Response = true
+		rr, _ := dns.NewRR(pkarr.EncodeZBase32(priv.Public().(ed25519.PublicKey)) + ". 300 IN A " + ip)
+		m.Answer = append(m.Answer, rr)
+		return m
+	}
+	publish := func(packet []byte) (json.RawMessage, error) {
+		return op.Call(tctx(t, 20*time.Second), "dns/publish", map[string]string{"packet": base64.StdEncoding.EncodeToString(packet)})
+	}
+	now := uint64(time.Now().UnixMicro())
+	good, err := pkarr.Sign(priv, now, msg("192.0.2.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(good.Bytes()); err != nil {
+		t.Fatalf("a good packet: %v", err)
+	}
+	older, _ := pkarr.Sign(priv, now-1000, msg("192.0.2.6"))
+	forged := good.Bytes()
+	copy(forged[:32], other.Public().(ed25519.PublicKey)) // another key, the first key's signature
+	wire, _ := msg("192.0.2.8").Pack()
+	big := append(wire, make([]byte, 1001-len(wire))...)
+	ts := binary.BigEndian.AppendUint64(nil, now+5)
+	sig := ed25519.Sign(priv, pkarr.Signable(now+5, big))
+	oversized := append(append(append([]byte(priv.Public().(ed25519.PublicKey)), sig...), ts...), big...)
+	for name, c := range map[string]struct {
+		packet []byte
+		want   string
+	}{
+		"another key's signature": {forged, "signature"},
+		"older":                   {older.Bytes(), "older"},
+		"oversized":               {oversized, "1000"},
+	} {
+		_, err := publish(c.packet)
+		var ce *call.Error
+		// The Go client reads a declared code it does not know as
+		// INTERNAL and keeps the code in the details.
+		if !asCallError(err, &ce) || !strings.Contains(fmt.Sprint(ce.Details), "PACKET_REFUSED") || !strings.Contains(ce.Message, c.want) {
+			t.Errorf("%s: want PACKET_REFUSED naming %q, got %v", name, c.want, err)
+		}
+	}
+	name := pkarr.EncodeZBase32(priv.Public().(ed25519.PublicKey)) + ".keys.example.net"
+	if out := kdig(t, append(tr["doq"], name, "A")...); !has(out, "192.0.2.5") || has(out, "192.0.2.6") || has(out, "192.0.2.8") {
+		t.Fatalf("node B serves only the good packet:\n%s", out)
+	}
+	var st struct {
+		PublishRefused int64 `json:"publish_refused"`
+		Replicated     int64 `json:"replicated"`
+	}
+	if err := json.Unmarshal([]byte(aCLI.ok("", "call", "--peer", a.srv.FP, a.srv.Addr, "/dns/stats", "{}")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.PublishRefused != 3 || st.Replicated != 2 {
+		t.Fatalf("node A's dns/stats: %+v, want 3 refused and 2 replicated", st)
+	}
+}
