@@ -73,6 +73,7 @@ func suite() []benchmark {
 	all = append(all, m10...)
 	all = append(all, m11...)
 	all = append(all, m12...)
+	all = append(all, m13...)
 	return all
 }
 
