@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,8 +129,9 @@ func (p *Plugin) Configure(_ context.Context, settings json.RawMessage, host *sd
 			p.classic.Store(c)
 		}
 	}
+	runtime.GOMAXPROCS(cfg.procs)
 	p.cfg.Store(cfg)
-	p.logger().Info("dns configured", "zones", len(cfg.zones), "signed_zone", cfg.signedZone, "peers", len(cfg.peers),
+	p.logger().Info("dns configured", "procs", cfg.procs, "zones", len(cfg.zones), "signed_zone", cfg.signedZone, "peers", len(cfg.peers),
 		"classic", cfg.classic.Listen, "forward_upstreams", len(cfg.forward.Upstreams))
 	return nil
 }
@@ -243,6 +245,17 @@ func (p *Plugin) answerQuery(ctx context.Context, req *dns.Msg, src source) *dns
 	}
 	m.Rcode = dns.RcodeRefused
 	return m
+}
+
+// mayForward reports whether answering req may wait on an upstream: the
+// forwarder is on, the client may recurse, and the name is in none of the
+// node's zones. Every other answer comes from memory at once.
+func (p *Plugin) mayForward(req *dns.Msg, src source) bool {
+	if p.fwd.Load() == nil || !src.identity.HasScope(ScopeRecurse) || len(req.Question) != 1 {
+		return false
+	}
+	cfg := p.cfg.Load()
+	return findZone(cfg.zones, canonical(req.Question[0].Name)) == nil
 }
 
 // transfer answers AXFR for identities the zone allows (one message: the

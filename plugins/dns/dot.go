@@ -13,10 +13,11 @@ import (
 
 // serveDoT serves a DNS-over-TLS connection (RFC 7858): the node has
 // terminated TLS on its TCP listener; the one stream carries 2-byte
-// length-prefixed messages both ways. Queries are pipelined — up to
-// queriesPerConn answered at once, each answer written as soon as it is
-// ready, so answers may leave out of order (RFC 7766 §6.2.1.1; the client
-// matches them by ID). A connection with no query for idleTimeout, or a
+// length-prefixed messages both ways. Queries are pipelined: an answer from
+// the node's own data is written at once, in order; a query that may be
+// forwarded is answered in a goroutine of its own — up to queriesPerConn
+// at once — so its answer may leave after later ones (RFC 7766 §6.2.1.1;
+// the client matches them by ID). A connection with no query for idleTimeout, or a
 // query whose bytes stall for readTimeout, is closed; so is one that sends
 // a malformed length or bytes that are not a DNS message.
 func (p *Plugin) serveDoT(ctx context.Context, c *sdk.Conn) error {
@@ -58,15 +59,7 @@ func (p *Plugin) serveDoT(ctx context.Context, c *sdk.Conn) error {
 			p.stats.protocolErrors.Add(1)
 			return nil
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-c.Context().Done():
-			return nil
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		reply := func() {
 			m := p.answer(ctx, req, src)
 			b, err := packLengthPrefixed(m)
 			if err != nil {
@@ -76,6 +69,23 @@ func (p *Plugin) serveDoT(ctx context.Context, c *sdk.Conn) error {
 			wmu.Lock()
 			defer wmu.Unlock()
 			_, _ = s.Write(b)
+		}
+		if !p.mayForward(req, src) {
+			// Answered from memory at once: in this goroutine, which
+			// saves a handoff per query; the order is kept.
+			reply()
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-c.Context().Done():
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			reply()
 		}()
 	}
 }
