@@ -199,7 +199,7 @@ func TestPluginEnvironmentHasNoCoreVariables(t *testing.T) {
 	}
 	var names []string
 	_ = json.Unmarshal(out, &names)
-	allowed := map[string]bool{"PATH": true, "HOME": true, "TMPDIR": true, "LANG": true}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "TMPDIR": true, "LANG": true, "GOMAXPROCS": true}
 	if len(names) == 0 {
 		t.Fatal("no environment reported")
 	}
@@ -211,6 +211,28 @@ func TestPluginEnvironmentHasNoCoreVariables(t *testing.T) {
 	// echo/env is internal: not callable from the wire.
 	if _, err := conn.Call(tctx(t, 10*time.Second), "echo/env", nil); err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
 		t.Fatalf("internal echo/env from the wire: %v", err)
+	}
+}
+
+// A plugin's Go scheduler runs on as many threads as its CPU quota (1 by
+// default), whether or not a cgroup enforces the quota.
+func TestPluginGOMAXPROCSFollowsCPUQuota(t *testing.T) {
+	for _, c := range []struct {
+		config string
+		want   int
+	}{{"", 1}, {"[plugins.echo.limits]\ncpu = 2.5\n", 3}} {
+		node := newCLI(t, nil)
+		node.ok("", "init", "--show-mnemonic-once")
+		cfg := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), c.config, 0o600)
+		srv := startServe(t, node, "--config", cfg)
+		var st struct {
+			GOMAXPROCS int `json:"gomaxprocs"`
+		}
+		out, err := operatorConn(t, srv).Call(tctx(t, 10*time.Second), "echo/stats", nil)
+		if err != nil || json.Unmarshal(out, &st) != nil || st.GOMAXPROCS != c.want {
+			t.Errorf("config %q: echo/stats %s %v; want gomaxprocs %d", c.config, out, err, c.want)
+		}
+		srv.stop(syscall.SIGTERM)
 	}
 }
 

@@ -446,7 +446,7 @@ func Docs() []KeyDoc {
 		KeyDoc{Key: "plugins.<name>.limits.processes", Type: "integer", Dynamic: true, Default: fmt.Sprint(DefaultPluginProcesses),
 			Doc: "processes and threads of the plugin (cgroup pids limit; else RLIMIT_NPROC when plugins.user is set). " + limitsReload},
 		KeyDoc{Key: "plugins.<name>.limits.cpu", Type: "float", Dynamic: true, Default: "1.0",
-			Doc: "CPU quota as a fraction of one CPU (e.g. 0.5, 2); the plugin is throttled to it (cgroup cpu controller; not enforced without one). " + limitsReload},
+			Doc: "CPU quota as a fraction of one CPU (e.g. 0.5, 2); the plugin is throttled to it (cgroup cpu controller; not enforced without one), and its GOMAXPROCS is the quota rounded up. " + limitsReload},
 	)
 	return out
 }

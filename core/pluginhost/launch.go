@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -402,6 +403,14 @@ func (l *ProcessLauncher) newRunner(o LaunchSpec, cmd *exec.Cmd, socketDir strin
 		}
 	}
 	env := append(minimalEnv(), cmd.Env...)
+	if o.Limits.CPU > 0 {
+		// The plugin's Go scheduler runs on as many threads as its CPU
+		// quota, as the Go runtime itself chooses when a cgroup enforces
+		// the quota — and also where none does: a plugin scheduling on
+		// every CPU of a small machine beside the node spends more time
+		// handing work between threads than doing it (docs/spec/plugins.md §9).
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(1, int(math.Ceil(o.Limits.CPU)))))
+	}
 	extra := []*os.File{bin}
 	if o.RunAs != nil {
 		args = append(args, "-uid", strconv.Itoa(o.RunAs.UID), "-gid", strconv.Itoa(o.RunAs.GID))

@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,9 +128,8 @@ func (p *Plugin) Configure(_ context.Context, settings json.RawMessage, host *sd
 			p.classic.Store(c)
 		}
 	}
-	runtime.GOMAXPROCS(cfg.procs)
 	p.cfg.Store(cfg)
-	p.logger().Info("dns configured", "procs", cfg.procs, "zones", len(cfg.zones), "signed_zone", cfg.signedZone, "peers", len(cfg.peers),
+	p.logger().Info("dns configured", "zones", len(cfg.zones), "signed_zone", cfg.signedZone, "peers", len(cfg.peers),
 		"classic", cfg.classic.Listen, "forward_upstreams", len(cfg.forward.Upstreams))
 	return nil
 }

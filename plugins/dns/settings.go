@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"time"
 
@@ -40,14 +39,6 @@ type Settings struct {
 	// IdleTimeout closes a DoT connection with no query for that long
 	// (default "30s").
 	IdleTimeout string `json:"idle_timeout,omitempty"`
-	// Procs is how many CPUs the plugin's Go scheduler runs on
-	// (GOMAXPROCS). Default: half of what the process may use, at least
-	// one — the node's process does the TLS and QUIC work of every query
-	// and the plugin the small DNS part, and on a small machine two
-	// processes that each schedule on every CPU spend more time handing
-	// work between threads than answering (measured: DoT from 64 clients
-	// on 2 CPUs, 17.7k queries/s with both CPUs, 29.4k with one).
-	Procs int `json:"procs,omitempty"`
 	// Classic is the plain UDP/TCP listener (off unless listen is set).
 	Classic ClassicSettings `json:"classic,omitempty"`
 	// Forward is the forwarding resolver for names outside the zones,
@@ -89,10 +80,6 @@ const (
 	defaultNodeTTL          = 300
 )
 
-// defaultProcs is GOMAXPROCS as the runtime chose it at start (the CPUs
-// the process may use, cgroup limits included).
-var defaultProcs = runtime.GOMAXPROCS(0)
-
 // config is Settings checked, with defaults in place and zones loaded.
 type config struct {
 	zones          []*zone
@@ -100,7 +87,6 @@ type config struct {
 	peers          []string
 	maxSigned      int
 	queriesPerConn int
-	procs          int
 	readTimeout    time.Duration
 	idleTimeout    time.Duration
 	classic        ClassicSettings
@@ -122,12 +108,8 @@ func parseSettings(raw json.RawMessage, nodeID string) (*config, error) {
 	if c.queriesPerConn == 0 {
 		c.queriesPerConn = defaultQueriesPerConn
 	}
-	if c.maxSigned < 0 || c.queriesPerConn < 0 || s.Procs < 0 {
-		return nil, fmt.Errorf("dns settings: max_signed_packets, max_queries_per_connection and procs must be positive")
-	}
-	c.procs = s.Procs
-	if c.procs == 0 {
-		c.procs = max(1, defaultProcs/2)
+	if c.maxSigned < 0 || c.queriesPerConn < 0 {
+		return nil, fmt.Errorf("dns settings: max_signed_packets and max_queries_per_connection must be positive")
 	}
 	var err error
 	if c.readTimeout, err = duration("read_timeout", s.ReadTimeout, defaultReadTimeout); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,7 +101,7 @@ func (p *Plugin) Operations() []sdk.Op {
 			Describe("names (never values) of the capabilities this call received, and how many calls reached the plugin"),
 		sdk.Query(op("env"), p.env).Internal().Describe("names of the plugin process's environment variables (isolation test)"),
 		sdk.Mutation(op("crash"), p.crash).Internal().Describe("exits the plugin process (crash test)"),
-		sdk.Query(op("stats"), p.stats).RemoteSafe().Describe("how many operation calls reached the plugin"),
+		sdk.Query(op("stats"), p.stats).RemoteSafe().Describe("how many operation calls reached the plugin, and its GOMAXPROCS"),
 	}
 }
 
@@ -139,10 +140,13 @@ func (p *Plugin) caps(_ context.Context, c *sdk.Call, _ struct{}) (CapsReport, e
 // Stats is the output of echo/stats.
 type Stats struct {
 	Calls int64 `json:"calls"`
+	// GOMAXPROCS is the threads the plugin's Go scheduler runs on (the
+	// node sets it from the plugin's CPU quota).
+	GOMAXPROCS int `json:"gomaxprocs"`
 }
 
 func (p *Plugin) stats(context.Context, *sdk.Call, struct{}) (Stats, error) {
-	return Stats{Calls: p.calls.Add(1)}, nil
+	return Stats{Calls: p.calls.Add(1), GOMAXPROCS: runtime.GOMAXPROCS(0)}, nil
 }
 
 func (p *Plugin) env(context.Context, *sdk.Call, struct{}) ([]string, error) {
