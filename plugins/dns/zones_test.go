@@ -3,9 +3,12 @@ package dnsplugin
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 
 	"alknet.dev/alknet/plugins/sdk"
@@ -143,5 +146,54 @@ func TestSettingsRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: want an error naming %q, got %v", settings, want, err)
 		}
+	}
+}
+
+// Names outside the zones are forwarded only for dns:recurse: anyone else
+// gets REFUSED and the upstream never hears of the query (no open
+// resolver); names in the zones are never forwarded.
+func TestForwardOnlyForRecurse(t *testing.T) {
+	var asked atomic.Int64
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		asked.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 198.51.100.7")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	var s map[string]any
+	_ = json.Unmarshal([]byte(zoneSettings()), &s)
+	s["forward"] = map[string]any{"upstreams": []string{"udp://" + pc.LocalAddr().String()}}
+	b, _ := json.Marshal(s)
+	p := testPlugin(t, string(b))
+	f, err := newForwarder(hclog.NewNullLogger(), p.cfg.Load().forward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	p.fwd.Store(f)
+
+	for _, id := range []*sdk.Identity{nil, {ID: "peer", Scopes: []string{ScopePublish}}} {
+		if m := ask(p, "www.example.org.", dns.TypeA, id); m.Rcode != dns.RcodeRefused || len(m.Answer) != 0 {
+			t.Errorf("%s asked for a name outside the zones: %s %v", idOf(id), dns.RcodeToString[m.Rcode], m.Answer)
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the upstream was asked %d times for callers without dns:recurse", n)
+	}
+	recurse := &sdk.Identity{ID: "resolver", Scopes: []string{ScopeRecurse}}
+	m := ask(p, "www.example.org.", dns.TypeA, recurse)
+	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 || !strings.Contains(m.Answer[0].String(), "198.51.100.7") || asked.Load() != 1 {
+		t.Fatalf("dns:recurse: %v (upstream asked %d times)", m, asked.Load())
+	}
+	if m := ask(p, "www.example.net.", dns.TypeA, recurse); !m.Authoritative || asked.Load() != 1 {
+		t.Fatalf("a name in the zones went upstream: %v", m)
 	}
 }
