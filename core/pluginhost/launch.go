@@ -405,10 +405,11 @@ func (l *ProcessLauncher) newRunner(o LaunchSpec, cmd *exec.Cmd, socketDir strin
 	env := append(minimalEnv(), cmd.Env...)
 	if o.Limits.CPU > 0 {
 		// The plugin's Go scheduler runs on as many threads as its CPU
-		// quota, as the Go runtime itself chooses when a cgroup enforces
-		// the quota — and also where none does: a plugin scheduling on
-		// every CPU of a small machine beside the node spends more time
-		// handing work between threads than doing it (docs/spec/plugins.md §9).
+		// quota, rounded up. Go's own default under a cgroup quota is
+		// never below 2, and without a cgroup it is every CPU: a plugin
+		// scheduling on both CPUs of a small machine beside the node
+		// spends more time handing work between threads than doing it
+		// (docs/spec/plugins.md §9).
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(1, int(math.Ceil(o.Limits.CPU)))))
 	}
 	extra := []*os.File{bin}
