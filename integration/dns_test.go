@@ -546,3 +546,80 @@ func TestDNSSignedRecordsReplicate(t *testing.T) {
 		t.Fatalf("node A's dns/stats: %+v, want 3 refused and 2 replicated", st)
 	}
 }
+
+// Clients that stall hold nothing for long (D14): a DoT connection that
+// sends half a length, or nothing at all, is closed; DoQ streams that
+// send a byte and stop are reset, each alone, and the connection goes on
+// answering.
+func TestDNSStalledClientsAreClosed(t *testing.T) {
+	n := startDNSNode(t, "read_timeout = \"300ms\"\nidle_timeout = \"1s\"\nmax_queries_per_connection = 8", "")
+	dot := func() *tls.Conn {
+		c, err := tls.Dial("tcp", n.srv.Addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"dot"}}) //nolint:gosec // bounds, not identity
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	// closed waits for the node to close c (the 10 s deadline only bounds
+	// a failing test).
+	closed := func(what string, c *tls.Conn) {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, context.DeadlineExceeded) || isTimeoutErr(err) {
+			t.Fatalf("%s: the node kept the connection open (%v)", what, err)
+		}
+	}
+	half := dot()
+	if _, err := half.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	closed("DoT with half a length", half)
+	closed("DoT with no query", dot())
+
+	c, err := quic.DialAddr(tctx(t, 10*time.Second), n.srv.Addr,
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"doq"}}, &quic.Config{}) //nolint:gosec // as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(0, "")
+	// More stalled streams than the connection answers at once: all are
+	// reset, none waits for another's deadline forever.
+	var streams []*quic.Stream
+	for range 20 {
+		s, err := c.OpenStreamSync(tctx(t, 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte{0}); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	for i, s := range streams {
+		_ = s.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.ReadAll(s)
+		var se *quic.StreamError
+		if !errors.As(err, &se) || se.ErrorCode != 0x2 {
+			t.Fatalf("stalled stream %d: want a reset with DOQ_PROTOCOL_ERROR, got %v", i, err)
+		}
+	}
+	s, err := c.OpenStreamSync(tctx(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.net.", dns.TypeA)
+	m.Id = 0
+	b, _ := m.Pack()
+	_, _ = s.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...))
+	_ = s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if out, err := io.ReadAll(s); err != nil || len(out) < 14 {
+		t.Fatalf("a query after the stalled streams: %x %v", out, err)
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
