@@ -16,9 +16,7 @@ package dnsplugin
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -325,10 +323,4 @@ func idOf(id *sdk.Identity) string {
 		return "anonymous"
 	}
 	return id.ID
-}
-
-// isTimeout reports a deadline error from a stream read.
-func isTimeout(err error) bool {
-	var te interface{ Timeout() bool }
-	return errors.As(err, &te) && te.Timeout() || strings.Contains(err.Error(), "deadline")
 }
