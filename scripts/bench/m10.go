@@ -572,25 +572,11 @@ func startGitDaemon(ctx context.Context, env []string, base string) (string, fun
 	// too; if the bench dies, so does the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	proc, err := startProcess(cmd)
+	if err != nil {
 		return "", nil, fmt.Errorf("git daemon: %w", err)
 	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		// Owned by stop: ends when git daemon has exited.
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}
+	stop := proc.stop
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -599,8 +585,8 @@ func startGitDaemon(ctx context.Context, env []string, base string) (string, fun
 			return addr, stop, nil
 		}
 		select {
-		case <-exited:
-			return "", nil, fmt.Errorf("git daemon exited before listening: %v\n%s", exitErr, logs)
+		case <-proc.exited:
+			return "", nil, fmt.Errorf("git daemon exited before listening: %v\n%s", proc.err, logs)
 		case <-ctx.Done():
 			stop()
 			return "", nil, ctx.Err()

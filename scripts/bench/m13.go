@@ -297,24 +297,12 @@ func startCoreDNS(ctx context.Context, e *env) (*coreDNS, error) {
 	logs := &logTail{}
 	cmd.Stdout = &lineWriter{tail: logs}
 	cmd.Stderr = &lineWriter{tail: logs}
-	if err := cmd.Start(); err != nil {
+	proc, err := startProcess(cmd)
+	if err != nil {
 		return fail(err)
 	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		// Owned by stop: ends when the process has exited.
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
 	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		proc.stop()
 		_ = os.RemoveAll(root)
 	}
 
@@ -328,9 +316,9 @@ func startCoreDNS(ctx context.Context, e *env) (*coreDNS, error) {
 				break
 			}
 			select {
-			case <-exited:
+			case <-proc.exited:
 				stop()
-				return nil, fmt.Errorf("coredns exited: %v\n%s", exitErr, logs)
+				return nil, fmt.Errorf("coredns exited: %v\n%s", proc.err, logs)
 			default:
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {

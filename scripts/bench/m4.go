@@ -807,6 +807,47 @@ func childPIDs(ppid int, exe string) []int {
 
 // --- process output ---
 
+// process is an anchor's server process (sshd, git daemon, CoreDNS)
+// started by startProcess: exited is closed once it has exited, err is then its
+// exit error, and stop ends it — SIGTERM, SIGKILL after 10 s — signalling
+// its process group when the command has one of its own.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+func startProcess(cmd *exec.Cmd) (*process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		// Owned by stop: ends when the process has exited.
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
+	return c, nil
+}
+
+func (c *process) signal(sig syscall.Signal) {
+	pid := c.cmd.Process.Pid
+	if a := c.cmd.SysProcAttr; a != nil && a.Setpgid {
+		pid = -pid
+	}
+	_ = syscall.Kill(pid, sig)
+}
+
+func (c *process) stop() {
+	c.signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		c.signal(syscall.SIGKILL)
+		<-c.exited
+	}
+}
+
 // logTail keeps the last lines a process wrote, for error messages.
 type logTail struct {
 	mu    sync.Mutex

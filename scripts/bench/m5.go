@@ -556,31 +556,19 @@ Subsystem sftp %s
 		}
 	}}
 	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
+	proc, err := startProcess(cmd)
+	if err != nil {
 		return fail(err)
 	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() {
-		// Owned by stop: ends when sshd has exited.
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
 	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		proc.stop()
 		cleanup()
 	}
 	select {
 	case <-ready:
-	case <-exited:
+	case <-proc.exited:
 		cleanup()
-		return nil, fmt.Errorf("sshd exited before listening: %v\n%s", exitErr, logs)
+		return nil, fmt.Errorf("sshd exited before listening: %v\n%s", proc.err, logs)
 	case <-ctx.Done():
 		stop()
 		return nil, ctx.Err()
