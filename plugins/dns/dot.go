@@ -3,8 +3,6 @@ package dnsplugin
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
-	"io"
 	"sync"
 	"time"
 
@@ -35,26 +33,13 @@ func (p *Plugin) serveDoT(ctx context.Context, c *sdk.Conn) error {
 		_ = s.Close()
 	}()
 	r := bufio.NewReaderSize(s, 4096)
-	var hdr [2]byte
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(cfg.idleTimeout))
-		if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		if _, err := r.Peek(1); err != nil {
 			return nil // closed by the client or idle
 		}
 		_ = s.SetReadDeadline(time.Now().Add(cfg.readTimeout))
-		if _, err := io.ReadFull(r, hdr[1:]); err != nil {
-			return nil
-		}
-		n := int(binary.BigEndian.Uint16(hdr[:]))
-		if n < 12 {
-			p.stats.protocolErrors.Add(1)
-			return nil
-		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil
-		}
-		req, err := unpackQuery(buf)
+		req, err := readQuery(r)
 		if err != nil {
 			p.stats.protocolErrors.Add(1)
 			return nil
