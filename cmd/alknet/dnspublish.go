@@ -26,7 +26,7 @@ func (a *app) dnsPublishCmd() *cobra.Command {
 	var f callFlags
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "publish HOST[:PORT] [RECORD...]",
+		Use:   "publish [FINGERPRINT@]HOST[:PORT] [RECORD...]",
 		Short: "Sign records with this machine's key and publish them on a node (dns/publish)",
 		Long: `Signs a record set with this machine's vault key — pkarr's signed packet: the
 public key, the signature, a timestamp in microseconds and the DNS records —
@@ -59,7 +59,7 @@ A newer publication replaces the whole set.`,
 			if !ok {
 				return errors.New("dns publish: this machine's key is not Ed25519")
 			}
-			addr, err := dialAddr(args[0])
+			addr, err := dnsNode(&f.dialFlags, args[0])
 			if err != nil {
 				return err
 			}
@@ -117,17 +117,6 @@ A newer publication replaces the whole set.`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print dns/publish's answer as JSON")
 	f.add(c)
 	return c
-}
-
-// dialAddr is HOST:PORT with the node's default port.
-func dialAddr(s string) (string, error) {
-	if s == "" {
-		return "", errors.New("give the node as HOST[:PORT]")
-	}
-	if !strings.Contains(s, ":") || strings.HasSuffix(s, "]") {
-		return s + ":4433", nil
-	}
-	return s, nil
 }
 
 // signRecords builds the signed packet of records (zone-file lines
