@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +128,13 @@ type agentNode struct {
 
 func startAgentNode(t *testing.T, provider *providerScript, settings string) *agentNode {
 	t.Helper()
+	return startAgentNodeWith(t, provider, settings, "", "agent:run")
+}
+
+// startAgentNodeWith also puts nodeConfig (top-level keys and tables) in
+// the node's file and gives the client scopes.
+func startAgentNodeWith(t *testing.T, provider *providerScript, settings, nodeConfig string, scopes ...string) *agentNode {
+	t.Helper()
 	if _, err := os.Stat(filepath.Join(binDir, "alknet-plugin-agent")); err != nil {
 		t.Fatalf("alknet-plugin-agent was not built: %v", err)
 	}
@@ -137,8 +145,9 @@ func startAgentNode(t *testing.T, provider *providerScript, settings string) *ag
 	n.client = client
 	n.node.ok("", "init", "--show-mnemonic-once")
 	n.node.ok(n.key+"\n", "credential", "set", "scripted")
+	quoted, _ := json.Marshal(scopes)
 	cfg := fmt.Sprintf(`enable_diag = true
-
+%s
 [plugins.agent]
 %s
 [plugins.agent.providers.scripted]
@@ -151,8 +160,8 @@ scripted = "credential:scripted"
 [[auth.peers]]
 peer_id = "client"
 fingerprints = [%q]
-scopes = ["agent:run"]
-`, settings, provider.srv.URL+"/v1", clientFP)
+scopes = %s
+`, nodeConfig, settings, provider.srv.URL+"/v1", clientFP, quoted)
 	path := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), cfg, 0o600)
 	n.srv = startServe(t, n.node, "--config", path)
 	waitFor(t, "the agent plugin", func() bool {
@@ -520,6 +529,149 @@ func TestAgentPeerTools(t *testing.T) {
 		return s["running"] == 0 && s["cancelled"] == 1
 	})
 	_ = cmd.Wait()
+}
+
+// TestAgentToolsImportedOverCall: the node imports a second node's
+// operations ([[call.imports]]) and a session uses them as tools next to a
+// local one: the calls go to the peer over alknet/call, as this node, for
+// a caller holding the import's scope; an abort reaches the peer's
+// handler; when the peer goes away its operations do, and they come back
+// with it.
+func TestAgentToolsImportedOverCall(t *testing.T) {
+	peer := newCLI(t, nil)
+	peer.ok("", "init", "--show-mnemonic-once")
+	pcfg := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), "enable_diag = true\n", 0o600)
+	psrv := startServe(t, peer, "--config", pcfg)
+	prov := newProviderScript(t,
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, toolDelta(0, "call_1", "echo__say", `"here"`), toolDelta(1, "call_2", "c__echo__say", `{"text":"from c"}`),
+				chunk(`{}`, "tool_calls"), usage(5))
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, chunk(`{"content":"Both "}`, ""), chunk(`{"content":"answered."}`, ""), chunk(`{}`, "stop"), usage(5))
+		},
+		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
+			sse(w, toolDelta(0, "call_s", "c__diag__sleep", `{"ms": 600000}`), chunk(`{}`, "tool_calls"))
+		})
+	imports := fmt.Sprintf("\n[[call.imports]]\nname = \"c\"\ntarget = %q\noperations = [\"echo/*\", \"diag/*\"]\n", psrv.FP+"@"+psrv.Addr)
+	n := startAgentNodeWith(t, prov, "", imports, "agent:run", "peer:c")
+	listed := func() string {
+		var l struct {
+			Operations []struct {
+				Name string `json:"name"`
+			} `json:"operations"`
+		}
+		if err := json.Unmarshal([]byte(n.client.ok("", "call", "--peer", n.srv.FP, n.srv.Addr, "/services/list")), &l); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, op := range l.Operations {
+			names = append(names, op.Name)
+		}
+		return " " + strings.Join(names, " ") + " "
+	}
+	waitFor(t, "the peer's operations to be imported", func() bool { return strings.Contains(listed(), " c/echo/say ") })
+	if l := listed(); strings.Contains(l, " c/echo/caps ") || strings.Contains(l, " c/services/list ") {
+		t.Errorf("imported more than the remote-safe operations call.imports.operations names: %s", l)
+	}
+	onPeer := func(op string) map[string]int {
+		var m map[string]int
+		decodeJSON(t, op, n.client.ok("", "call", "--peer", psrv.FP, psrv.Addr, op), &m)
+		return m
+	}
+	// Called directly as the README shows; a caller without the scope
+	// is refused here, before anything reaches the peer.
+	if out := n.client.ok("", "call", "--peer", n.srv.FP, n.srv.Addr, "/c/echo/say", `"direct"`); strings.TrimSpace(out) != `"direct"` {
+		t.Errorf("c/echo/say: %q", out)
+	}
+	stranger, _ := fsClient(t)
+	if r := stranger.run("", "call", "--peer", n.srv.FP, n.srv.Addr, "/c/echo/say", `"x"`); r.code == 0 || !strings.Contains(r.stderr, "FORBIDDEN") {
+		t.Errorf("c/echo/say by an identity without peer:c: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	echoBefore := onPeer("/echo/stats")
+
+	events, r := n.run("use c")
+	if r.code != 0 {
+		t.Fatalf("agent run: exit %d: %s", r.code, r.stderr)
+	}
+	var types []string
+	results := map[string]string{}
+	final := ""
+	for _, e := range events {
+		types = append(types, fmt.Sprint(e["type"]))
+		switch e["type"] {
+		case "tool_result":
+			results[fmt.Sprint(e["operation"])] = fmt.Sprintf("%v %v", e["error"], e["result"])
+		case "final":
+			final = fmt.Sprint(e["text"])
+		}
+	}
+	if got := strings.Join(types, " "); got != "session usage tool_call tool_call tool_result tool_result delta delta usage final" {
+		t.Errorf("events: %s", got)
+	}
+	if results["echo/say"] != "<nil> here" && results["echo/say"] != "false here" {
+		t.Errorf("echo/say: %q", results["echo/say"])
+	}
+	if got := results["c/echo/say"]; got != "<nil> map[text:from c]" && got != "false map[text:from c]" {
+		t.Errorf("c/echo/say: %q", got)
+	}
+	if final != "Both answered." {
+		t.Errorf("final text %q", final)
+	}
+	if after := onPeer("/echo/stats"); fmt.Sprint(after) == fmt.Sprint(echoBefore) {
+		t.Errorf("echo/stats on the peer did not move: %v → %v", echoBefore, after)
+	}
+	var offered []string
+	for _, tl := range prov.requests()[0].body.Tools {
+		offered = append(offered, tl.Function.Name)
+	}
+	if got := " " + strings.Join(offered, " ") + " "; !strings.Contains(got, " c__echo__say ") || !strings.Contains(got, " c__diag__sleep ") || strings.Contains(got, "c__echo__caps") {
+		t.Errorf("tools offered: %s", got)
+	}
+
+	// Abort mid-tool: the handler on the peer is cancelled.
+	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep on c")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tool to run on the peer", func() bool { return onPeer("/diag/stats")["running"] == 1 })
+	n.cancelRunning()
+	waitFor(t, "the peer's handler to be cancelled", func() bool {
+		s := onPeer("/diag/stats")
+		return s["running"] == 0 && s["cancelled"] == 1
+	})
+	_ = cmd.Wait()
+
+	// The peer stops: its operations go; it is back: so are they.
+	addr := psrv.Addr
+	psrv.stop(syscall.SIGTERM)
+	waitFor(t, "the operations of the stopped peer to go", func() bool { return !strings.Contains(listed(), " c/echo/say ") })
+	startServeAt(t, peer, addr, "--config", pcfg)
+	defer func() {
+		if t.Failed() {
+			t.Logf("node log:\n%s", n.srv.logs)
+		}
+	}()
+	waitFor(t, "the operations to come back with the peer", func() bool { return strings.Contains(listed(), " c/echo/say ") })
+}
+
+// cancelRunning cancels the node's running agent sessions.
+func (n *agentNode) cancelRunning() {
+	n.t.Helper()
+	var ss []struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(n.client.ok("", "agent", "sessions", "--json", "--peer", n.srv.FP, n.srv.Addr)), &ss); err != nil {
+		n.t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.State == "running" {
+			n.client.ok("", "agent", "cancel", "--peer", n.srv.FP, n.srv.Addr, s.ID)
+		}
+	}
 }
 
 // TestAgentChatInATerminal: `alknet agent chat` in a pseudo-terminal, two

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -800,15 +801,30 @@ func TestImportPeerForwardsWithForwardedForAndAbort(t *testing.T) {
 	bSrv := startServer(t, bReg, nil)
 	aReg := call.NewRegistry(nil)
 	conn := connect(t, bSrv, call.New(aReg), nil)
-	names, err := call.ImportPeer(ctx5(t), aReg, conn.Session, "b", "node-b")
+	imp := call.ImportOptions{Prefix: "b", PeerName: "node-b"}
+	names, err := call.ImportPeer(ctx5(t), aReg, conn.Session, imp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(names) != "[b/services/list b/services/schema b/svc/block b/svc/who]" {
 		t.Fatalf("imported %v", names)
 	}
-	if _, err := call.ImportPeer(ctx5(t), aReg, conn.Session, "b", "node-b"); err == nil {
-		t.Fatal("second import with colliding names accepted")
+	// The same peer again replaces its set; another peer may not take
+	// names it owns, and that attempt changes nothing.
+	if names, err := call.ImportPeer(ctx5(t), aReg, conn.Session, imp); err != nil || len(names) != 4 {
+		t.Fatalf("import of the same peer again: %v %v", names, err)
+	}
+	if _, err := call.ImportPeer(ctx5(t), aReg, conn.Session, call.ImportOptions{Prefix: "b", PeerName: "node-c"}); err == nil ||
+		!strings.Contains(err.Error(), "belongs to remote:node-b") {
+		t.Fatalf("another peer's import under the same prefix: %v", err)
+	}
+	if owner, _ := aReg.Owner("b/svc/who"); owner != "remote:node-b" {
+		t.Fatalf("b/svc/who is owned by %q after the refused import", owner)
+	}
+	// Only the operations the patterns name.
+	cReg := call.NewRegistry(nil)
+	if names, err := call.ImportPeer(ctx5(t), cReg, conn.Session, call.ImportOptions{Prefix: "b", PeerName: "node-b", Operations: []string{"svc/w*"}}); err != nil || fmt.Sprint(names) != "[b/svc/who]" {
+		t.Fatalf("import of svc/w*: %v %v", names, err)
 	}
 	caller := &auth.Identity{ID: "alice", Scopes: []string{"admin"}}
 	out, cerr := aReg.Invoke(ctx5(t), call.Invocation{Name: "b/svc/who", Internal: true, Identity: caller}, nil)
@@ -818,6 +834,29 @@ func TestImportPeerForwardsWithForwardedForAndAbort(t *testing.T) {
 	// Imported ops are internal: not callable from the wire.
 	if _, cerr := aReg.Invoke(ctx5(t), call.Invocation{Name: "b/svc/who"}, nil); cerr == nil || cerr.Code != call.CodeNotFound {
 		t.Fatalf("imported op from the wire: %v", cerr)
+	}
+	// Imported as external operations behind a local gate: a caller from
+	// the wire needs the scope, and sees them only with it.
+	dReg := call.NewRegistry(nil)
+	if _, err := call.ImportPeer(ctx5(t), dReg, conn.Session, call.ImportOptions{Prefix: "b", PeerName: "node-b",
+		Visibility: call.External, Access: call.AccessControl{RequiredScopesAny: []string{"peer:b", "admin"}}}); err != nil {
+		t.Fatal(err)
+	}
+	bob := &auth.Identity{ID: "bob", Scopes: []string{"echo"}}
+	if _, cerr := dReg.Invoke(ctx5(t), call.Invocation{Name: "b/svc/who", Identity: bob}, nil); cerr == nil || cerr.Code != call.CodeForbidden {
+		t.Fatalf("gated import without the scope: %v", cerr)
+	}
+	for _, s := range dReg.ListFor(bob, false) {
+		if strings.HasPrefix(s.Name, "b/") {
+			t.Fatalf("bob is shown %s", s.Name)
+		}
+	}
+	carol := &auth.Identity{ID: "carol", Scopes: []string{"peer:b"}}
+	if out, cerr := dReg.Invoke(ctx5(t), call.Invocation{Name: "b/svc/who", Identity: carol}, nil); cerr != nil || string(out) != `"ok"` || bSaw.Load() != "carol" {
+		t.Fatalf("gated import with the scope: %s %v forwarded_for=%v", out, cerr, bSaw.Load())
+	}
+	if s := dReg.ListFor(carol, true); slices.ContainsFunc(s, func(s call.Spec) bool { return strings.HasPrefix(s.Name, "b/") }) {
+		t.Fatal("imported operations are offered to a default-deny client's peer: they are not remote-safe here")
 	}
 	// Abort reaches the peer across the forwarded call.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -59,6 +61,35 @@ type Config struct {
 // Call configures the alknet/call protocol.
 type Call struct {
 	Deadline time.Duration `mapstructure:"deadline" doc:"default deadline of queries and mutations served by this node (TIMEOUT after it)"`
+	Imports  []CallImport  `mapstructure:"imports" doc:"[[call.imports]]: name, target, operations, scopes — another node's remote-safe operations served here as <name>/svc/op, forwarded over alknet/call as this node (docs/spec/call.md §7)"`
+}
+
+// CallImport is one [[call.imports]] entry: a peer whose operations this
+// node forwards to.
+type CallImport struct {
+	// Name prefixes the operations locally (name/svc/op).
+	Name string `mapstructure:"name"`
+	// Target is the peer's dial string, FINGERPRINT@HOST[:PORT] (pinned),
+	// or HOST[:PORT] with its key in known_peers; nothing else is trusted.
+	Target string `mapstructure:"target"`
+	// Operations are patterns (path.Match) on the peer's names; empty:
+	// every remote-safe operation the peer lets this node see.
+	Operations []string `mapstructure:"operations"`
+	// Scopes: a caller here needs one of them (or admin) to call the
+	// imported operations; default ["peer:<name>"].
+	Scopes []string `mapstructure:"scopes"`
+}
+
+// ImportScopes are the scopes that let a caller use imp's operations.
+func (imp CallImport) ImportScopes() []string {
+	s := imp.Scopes
+	if len(s) == 0 {
+		s = []string{"peer:" + imp.Name}
+	}
+	if !slices.Contains(s, "admin") {
+		s = append(slices.Clone(s), "admin")
+	}
+	return s
 }
 
 // TLS selects the node's TLS identity.
@@ -186,7 +217,7 @@ func FromViper(v *viper.Viper) (*Config, error) {
 // (viper reports auth.peers as one key, but maps may appear as prefixes).
 func underTable(k string, known map[string]bool) bool {
 	for prefix := range known {
-		if strings.HasPrefix(k, prefix+".") && (prefix == "auth.peers" || prefix == "auth.api_keys" || prefix == "listeners.plain") {
+		if strings.HasPrefix(k, prefix+".") && (prefix == "auth.peers" || prefix == "auth.api_keys" || prefix == "listeners.plain" || prefix == "call.imports") {
 			return true
 		}
 	}
@@ -196,7 +227,7 @@ func underTable(k string, known map[string]bool) bool {
 // strictTables decodes the arrays of tables with ErrorUnused so that a
 // misspelled field inside [[auth.peers]] is named too.
 func strictTables(v *viper.Viper) error {
-	checks := map[string]any{"auth.peers": &[]auth.Peer{}, "auth.api_keys": &[]auth.APIKey{}, "listeners.plain": &[]PlainListener{}}
+	checks := map[string]any{"auth.peers": &[]auth.Peer{}, "auth.api_keys": &[]auth.APIKey{}, "listeners.plain": &[]PlainListener{}, "call.imports": &[]CallImport{}}
 	keys := make([]string, 0, len(checks))
 	for k := range checks {
 		keys = append(keys, k)
@@ -366,11 +397,37 @@ func (c *Config) Validate() error {
 	if c.Call.Deadline <= 0 {
 		return fmt.Errorf("call.deadline: %v, want > 0", c.Call.Deadline)
 	}
+	names := map[string]bool{}
+	for i, imp := range c.Call.Imports {
+		switch {
+		case !importName.MatchString(imp.Name):
+			return fmt.Errorf("call.imports[%d].name: %q, want [a-z0-9][a-z0-9_.-]* (it prefixes the imported operations: name/svc/op)", i, imp.Name)
+		case names[imp.Name]:
+			return fmt.Errorf("call.imports[%d].name: %q is listed twice", i, imp.Name)
+		case imp.Target == "":
+			return fmt.Errorf("call.imports[%d].target: required: the peer's FINGERPRINT@HOST[:PORT] as its `alknet serve` prints it", i)
+		}
+		names[imp.Name] = true
+		for _, p := range imp.Operations {
+			if _, err := path.Match(p, ""); err != nil {
+				return fmt.Errorf("call.imports[%d].operations: %q is not a pattern: %v", i, p, err)
+			}
+		}
+		for _, s := range imp.Scopes {
+			if s == "" {
+				return fmt.Errorf("call.imports[%d].scopes: an empty scope", i)
+			}
+		}
+	}
 	if _, err := c.Policy(); err != nil {
 		return err
 	}
 	return nil
 }
+
+// importName is a [[call.imports]] name: the first part of an operation
+// name.
+var importName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 
 // Policy builds the auth snapshot of this configuration.
 func (c *Config) Policy() (*auth.Policy, error) {

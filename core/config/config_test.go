@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,12 +76,33 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		`[limits]` + "\n" + `max_connections_per_ip = -1`:     "limits.max_connections_per_ip",
 		`drain_timeout = "0s"`:                                "drain_timeout",
 		`[[listeners.plain]]` + "\n" + `addr = "127.0.0.1:1"`: "listeners.plain[0].alpn",
+		"[[call.imports]]\nname = \"b\"\ntargte = \"x\"":      "call.imports",
+		"[[call.imports]]\nname = \"B/x\"\ntarget = \"x:1\"":  "call.imports[0].name",
+		"[[call.imports]]\nname = \"b\"":                      "call.imports[0].target",
+		"[[call.imports]]\nname = \"b\"\ntarget = \"x:1\"\n[[call.imports]]\nname = \"b\"\ntarget = \"y:1\"": "call.imports[1].name",
+		"[[call.imports]]\nname = \"b\"\ntarget = \"x:1\"\noperations = [\"[\"]":                             "call.imports[0].operations",
 	}
 	for in, key := range cases {
 		_, err := Parse([]byte(in), "toml")
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%q: error %v does not name %s", in, err, key)
 		}
+	}
+}
+
+func TestCallImports(t *testing.T) {
+	c, err := Parse([]byte("[[call.imports]]\nname = \"b\"\ntarget = \"ed25519:00@127.0.0.1:4433\"\noperations = [\"echo/*\"]\n"), "toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Call.Imports) != 1 || c.Call.Imports[0].Operations[0] != "echo/*" {
+		t.Fatalf("%+v", c.Call.Imports)
+	}
+	if got := fmt.Sprint(c.Call.Imports[0].ImportScopes()); got != "[peer:b admin]" {
+		t.Fatalf("default scopes %s", got)
+	}
+	if got := fmt.Sprint(CallImport{Name: "b", Scopes: []string{"ops", "admin"}}.ImportScopes()); got != "[ops admin]" {
+		t.Fatalf("scopes %s", got)
 	}
 }
 

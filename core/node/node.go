@@ -25,6 +25,7 @@ import (
 	"alknet.dev/alknet/core/config"
 	"alknet.dev/alknet/core/datadir"
 	"alknet.dev/alknet/core/diag"
+	"alknet.dev/alknet/core/dial"
 	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/core/pluginhost"
 	"alknet.dev/alknet/core/vault"
@@ -65,6 +66,7 @@ type Node struct {
 	bg       sync.WaitGroup
 
 	callAdapter *call.Adapter
+	importers   []*importer     // [[call.imports]], set by Start
 	budget      *call.Budget    // node-wide request bytes in flight
 	penalties   *auth.Penalties // rejected tokens per source
 	started     time.Time
@@ -81,6 +83,11 @@ func New(o Options) (*Node, error) {
 	pol, err := cfg.Policy()
 	if err != nil {
 		return nil, err
+	}
+	for i, imp := range cfg.Call.Imports {
+		if _, _, err := dial.ParseTarget(imp.Target); err != nil {
+			return nil, fmt.Errorf("call.imports[%d].target: %w", i, err)
+		}
 	}
 	certs, fp, runACME, err := n.identity(cfg)
 	if err != nil {
@@ -160,6 +167,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	n.stopBG = stop
+	n.startImports(bg)
 	if n.acme != nil {
 		n.bg.Add(1)
 		go func() {
@@ -199,6 +207,7 @@ func (n *Node) Reload(next *config.Config) (static []string, err error) {
 	n.cfg.Store(applied)
 	n.auth.Swap(pol.WithOperator(n.fp))
 	n.plugins.Reload()
+	n.refreshImports()
 	return static, nil
 }
 
