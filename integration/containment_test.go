@@ -850,3 +850,40 @@ func TestContainmentRlimitsWithoutCgroups(t *testing.T) {
 	}
 	waitPlugin(t, conn, "hog", func(q pluginStatus) bool { return q.State == "ready" && q.Restarts >= 1 && q.Pid != p.Pid })
 }
+
+// TestContainmentLauncherSkipsTheNodesStartup: `alknet __plugin-exec`, the
+// launcher every plugin start and restart runs, does its work before the
+// node's heavy packages initialize (JSON Schema meta-schemas, gRPC,
+// protobuf descriptors): Go's initialization trace of it shows none of
+// them. Run with a parent pid that is not ours, it stops at that check
+// and says why.
+func TestContainmentLauncherSkipsTheNodesStartup(t *testing.T) {
+	cmd := exec.Command(filepath.Join(binDir, "alknet"), "__plugin-exec", "-ppid", "1", "--", "alknet-plugin-none")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	bin, err := os.Open(filepath.Join(binDir, "alknet-plugin-echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	cmd.ExtraFiles = []*os.File{bin}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 126 || !strings.Contains(string(out), "[ERROR] plugin launcher: the node exited before its plugin started") {
+		t.Fatalf("launcher: %v\n%s", err, out)
+	}
+	inits := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, "init ") {
+			continue
+		}
+		inits++
+		for _, heavy := range []string{"github.com/santhosh-tekuri/jsonschema", "google.golang.org/grpc ", "google.golang.org/protobuf/reflect/protodesc", "github.com/tyler-smith/go-bip39", "alknet.dev/"} {
+			if strings.HasPrefix(line, "init "+heavy) {
+				t.Errorf("the launcher initialized %s first: %s", heavy, line)
+			}
+		}
+	}
+	if inits == 0 {
+		t.Fatalf("no initialization trace (GODEBUG=inittrace=1):\n%s", out)
+	}
+}

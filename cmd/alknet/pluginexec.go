@@ -3,23 +3,23 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"alknet.dev/alknet/core/pluginhost"
+	// Runs `alknet __plugin-exec` before the other packages initialize.
+	_ "alknet.dev/alknet/cmd/alknet/internal/pluginexec"
+	"alknet.dev/alknet/core/pluginhost/trampoline"
 )
 
-// pluginExecCmd is the plugin launcher's trampoline (pluginhost.TrampolineMain):
-// the node runs its own executable this way to start each plugin under
-// its limits. Hidden: it is not for people, and it reads no configuration
-// (the node passes everything it needs).
+// pluginExecCmd documents the plugin launcher's trampoline in the command
+// tree; the trampoline itself runs from a package initializer
+// (internal/pluginexec) before any of this, so Run is reached only if that
+// package were not linked.
 func (a *app) pluginExecCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                pluginhost.TrampolineCommand,
+		Use:                trampoline.Command,
 		Hidden:             true,
 		DisableFlagParsing: true,
-		// No config file, data directory or logger: the plugin's launch
-		// must not depend on (or be slowed by) them.
-		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		PersistentPreRunE:  func(*cobra.Command, []string) error { return nil },
 		Run: func(_ *cobra.Command, args []string) {
-			pluginhost.TrampolineMain(args)
+			trampoline.Main(args)
 		},
 	}
 }

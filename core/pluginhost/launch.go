@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
+	"alknet.dev/alknet/core/pluginhost/trampoline"
 	"alknet.dev/alknet/proto/pluginpb"
 	"alknet.dev/alknet/proto/pluginrpc"
 )
@@ -95,14 +96,14 @@ type Launcher interface {
 // The plugin is started through a trampoline: the core executes its own
 // binary (Trampoline, by default /proc/self/exe __plugin-exec) with the
 // verified plugin binary open as file descriptor 3; the trampoline
-// (TrampolineMain) joins the plugin's cgroup, sets the rlimits, the user
+// (trampoline.Main) joins the plugin's cgroup, sets the rlimits, the user
 // and no_new_privs, and executes that descriptor (through a link to
 // /proc/self/fd/3 named after the plugin). Go cannot run code in a child
 // between fork and exec, and the core binary is as trusted as the core,
 // so this is where that code runs.
 type ProcessLauncher struct {
-	// Trampoline is the command that runs TrampolineMain (default: this
-	// executable with TrampolineCommand).
+	// Trampoline is the command that runs trampoline.Main (default: this
+	// executable with trampoline.Command).
 	Trampoline []string
 	// Log receives the launcher's own messages (which limits apply).
 	Log hclog.Logger
@@ -235,7 +236,7 @@ func (l *ProcessLauncher) setup() {
 		l.Log = hclog.NewNullLogger()
 	}
 	if len(l.Trampoline) == 0 {
-		l.Trampoline = []string{"/proc/self/exe", TrampolineCommand}
+		l.Trampoline = []string{"/proc/self/exe", trampoline.Command}
 	}
 	mi, err1 := os.ReadFile("/proc/self/mountinfo")
 	pc, err2 := os.ReadFile("/proc/self/cgroup")
@@ -365,12 +366,11 @@ func execLink(runDir, name string) (string, error) {
 	return link, nil
 }
 
-// pluginFD is the file descriptor the trampoline finds the verified
-// binary at; pluginDirFD the socket directory, when the plugin runs as
-// another user.
+// The descriptors the trampoline finds the verified binary and the
+// socket directory at.
 const (
-	pluginFD    = 3
-	pluginDirFD = 4
+	pluginFD    = trampoline.PluginFD
+	pluginDirFD = trampoline.PluginDirFD
 )
 
 // newRunner prepares the trampoline command for go-plugin's cmd (which
