@@ -521,6 +521,9 @@ func TestHostHandlesCheckedByTheCore(t *testing.T) {
 		if _, err := hostInvoke(ctx, h, handle, "core/whoami"); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("Invoke as %s: %v, want PermissionDenied", name, err)
 		}
+		if _, err := hostInvokes(ctx, h, handle, "core/whoami"); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("Invokes as %s: %v, want PermissionDenied", name, err)
+		}
 		if _, err := h.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: call.ALPN, As: handle}); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("DialInternal as %s: %v, want PermissionDenied", name, err)
 		}
@@ -617,6 +620,133 @@ func hostInvoke(ctx context.Context, h pluginpb.HostClient, as uint64, op string
 		return nil, fmt.Errorf("%s: %s", r.Error.Code, r.Error.Message)
 	}
 	return r.Output, nil
+}
+
+// hostInvokes is hostInvoke on a Host.Invokes stream of its own.
+func hostInvokes(ctx context.Context, h pluginpb.HostClient, as uint64, op string) (json.RawMessage, error) {
+	st, err := h.Invokes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Send(&pluginpb.HostCallFrame{Id: 1, Request: &pluginpb.HostInvokeRequest{As: as, Operation: op, Input: []byte("null")}}); err != nil {
+		return nil, err
+	}
+	f, err := st.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if !f.Last || f.Id != 1 {
+		return nil, fmt.Errorf("frame %v: want the last of call 1", f)
+	}
+	if f.StatusCode != 0 {
+		return nil, status.Error(codes.Code(f.StatusCode), f.StatusMessage)
+	}
+	if f.Result.Kind == pluginpb.InvokeResult_ERROR {
+		return nil, fmt.Errorf("%s: %s", f.Result.Error.Code, f.Result.Error.Message)
+	}
+	return f.Result.Output, nil
+}
+
+// Host.Invokes: many calls at once on one stream, each ended by a frame
+// marked last; a subscription's items as they come; abort cancels the
+// handler; the plugin's deadline travels; an id already running is
+// refused; the stream's end cancels what runs.
+func TestHostInvokesStream(t *testing.T) {
+	p := &rawPlugin{manifest: manifest("probe"), conns: make(chan uint64, 1)}
+	th := newTestHost(t, p)
+	release := make(chan struct{})
+	cancelled := make(chan string, 4)
+	_ = th.reg.Register(call.Registration{Spec: call.Spec{Name: "core/block", OpType: call.Query},
+		Call: func(ctx context.Context, in json.RawMessage) (any, error) {
+			select {
+			case <-release:
+				return "released", nil
+			case <-ctx.Done():
+				cancelled <- string(in)
+				return nil, ctx.Err()
+			}
+		}})
+	_ = th.reg.Register(call.Registration{Spec: call.Spec{Name: "core/quick", OpType: call.Query},
+		Call: func(context.Context, json.RawMessage) (any, error) { return "quick", nil }})
+	items := make(chan struct{})
+	_ = th.reg.Register(call.Registration{Spec: call.Spec{Name: "core/items", OpType: call.Subscription},
+		Stream: func(ctx context.Context, _ json.RawMessage, emit func(any) error) error {
+			if err := emit(1); err != nil {
+				return err
+			}
+			<-items // the first item is out before the second exists
+			return emit(2)
+		}})
+	th.start()
+	th.waitState("probe", StateReady, nil)
+	client, server := endpoint.Pipe("alknet/probe")
+	defer client.CloseWithError(0, "")
+	if err := th.ep.ServeInternal(server, auth.AuthContext{Identity: &auth.Identity{ID: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	conn := <-p.conns
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sctx, endStream := context.WithCancel(ctx)
+	st, err := p.hostClient().Invokes(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(id uint64, op, in string, sub bool) {
+		t.Helper()
+		if err := st.Send(&pluginpb.HostCallFrame{Id: id, Request: &pluginpb.HostInvokeRequest{As: conn, Operation: op, Input: []byte(in), Subscribe: sub}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() *pluginpb.HostCallFrame {
+		t.Helper()
+		f, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	req(1, "core/block", `"one"`, false)
+	req(2, "core/quick", `null`, false)
+	if f := next(); f.Id != 2 || !f.Last || string(f.Result.GetOutput()) != `"quick"` || f.Result.GetRequestId() == "" {
+		t.Fatalf("call 2 did not answer while call 1 runs: %v", f)
+	}
+	req(1, "core/quick", `null`, false)
+	if f := next(); f.Id != 1 || !f.Last || codes.Code(f.StatusCode) != codes.InvalidArgument {
+		t.Fatalf("a second call with a running id: %v", f)
+	}
+	req(3, "core/items", `null`, true)
+	if f := next(); f.Id != 3 || f.Last || string(f.Result.GetOutput()) != "1" {
+		t.Fatalf("first item: %v", f)
+	}
+	close(items)
+	if f := next(); f.Id != 3 || f.Last || string(f.Result.GetOutput()) != "2" {
+		t.Fatalf("second item: %v", f)
+	}
+	if f := next(); f.Id != 3 || !f.Last || f.Result.GetKind() != pluginpb.InvokeResult_COMPLETED {
+		t.Fatalf("end of the subscription: %v", f)
+	}
+	if err := st.Send(&pluginpb.HostCallFrame{Id: 1, Abort: true}); err != nil {
+		t.Fatal(err)
+	}
+	if in := <-cancelled; in != `"one"` {
+		t.Fatalf("cancelled %s", in)
+	}
+	if f := next(); f.Id != 1 || !f.Last || f.Result.GetKind() != pluginpb.InvokeResult_ERROR {
+		t.Fatalf("aborted call: %v", f)
+	}
+	if err := st.Send(&pluginpb.HostCallFrame{Id: 4, TimeoutMicros: 50_000, Request: &pluginpb.HostInvokeRequest{As: conn, Operation: "core/block", Input: []byte(`"four"`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(); f.Id != 4 || !f.Last || f.Result.GetError().GetCode() != string(call.CodeTimeout) {
+		t.Fatalf("call past its deadline: %v", f)
+	}
+	<-cancelled
+	req(5, "core/block", `"five"`, false)
+	endStream()
+	if in := <-cancelled; in != `"five"` {
+		t.Fatalf("cancelled %s", in)
+	}
 }
 
 func waitDenied(t *testing.T, f func() error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,12 +106,100 @@ func (s *hostService) pluginAuthority() *auth.Identity {
 // call's deadline and cancelled with it); from a connection or session, a
 // call as its identity through every gate a wire call passes.
 func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
+	return s.invoke(st.Context(), r, st.Send)
+}
+
+// maxHostCallsPerStream bounds the calls one Invokes stream runs at once
+// (each holds a goroutine of the core).
+const maxHostCallsPerStream = 4096
+
+// Invokes serves the plugin's calls on one long-lived stream (the SDK's
+// way; docs/spec/plugins.md §3): each request frame starts a call, run as
+// Invoke runs it, whose results go back with its id, the last one marked;
+// an abort frame cancels it; the stream's end cancels them all.
+func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame, pluginpb.HostCallFrame]) error {
+	ctx, cancelAll := context.WithCancel(st.Context())
+	var (
+		mu      sync.Mutex // guards running and serialises Send
+		running = map[uint64]context.CancelFunc{}
+		wg      sync.WaitGroup
+	)
+	defer func() { cancelAll(); wg.Wait() }()
+	send := func(f *pluginpb.HostCallFrame) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return st.Send(f)
+	}
+	for {
+		f, err := st.Recv()
+		if err != nil {
+			return nil
+		}
+		id := f.GetId()
+		if f.GetAbort() {
+			mu.Lock()
+			if c := running[id]; c != nil {
+				c()
+			}
+			mu.Unlock()
+			continue
+		}
+		if f.GetRequest() == nil {
+			continue
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		if t := f.GetTimeoutMicros(); t > 0 {
+			cancel()
+			cctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Microsecond)
+		}
+		mu.Lock()
+		if running[id] != nil || len(running) >= maxHostCallsPerStream {
+			busy := running[id] == nil
+			mu.Unlock()
+			cancel()
+			f := &pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(codes.InvalidArgument),
+				StatusMessage: "call id " + strconv.FormatUint(id, 10) + " is already running"}
+			if busy {
+				f.StatusCode, f.StatusMessage = uint32(codes.ResourceExhausted), "more than "+strconv.Itoa(maxHostCallsPerStream)+" calls at once on one stream"
+			}
+			_ = send(f)
+			continue
+		}
+		running[id] = cancel
+		mu.Unlock()
+		wg.Add(1)
+		go func() { // owned by Invokes: waited for when the stream ends
+			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+				cancel()
+			}()
+			sub := f.GetRequest().GetSubscribe()
+			err := s.invoke(cctx, f.GetRequest(), func(res *pluginpb.InvokeResult) error {
+				// A subscription's items go out as they come; the result
+				// that ends the call is marked last.
+				last := !sub || res.GetKind() != pluginpb.InvokeResult_RESPONDED
+				return send(&pluginpb.HostCallFrame{Id: id, Result: res, Last: last})
+			})
+			if err != nil {
+				st, _ := status.FromError(err)
+				_ = send(&pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(st.Code()), StatusMessage: st.Message()})
+			}
+		}()
+	}
+}
+
+// invoke runs one call of the plugin's (Invoke, Invokes): results go to
+// send; an error is a gRPC status for a call that could not run at all.
+func (s *hostService) invoke(pctx context.Context, r *pluginpb.HostInvokeRequest, send func(*pluginpb.InvokeResult) error) error {
 	a, err := s.in.actorOf(r.GetAs())
 	if err != nil {
 		return notServing(r.GetAs())
 	}
 	name := trimSlash(r.GetOperation())
-	ctx, cancel := context.WithCancel(st.Context())
+	ctx, cancel := context.WithCancel(pctx)
 	defer cancel()
 	defer context.AfterFunc(a.ctx, cancel)()
 	inv := call.Invocation{Name: name, Input: r.GetInput(), Identity: a.identity, RequestID: uuid.NewString(), Subscribe: r.GetSubscribe()}
@@ -133,7 +223,7 @@ func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStream
 		inv.ParentID = a.call.requestID
 	case a.call != nil:
 		if !slices.Contains(a.call.env, name) {
-			return sendError(st, call.NotFound(name))
+			return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(call.NotFound(name))})
 		}
 		if d, ok := a.call.ctx.Deadline(); ok {
 			var c context.CancelFunc
@@ -144,16 +234,16 @@ func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStream
 	}
 	id := inv.RequestID
 	emit := func(b json.RawMessage) error {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b, RequestId: id})
+		return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: b, RequestId: id})
 	}
 	out, cerr := s.h.opts.Registry.Invoke(ctx, inv, emit)
 	if cerr != nil {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(cerr), RequestId: id})
+		return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(cerr), RequestId: id})
 	}
 	if r.GetSubscribe() {
-		return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED, RequestId: id})
+		return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_COMPLETED, RequestId: id})
 	}
-	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: out, RequestId: id})
+	return send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: out, RequestId: id})
 }
 
 func trimSlash(s string) string {
@@ -161,10 +251,6 @@ func trimSlash(s string) string {
 		return s[1:]
 	}
 	return s
-}
-
-func sendError(st grpc.ServerStreamingServer[pluginpb.InvokeResult], e *call.Error) error {
-	return st.Send(&pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_ERROR, Error: callErrorProto(e)})
 }
 
 // DialInternal connects the plugin to another handler of the node, acting

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
@@ -25,6 +26,10 @@ type Host struct {
 	c        pluginpb.HostClient
 	stateDir string
 	nodeID   string
+
+	muxMu  sync.Mutex
+	muxCur *invokeMux // queries and mutations (hostmux.go)
+	noMux  bool       // the node lacks Host.Invokes
 }
 
 // NodeID is the fingerprint of the node running the plugin
@@ -97,7 +102,26 @@ func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub b
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_, asCaller := as.(callerActor)
-	st, err := h.c.Invoke(ctx, &pluginpb.HostInvokeRequest{As: as.actorHandle(), Operation: op, Input: in, Subscribe: sub, AsCaller: asCaller})
+	req := &pluginpb.HostInvokeRequest{As: as.actorHandle(), Operation: op, Input: in, Subscribe: sub, AsCaller: asCaller}
+	if !sub {
+		m, err := h.mux(ctx)
+		switch {
+		case err == nil:
+			r, err := m.call(ctx, req)
+			if status.Code(err) != codes.Unimplemented {
+				if err != nil {
+					return hostError(err)
+				}
+				return oneResult(r, requestID, each)
+			}
+			h.muxMu.Lock()
+			h.noMux = true
+			h.muxMu.Unlock()
+		case !errors.Is(err, errNoMux):
+			return hostError(err)
+		}
+	}
+	st, err := h.c.Invoke(ctx, req)
 	if err != nil {
 		return hostError(err)
 	}
@@ -126,6 +150,20 @@ func (h *Host) invoke(ctx context.Context, as Actor, op string, input any, sub b
 			return nil
 		}
 	}
+}
+
+// oneResult is the answer of a query or mutation.
+func oneResult(r *pluginpb.InvokeResult, requestID *string, each func(json.RawMessage) error) error {
+	if requestID != nil && r.GetRequestId() != "" {
+		*requestID = r.GetRequestId()
+	}
+	switch r.GetKind() {
+	case pluginpb.InvokeResult_RESPONDED:
+		return each(r.GetOutput())
+	case pluginpb.InvokeResult_ERROR:
+		return errorFrom(r.GetError())
+	}
+	return Errorf(CodeInternal, "no answer")
 }
 
 // hostError turns a failed Host RPC into an error for the plugin.

@@ -1734,6 +1734,115 @@ func (x *HostInvokeRequest) GetAsCaller() bool {
 	return false
 }
 
+// HostCallFrame travels on Host.Invokes.
+// Plugin → core: request (start call id, an id the plugin has no other
+// call open with) or abort (cancel call id).
+// Core → plugin: result of call id — as Invoke streams them — the one that
+// ends the call marked last; or, for a call the core could not start,
+// status_code and status_message (a gRPC status, as Invoke would have
+// ended with) marked last.
+type HostCallFrame struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request       *HostInvokeRequest     `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Abort         bool                   `protobuf:"varint,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	Result        *InvokeResult          `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	Last          bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	StatusCode    uint32                 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	StatusMessage string                 `protobuf:"bytes,7,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
+	// timeout_micros (request): the plugin's deadline for the call, as
+	// Invoke's gRPC deadline would carry it; 0 = none.
+	TimeoutMicros int64 `protobuf:"varint,8,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostCallFrame) Reset() {
+	*x = HostCallFrame{}
+	mi := &file_plugin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostCallFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostCallFrame) ProtoMessage() {}
+
+func (x *HostCallFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostCallFrame.ProtoReflect.Descriptor instead.
+func (*HostCallFrame) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HostCallFrame) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *HostCallFrame) GetRequest() *HostInvokeRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *HostCallFrame) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+func (x *HostCallFrame) GetResult() *InvokeResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *HostCallFrame) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *HostCallFrame) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *HostCallFrame) GetStatusMessage() string {
+	if x != nil {
+		return x.StatusMessage
+	}
+	return ""
+}
+
+func (x *HostCallFrame) GetTimeoutMicros() int64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
 // DialInternalRequest connects to another handler of this node by ALPN,
 // acting as handle as (a connection, call or session the plugin is
 // serving): the target handler sees that handle's identity. The internal
@@ -1748,7 +1857,7 @@ type DialInternalRequest struct {
 
 func (x *DialInternalRequest) Reset() {
 	*x = DialInternalRequest{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1869,7 @@ func (x *DialInternalRequest) String() string {
 func (*DialInternalRequest) ProtoMessage() {}
 
 func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1882,7 @@ func (x *DialInternalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialInternalRequest.ProtoReflect.Descriptor instead.
 func (*DialInternalRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DialInternalRequest) GetAlpn() string {
@@ -1808,7 +1917,7 @@ type DialPeerRequest struct {
 
 func (x *DialPeerRequest) Reset() {
 	*x = DialPeerRequest{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1929,7 @@ func (x *DialPeerRequest) String() string {
 func (*DialPeerRequest) ProtoMessage() {}
 
 func (x *DialPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +1942,7 @@ func (x *DialPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialPeerRequest.ProtoReflect.Descriptor instead.
 func (*DialPeerRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DialPeerRequest) GetAlpn() string {
@@ -1867,7 +1976,7 @@ type ConnRef struct {
 
 func (x *ConnRef) Reset() {
 	*x = ConnRef{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1988,7 @@ func (x *ConnRef) String() string {
 func (*ConnRef) ProtoMessage() {}
 
 func (x *ConnRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2001,7 @@ func (x *ConnRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnRef.ProtoReflect.Descriptor instead.
 func (*ConnRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConnRef) GetConn() uint64 {
@@ -1918,7 +2027,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2039,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2052,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AuthenticateRequest) GetConn() uint64 {
@@ -1980,7 +2089,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2101,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2114,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AuthenticateResponse) GetIdentity() *Identity {
@@ -2032,7 +2141,7 @@ type SessionRef struct {
 
 func (x *SessionRef) Reset() {
 	*x = SessionRef{}
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2153,7 @@ func (x *SessionRef) String() string {
 func (*SessionRef) ProtoMessage() {}
 
 func (x *SessionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2166,7 @@ func (x *SessionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRef.ProtoReflect.Descriptor instead.
 func (*SessionRef) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{27}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SessionRef) GetSession() uint64 {
@@ -2206,7 +2315,17 @@ const file_plugin_proto_rawDesc = "" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\fR\x05input\x12\x1c\n" +
 	"\tsubscribe\x18\x04 \x01(\bR\tsubscribe\x12\x1b\n" +
-	"\tas_caller\x18\x05 \x01(\bR\basCaller\"9\n" +
+	"\tas_caller\x18\x05 \x01(\bR\basCaller\"\xaf\x02\n" +
+	"\rHostCallFrame\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
+	"\arequest\x18\x02 \x01(\v2#.alknet.plugin.v2.HostInvokeRequestR\arequest\x12\x14\n" +
+	"\x05abort\x18\x03 \x01(\bR\x05abort\x126\n" +
+	"\x06result\x18\x04 \x01(\v2\x1e.alknet.plugin.v2.InvokeResultR\x06result\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\x12\x1f\n" +
+	"\vstatus_code\x18\x06 \x01(\rR\n" +
+	"statusCode\x12%\n" +
+	"\x0estatus_message\x18\a \x01(\tR\rstatusMessage\x12%\n" +
+	"\x0etimeout_micros\x18\b \x01(\x03R\rtimeoutMicros\"9\n" +
 	"\x13DialInternalRequest\x12\x12\n" +
 	"\x04alpn\x18\x01 \x01(\tR\x04alpn\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\x04R\x02as\"M\n" +
@@ -2234,10 +2353,11 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0eOpenConnection\x12'.alknet.plugin.v2.OpenConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v2.CloseConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12E\n" +
 	"\x05Calls\x12\x1b.alknet.plugin.v2.CallFrame\x1a\x1b.alknet.plugin.v2.CallFrame(\x010\x01\x12C\n" +
-	"\x06Health\x12\x17.alknet.plugin.v2.Empty\x1a .alknet.plugin.v2.HealthResponse2\xad\x04\n" +
+	"\x06Health\x12\x17.alknet.plugin.v2.Empty\x1a .alknet.plugin.v2.HealthResponse2\xfe\x04\n" +
 	"\x04Host\x12>\n" +
 	"\x06Stream\x12\x17.alknet.plugin.v2.Chunk\x1a\x17.alknet.plugin.v2.Chunk(\x010\x01\x12O\n" +
-	"\x06Invoke\x12#.alknet.plugin.v2.HostInvokeRequest\x1a\x1e.alknet.plugin.v2.InvokeResult0\x01\x12P\n" +
+	"\x06Invoke\x12#.alknet.plugin.v2.HostInvokeRequest\x1a\x1e.alknet.plugin.v2.InvokeResult0\x01\x12O\n" +
+	"\aInvokes\x12\x1f.alknet.plugin.v2.HostCallFrame\x1a\x1f.alknet.plugin.v2.HostCallFrame(\x010\x01\x12P\n" +
 	"\fDialInternal\x12%.alknet.plugin.v2.DialInternalRequest\x1a\x19.alknet.plugin.v2.ConnRef\x12H\n" +
 	"\bDialPeer\x12!.alknet.plugin.v2.DialPeerRequest\x1a\x19.alknet.plugin.v2.ConnRef\x12T\n" +
 	"\x0fCloseConnection\x12(.alknet.plugin.v2.CloseConnectionRequest\x1a\x17.alknet.plugin.v2.Empty\x12]\n" +
@@ -2258,7 +2378,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_plugin_proto_goTypes = []any{
 	(InvokeResult_Kind)(0),         // 0: alknet.plugin.v2.InvokeResult.Kind
 	(*Empty)(nil),                  // 1: alknet.plugin.v2.Empty
@@ -2283,25 +2403,26 @@ var file_plugin_proto_goTypes = []any{
 	(*StreamOpen)(nil),             // 20: alknet.plugin.v2.StreamOpen
 	(*Chunk)(nil),                  // 21: alknet.plugin.v2.Chunk
 	(*HostInvokeRequest)(nil),      // 22: alknet.plugin.v2.HostInvokeRequest
-	(*DialInternalRequest)(nil),    // 23: alknet.plugin.v2.DialInternalRequest
-	(*DialPeerRequest)(nil),        // 24: alknet.plugin.v2.DialPeerRequest
-	(*ConnRef)(nil),                // 25: alknet.plugin.v2.ConnRef
-	(*AuthenticateRequest)(nil),    // 26: alknet.plugin.v2.AuthenticateRequest
-	(*AuthenticateResponse)(nil),   // 27: alknet.plugin.v2.AuthenticateResponse
-	(*SessionRef)(nil),             // 28: alknet.plugin.v2.SessionRef
-	nil,                            // 29: alknet.plugin.v2.Identity.ResourcesEntry
-	(*structpb.Value)(nil),         // 30: google.protobuf.Value
+	(*HostCallFrame)(nil),          // 23: alknet.plugin.v2.HostCallFrame
+	(*DialInternalRequest)(nil),    // 24: alknet.plugin.v2.DialInternalRequest
+	(*DialPeerRequest)(nil),        // 25: alknet.plugin.v2.DialPeerRequest
+	(*ConnRef)(nil),                // 26: alknet.plugin.v2.ConnRef
+	(*AuthenticateRequest)(nil),    // 27: alknet.plugin.v2.AuthenticateRequest
+	(*AuthenticateResponse)(nil),   // 28: alknet.plugin.v2.AuthenticateResponse
+	(*SessionRef)(nil),             // 29: alknet.plugin.v2.SessionRef
+	nil,                            // 30: alknet.plugin.v2.Identity.ResourcesEntry
+	(*structpb.Value)(nil),         // 31: google.protobuf.Value
 }
 var file_plugin_proto_depIdxs = []int32{
-	29, // 0: alknet.plugin.v2.Identity.resources:type_name -> alknet.plugin.v2.Identity.ResourcesEntry
-	30, // 1: alknet.plugin.v2.ErrorSpec.schema:type_name -> google.protobuf.Value
-	30, // 2: alknet.plugin.v2.OperationSpec.input_schema:type_name -> google.protobuf.Value
-	30, // 3: alknet.plugin.v2.OperationSpec.output_schema:type_name -> google.protobuf.Value
+	30, // 0: alknet.plugin.v2.Identity.resources:type_name -> alknet.plugin.v2.Identity.ResourcesEntry
+	31, // 1: alknet.plugin.v2.ErrorSpec.schema:type_name -> google.protobuf.Value
+	31, // 2: alknet.plugin.v2.OperationSpec.input_schema:type_name -> google.protobuf.Value
+	31, // 3: alknet.plugin.v2.OperationSpec.output_schema:type_name -> google.protobuf.Value
 	5,  // 4: alknet.plugin.v2.OperationSpec.error_schemas:type_name -> alknet.plugin.v2.ErrorSpec
 	4,  // 5: alknet.plugin.v2.OperationSpec.access_control:type_name -> alknet.plugin.v2.AccessControl
 	6,  // 6: alknet.plugin.v2.Manifest.operations:type_name -> alknet.plugin.v2.OperationSpec
 	7,  // 7: alknet.plugin.v2.Manifest.capabilities:type_name -> alknet.plugin.v2.CapabilitySpec
-	30, // 8: alknet.plugin.v2.Manifest.config_schema:type_name -> google.protobuf.Value
+	31, // 8: alknet.plugin.v2.Manifest.config_schema:type_name -> google.protobuf.Value
 	9,  // 9: alknet.plugin.v2.ConfigureRequest.node:type_name -> alknet.plugin.v2.NodeInfo
 	2,  // 10: alknet.plugin.v2.AuthContext.identity:type_name -> alknet.plugin.v2.Identity
 	12, // 11: alknet.plugin.v2.OpenConnectionRequest.auth:type_name -> alknet.plugin.v2.AuthContext
@@ -2314,39 +2435,43 @@ var file_plugin_proto_depIdxs = []int32{
 	16, // 18: alknet.plugin.v2.CallFrame.request:type_name -> alknet.plugin.v2.InvokeRequest
 	17, // 19: alknet.plugin.v2.CallFrame.result:type_name -> alknet.plugin.v2.InvokeResult
 	20, // 20: alknet.plugin.v2.Chunk.open:type_name -> alknet.plugin.v2.StreamOpen
-	2,  // 21: alknet.plugin.v2.AuthenticateResponse.identity:type_name -> alknet.plugin.v2.Identity
-	3,  // 22: alknet.plugin.v2.Identity.ResourcesEntry.value:type_name -> alknet.plugin.v2.Actions
-	1,  // 23: alknet.plugin.v2.Plugin.Describe:input_type -> alknet.plugin.v2.Empty
-	10, // 24: alknet.plugin.v2.Plugin.Configure:input_type -> alknet.plugin.v2.ConfigureRequest
-	13, // 25: alknet.plugin.v2.Plugin.OpenConnection:input_type -> alknet.plugin.v2.OpenConnectionRequest
-	14, // 26: alknet.plugin.v2.Plugin.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
-	18, // 27: alknet.plugin.v2.Plugin.Calls:input_type -> alknet.plugin.v2.CallFrame
-	1,  // 28: alknet.plugin.v2.Plugin.Health:input_type -> alknet.plugin.v2.Empty
-	21, // 29: alknet.plugin.v2.Host.Stream:input_type -> alknet.plugin.v2.Chunk
-	22, // 30: alknet.plugin.v2.Host.Invoke:input_type -> alknet.plugin.v2.HostInvokeRequest
-	23, // 31: alknet.plugin.v2.Host.DialInternal:input_type -> alknet.plugin.v2.DialInternalRequest
-	24, // 32: alknet.plugin.v2.Host.DialPeer:input_type -> alknet.plugin.v2.DialPeerRequest
-	14, // 33: alknet.plugin.v2.Host.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
-	26, // 34: alknet.plugin.v2.Host.Authenticate:input_type -> alknet.plugin.v2.AuthenticateRequest
-	28, // 35: alknet.plugin.v2.Host.EndSession:input_type -> alknet.plugin.v2.SessionRef
-	8,  // 36: alknet.plugin.v2.Plugin.Describe:output_type -> alknet.plugin.v2.Manifest
-	1,  // 37: alknet.plugin.v2.Plugin.Configure:output_type -> alknet.plugin.v2.Empty
-	1,  // 38: alknet.plugin.v2.Plugin.OpenConnection:output_type -> alknet.plugin.v2.Empty
-	1,  // 39: alknet.plugin.v2.Plugin.CloseConnection:output_type -> alknet.plugin.v2.Empty
-	18, // 40: alknet.plugin.v2.Plugin.Calls:output_type -> alknet.plugin.v2.CallFrame
-	19, // 41: alknet.plugin.v2.Plugin.Health:output_type -> alknet.plugin.v2.HealthResponse
-	21, // 42: alknet.plugin.v2.Host.Stream:output_type -> alknet.plugin.v2.Chunk
-	17, // 43: alknet.plugin.v2.Host.Invoke:output_type -> alknet.plugin.v2.InvokeResult
-	25, // 44: alknet.plugin.v2.Host.DialInternal:output_type -> alknet.plugin.v2.ConnRef
-	25, // 45: alknet.plugin.v2.Host.DialPeer:output_type -> alknet.plugin.v2.ConnRef
-	1,  // 46: alknet.plugin.v2.Host.CloseConnection:output_type -> alknet.plugin.v2.Empty
-	27, // 47: alknet.plugin.v2.Host.Authenticate:output_type -> alknet.plugin.v2.AuthenticateResponse
-	1,  // 48: alknet.plugin.v2.Host.EndSession:output_type -> alknet.plugin.v2.Empty
-	36, // [36:49] is the sub-list for method output_type
-	23, // [23:36] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	22, // 21: alknet.plugin.v2.HostCallFrame.request:type_name -> alknet.plugin.v2.HostInvokeRequest
+	17, // 22: alknet.plugin.v2.HostCallFrame.result:type_name -> alknet.plugin.v2.InvokeResult
+	2,  // 23: alknet.plugin.v2.AuthenticateResponse.identity:type_name -> alknet.plugin.v2.Identity
+	3,  // 24: alknet.plugin.v2.Identity.ResourcesEntry.value:type_name -> alknet.plugin.v2.Actions
+	1,  // 25: alknet.plugin.v2.Plugin.Describe:input_type -> alknet.plugin.v2.Empty
+	10, // 26: alknet.plugin.v2.Plugin.Configure:input_type -> alknet.plugin.v2.ConfigureRequest
+	13, // 27: alknet.plugin.v2.Plugin.OpenConnection:input_type -> alknet.plugin.v2.OpenConnectionRequest
+	14, // 28: alknet.plugin.v2.Plugin.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
+	18, // 29: alknet.plugin.v2.Plugin.Calls:input_type -> alknet.plugin.v2.CallFrame
+	1,  // 30: alknet.plugin.v2.Plugin.Health:input_type -> alknet.plugin.v2.Empty
+	21, // 31: alknet.plugin.v2.Host.Stream:input_type -> alknet.plugin.v2.Chunk
+	22, // 32: alknet.plugin.v2.Host.Invoke:input_type -> alknet.plugin.v2.HostInvokeRequest
+	23, // 33: alknet.plugin.v2.Host.Invokes:input_type -> alknet.plugin.v2.HostCallFrame
+	24, // 34: alknet.plugin.v2.Host.DialInternal:input_type -> alknet.plugin.v2.DialInternalRequest
+	25, // 35: alknet.plugin.v2.Host.DialPeer:input_type -> alknet.plugin.v2.DialPeerRequest
+	14, // 36: alknet.plugin.v2.Host.CloseConnection:input_type -> alknet.plugin.v2.CloseConnectionRequest
+	27, // 37: alknet.plugin.v2.Host.Authenticate:input_type -> alknet.plugin.v2.AuthenticateRequest
+	29, // 38: alknet.plugin.v2.Host.EndSession:input_type -> alknet.plugin.v2.SessionRef
+	8,  // 39: alknet.plugin.v2.Plugin.Describe:output_type -> alknet.plugin.v2.Manifest
+	1,  // 40: alknet.plugin.v2.Plugin.Configure:output_type -> alknet.plugin.v2.Empty
+	1,  // 41: alknet.plugin.v2.Plugin.OpenConnection:output_type -> alknet.plugin.v2.Empty
+	1,  // 42: alknet.plugin.v2.Plugin.CloseConnection:output_type -> alknet.plugin.v2.Empty
+	18, // 43: alknet.plugin.v2.Plugin.Calls:output_type -> alknet.plugin.v2.CallFrame
+	19, // 44: alknet.plugin.v2.Plugin.Health:output_type -> alknet.plugin.v2.HealthResponse
+	21, // 45: alknet.plugin.v2.Host.Stream:output_type -> alknet.plugin.v2.Chunk
+	17, // 46: alknet.plugin.v2.Host.Invoke:output_type -> alknet.plugin.v2.InvokeResult
+	23, // 47: alknet.plugin.v2.Host.Invokes:output_type -> alknet.plugin.v2.HostCallFrame
+	26, // 48: alknet.plugin.v2.Host.DialInternal:output_type -> alknet.plugin.v2.ConnRef
+	26, // 49: alknet.plugin.v2.Host.DialPeer:output_type -> alknet.plugin.v2.ConnRef
+	1,  // 50: alknet.plugin.v2.Host.CloseConnection:output_type -> alknet.plugin.v2.Empty
+	28, // 51: alknet.plugin.v2.Host.Authenticate:output_type -> alknet.plugin.v2.AuthenticateResponse
+	1,  // 52: alknet.plugin.v2.Host.EndSession:output_type -> alknet.plugin.v2.Empty
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -2360,7 +2485,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -343,6 +343,7 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 const (
 	Host_Stream_FullMethodName          = "/alknet.plugin.v2.Host/Stream"
 	Host_Invoke_FullMethodName          = "/alknet.plugin.v2.Host/Invoke"
+	Host_Invokes_FullMethodName         = "/alknet.plugin.v2.Host/Invokes"
 	Host_DialInternal_FullMethodName    = "/alknet.plugin.v2.Host/DialInternal"
 	Host_DialPeer_FullMethodName        = "/alknet.plugin.v2.Host/DialPeer"
 	Host_CloseConnection_FullMethodName = "/alknet.plugin.v2.Host/CloseConnection"
@@ -362,6 +363,11 @@ type HostClient interface {
 	// Invoke makes a call through the node's registry (see
 	// HostInvokeRequest).
 	Invoke(ctx context.Context, in *HostInvokeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InvokeResult], error)
+	// Invokes carries many such calls on one long-lived stream, correlated
+	// by an id the plugin picks (see HostCallFrame): what the SDK uses, a
+	// frame on an open stream costing a fraction of an RPC. A plugin
+	// talking to a core without it (UNIMPLEMENTED) uses Invoke.
+	Invokes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HostCallFrame, HostCallFrame], error)
 	// DialInternal connects to another ALPN handler inside the node.
 	DialInternal(ctx context.Context, in *DialInternalRequest, opts ...grpc.CallOption) (*ConnRef, error)
 	// DialPeer connects to another node on one of the plugin's own ALPNs.
@@ -413,6 +419,19 @@ func (c *hostClient) Invoke(ctx context.Context, in *HostInvokeRequest, opts ...
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_InvokeClient = grpc.ServerStreamingClient[InvokeResult]
+
+func (c *hostClient) Invokes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HostCallFrame, HostCallFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[2], Host_Invokes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HostCallFrame, HostCallFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_InvokesClient = grpc.BidiStreamingClient[HostCallFrame, HostCallFrame]
 
 func (c *hostClient) DialInternal(ctx context.Context, in *DialInternalRequest, opts ...grpc.CallOption) (*ConnRef, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -476,6 +495,11 @@ type HostServer interface {
 	// Invoke makes a call through the node's registry (see
 	// HostInvokeRequest).
 	Invoke(*HostInvokeRequest, grpc.ServerStreamingServer[InvokeResult]) error
+	// Invokes carries many such calls on one long-lived stream, correlated
+	// by an id the plugin picks (see HostCallFrame): what the SDK uses, a
+	// frame on an open stream costing a fraction of an RPC. A plugin
+	// talking to a core without it (UNIMPLEMENTED) uses Invoke.
+	Invokes(grpc.BidiStreamingServer[HostCallFrame, HostCallFrame]) error
 	// DialInternal connects to another ALPN handler inside the node.
 	DialInternal(context.Context, *DialInternalRequest) (*ConnRef, error)
 	// DialPeer connects to another node on one of the plugin's own ALPNs.
@@ -501,6 +525,9 @@ func (UnimplementedHostServer) Stream(grpc.BidiStreamingServer[Chunk, Chunk]) er
 }
 func (UnimplementedHostServer) Invoke(*HostInvokeRequest, grpc.ServerStreamingServer[InvokeResult]) error {
 	return status.Error(codes.Unimplemented, "method Invoke not implemented")
+}
+func (UnimplementedHostServer) Invokes(grpc.BidiStreamingServer[HostCallFrame, HostCallFrame]) error {
+	return status.Error(codes.Unimplemented, "method Invokes not implemented")
 }
 func (UnimplementedHostServer) DialInternal(context.Context, *DialInternalRequest) (*ConnRef, error) {
 	return nil, status.Error(codes.Unimplemented, "method DialInternal not implemented")
@@ -555,6 +582,13 @@ func _Host_Invoke_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_InvokeServer = grpc.ServerStreamingServer[InvokeResult]
+
+func _Host_Invokes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServer).Invokes(&grpc.GenericServerStream[HostCallFrame, HostCallFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_InvokesServer = grpc.BidiStreamingServer[HostCallFrame, HostCallFrame]
 
 func _Host_DialInternal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DialInternalRequest)
@@ -685,6 +719,12 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Invoke",
 			Handler:       _Host_Invoke_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Invokes",
+			Handler:       _Host_Invokes_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "plugin.proto",
