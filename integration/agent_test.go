@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -571,6 +572,27 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 		return " " + strings.Join(names, " ") + " "
 	}
 	waitFor(t, "the peer's operations to be imported", func() bool { return strings.Contains(listed(), " c/echo/say ") })
+	imported := func() (connected bool, ops int, errText string) {
+		var st struct {
+			Imports []struct {
+				Name       string `json:"name"`
+				Target     string `json:"target"`
+				Connected  bool   `json:"connected"`
+				Operations int    `json:"operations"`
+				Error      string `json:"error"`
+			} `json:"imports"`
+		}
+		if err := json.Unmarshal([]byte(n.node.ok("", "status", "--json")), &st); err != nil || len(st.Imports) != 1 || st.Imports[0].Name != "c" || st.Imports[0].Target != psrv.FP+"@"+psrv.Addr {
+			t.Fatalf("status --json imports: %+v %v", st, err)
+		}
+		return st.Imports[0].Connected, st.Imports[0].Operations, st.Imports[0].Error
+	}
+	if c, ops, e := imported(); !c || ops < 2 || e != "" {
+		t.Errorf("status --json: connected %v, %d operations, error %q", c, ops, e)
+	}
+	if out := n.node.ok("", "status"); !regexp.MustCompile(`(?m)^c\s+\S+\s+connected\s+\d+`).MatchString(out) {
+		t.Errorf("alknet status does not show the import:\n%s", out)
+	}
 	if l := listed(); strings.Contains(l, " c/echo/caps ") || strings.Contains(l, " c/services/list ") {
 		t.Errorf("imported more than the remote-safe operations call.imports.operations names: %s", l)
 	}
@@ -648,6 +670,10 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 	addr := psrv.Addr
 	psrv.stop(syscall.SIGTERM)
 	waitFor(t, "the operations of the stopped peer to go", func() bool { return !strings.Contains(listed(), " c/echo/say ") })
+	waitFor(t, "status to show the import down", func() bool {
+		c, ops, e := imported()
+		return !c && ops == 0 && e != ""
+	})
 	startServeAt(t, peer, addr, "--config", pcfg)
 	defer func() {
 		if t.Failed() {

@@ -127,4 +127,20 @@ func (a *app) printStatus(st node.Stats) {
 		}
 		_ = w.Flush()
 	}
+	if len(st.Imports) > 0 {
+		fmt.Fprintln(a.out)
+		w = tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "IMPORT\tTARGET\tSTATE\tOPERATIONS\tSINCE")
+		for _, im := range st.Imports {
+			state := "connected"
+			if !im.Connected {
+				state = "down"
+			}
+			if im.Error != "" {
+				state += ": " + im.Error
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", im.Name, im.Target, state, im.Operations, im.Since.Format(time.RFC3339))
+		}
+		_ = w.Flush()
+	}
 }

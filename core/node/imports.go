@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,6 +42,42 @@ type importer struct {
 	opts    call.ImportOptions
 	log     hclog.Logger
 	refresh chan struct{} // buffered: a pending re-read is enough
+
+	mu    sync.Mutex
+	state ImportStatus
+}
+
+// ImportStatus is one [[call.imports]] peer as node/stats reports it.
+type ImportStatus struct {
+	Name      string `json:"name"`
+	Target    string `json:"target"`
+	Connected bool   `json:"connected"`
+	// Operations imported (0 while not connected).
+	Operations int `json:"operations"`
+	// Error: why the peer's operations are not (or not all) here.
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// set records the importer's state; since moves only when connected does.
+func (im *importer) set(connected bool, ops int, err error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if connected != im.state.Connected || im.state.Since.IsZero() {
+		im.state.Since = time.Now().UTC()
+	}
+	im.state.Connected, im.state.Operations, im.state.Error = connected, ops, ""
+	if err != nil {
+		im.state.Error = err.Error()
+	}
+}
+
+func (im *importer) status() ImportStatus {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	st := im.state
+	st.Name, st.Target = im.imp.Name, im.imp.Target
+	return st
 }
 
 func (n *Node) newImporter(imp config.CallImport) *importer {
@@ -63,6 +100,7 @@ func (im *importer) run(ctx context.Context) {
 		if imported {
 			backoff = importMinBackoff
 		}
+		im.set(false, 0, err)
 		im.log.Warn("peer's operations are not available; dialing it again", "target", im.imp.Target, "retry_in", backoff, "error", err)
 		t := time.NewTimer(backoff)
 		select {
@@ -105,6 +143,9 @@ func (im *importer) once(ctx context.Context) (imported bool, err error) {
 		}
 		if l, err := im.load(ctx, cc, last); err != nil {
 			im.log.Warn("re-reading the peer's operations failed; the ones imported before stay", "error", err)
+			im.mu.Lock()
+			im.state.Error = "re-reading the list: " + err.Error()
+			im.mu.Unlock()
 		} else {
 			last = l
 		}
@@ -132,6 +173,7 @@ func (im *importer) load(ctx context.Context, cc *call.Connection, last string) 
 	if err != nil {
 		return "", err
 	}
+	im.set(true, len(names), nil)
 	im.log.Info("imported the peer's operations", "target", im.imp.Target, "operations", len(names),
 		"scopes", fmt.Sprint(im.opts.Access.RequiredScopesAny))
 	if len(names) == 0 {
@@ -153,6 +195,15 @@ func (n *Node) startImports(ctx context.Context) {
 			im.run(ctx)
 		}()
 	}
+}
+
+// importStatus reports every [[call.imports]] peer.
+func (n *Node) importStatus() []ImportStatus {
+	var out []ImportStatus
+	for _, im := range n.importers {
+		out = append(out, im.status())
+	}
+	return out
 }
 
 // refreshImports asks every importer to re-read its peer's list.

@@ -28,6 +28,7 @@ type Stats struct {
 	RequestBytes  BudgetUse              `json:"request_bytes"`
 	Calls         []call.SessionStats    `json:"call_connections"`
 	Plugins       []pluginhost.PluginUse `json:"plugins"`
+	Imports       []ImportStatus         `json:"imports,omitempty"`
 }
 
 // BudgetUse is a budget's use against its limit.
@@ -54,7 +55,7 @@ func (n *Node) Stats() Stats {
 		Goroutines: runtime.NumGoroutine(), RSSBytes: selfRSS(), HeapBytes: ms.HeapAlloc,
 		Connections: conns, Sources: sources,
 		RequestBytes: BudgetUse{Used: n.budget.Used(), Limit: n.budget.Limit()},
-		Calls:        n.callAdapter.Sessions(), Plugins: n.plugins.Use()}
+		Calls:        n.callAdapter.Sessions(), Plugins: n.plugins.Use(), Imports: n.importStatus()}
 }
 
 // selfRSS is this process's resident set (Linux /proc), 0 elsewhere.
