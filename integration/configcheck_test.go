@@ -24,6 +24,8 @@ func TestConfigCheckValidatesPluginSettings(t *testing.T) {
 		{"[plugins.ssh]\nno_such_key = 1\n", []string{"plugins.ssh", "no_such_key"}},
 		{"[plugins.ssh]\nexec_allow = [\"uptime\"]\nmax_sessions = 4\n", nil},
 		{"[plugins.ssh]\ndisabled = true\nexec_allow = [\"alknet-no-such-program\"]\n", nil},
+		{"[[call.imports]]\nname = \"b\"\ntarget = \"nofingerprint@127.0.0.1:4433\"\n", []string{"call.imports[0].target", "FINGERPRINT@HOST"}},
+		{"[[call.imports]]\nname = \"b\"\ntarget = \"ed25519:00@127.0.0.1:4433\"\noperations = [\"echo/*\"]\n", nil},
 	}
 	for i, c := range cases {
 		path := writeFile(t, filepath.Join(dir, "c"+string(rune('a'+i))+".toml"), c.body, 0o600)
@@ -69,4 +71,23 @@ func TestREADMESSHExampleStartsThePlugin(t *testing.T) {
 	node.ok("", "config", "check", cfg)
 	srv := startServe(t, node, "--config", cfg)
 	waitPlugin(t, operatorConn(t, srv), "ssh", func(p pluginStatus) bool { return p.State == "ready" })
+}
+
+// The README's [[call.imports]] example passes `config check` as written.
+func TestREADMEImportExampleChecks(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(b)
+	i := strings.Index(sec, "A node serves another node's operations as its own")
+	if i < 0 {
+		t.Fatal("README does not show [[call.imports]]")
+	}
+	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindStringSubmatch(sec[i:])
+	if m == nil || !strings.Contains(m[1], "[[call.imports]]") {
+		t.Fatalf("README's import example: %v", m)
+	}
+	node := newCLI(t, nil)
+	node.ok("", "config", "check", writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), m[1], 0o600))
 }

@@ -313,6 +313,9 @@ cannot be read), as it would at start. Exit 1 names the key at fault.`,
 			if err != nil {
 				return err
 			}
+			if err := checkImports(cfg); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
 			if err := a.checkPluginSettings(cfg); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}

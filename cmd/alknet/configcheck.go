@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"alknet.dev/alknet/core/config"
+	"alknet.dev/alknet/core/dial"
 	"alknet.dev/alknet/core/pluginhost"
 )
 
@@ -105,4 +106,15 @@ func bundledDir() string {
 func isFile(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular()
+}
+
+// checkImports reads each [[call.imports]] target as the node will dial
+// it (the config package cannot: it sits below the dialer).
+func checkImports(cfg *config.Config) error {
+	for i, imp := range cfg.Call.Imports {
+		if _, _, err := dial.ParseTarget(imp.Target); err != nil {
+			return fmt.Errorf("call.imports[%d].target: %w", i, err)
+		}
+	}
+	return nil
 }
