@@ -821,6 +821,11 @@ func TestImportPeerForwardsWithForwardedForAndAbort(t *testing.T) {
 	if owner, _ := aReg.Owner("b/svc/who"); owner != "remote:node-b" {
 		t.Fatalf("b/svc/who is owned by %q after the refused import", owner)
 	}
+	// A peer listing more than the bound is refused.
+	if _, err := call.ImportPeer(ctx5(t), call.NewRegistry(nil), conn.Session, call.ImportOptions{Prefix: "b", PeerName: "node-b", MaxOperations: 3}); err == nil ||
+		!strings.Contains(err.Error(), "lists 5 operations; at most 3") {
+		t.Fatalf("import over the bound: %v", err)
+	}
 	// Only the operations the patterns name.
 	cReg := call.NewRegistry(nil)
 	if names, err := call.ImportPeer(ctx5(t), cReg, conn.Session, call.ImportOptions{Prefix: "b", PeerName: "node-b", Operations: []string{"svc/w*"}}); err != nil || fmt.Sprint(names) != "[b/svc/who]" {

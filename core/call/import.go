@@ -25,7 +25,13 @@ type ImportOptions struct {
 	// Access is the local gate in front of the forwarder; the peer then
 	// applies its own to this node's identity there.
 	Access AccessControl
+	// MaxOperations bounds what one peer may make this node register
+	// (default DefaultMaxImported): a peer that lists more is refused.
+	MaxOperations int
 }
+
+// DefaultMaxImported is ImportOptions.MaxOperations' default.
+const DefaultMaxImported = 4096
 
 // Owner is the provenance of the operations imported with o.
 func (o ImportOptions) Owner() string { return "remote:" + o.PeerName }
@@ -44,6 +50,12 @@ func ImportPeer(ctx context.Context, reg *Registry, peer *Session, o ImportOptio
 	}
 	if o.Visibility == "" {
 		o.Visibility = Internal
+	}
+	if o.MaxOperations <= 0 {
+		o.MaxOperations = DefaultMaxImported
+	}
+	if len(ops) > o.MaxOperations {
+		return nil, fmt.Errorf("import %s: it lists %d operations; at most %d are imported from one peer", o.PeerName, len(ops), o.MaxOperations)
 	}
 	var regs []Registration
 	seen := map[string]bool{}
