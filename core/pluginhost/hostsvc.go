@@ -3,6 +3,7 @@ package pluginhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"alknet.dev/alknet/core/call"
 	"alknet.dev/alknet/core/endpoint"
 	"alknet.dev/alknet/proto/pluginpb"
+	"alknet.dev/alknet/proto/pluginrpc"
 )
 
 // hostService is the Host gRPC service one plugin instance talks to. Every
@@ -119,15 +121,12 @@ const maxHostCallsPerStream = 4096
 // an abort frame cancels it; the stream's end cancels them all.
 func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame, pluginpb.HostCallFrame]) error {
 	ctx, cancelAll := context.WithCancel(st.Context())
-	var (
-		mu      sync.Mutex // guards running and serialises Send
-		running = map[uint64]context.CancelFunc{}
-		wg      sync.WaitGroup
-	)
-	defer func() { cancelAll(); wg.Wait() }()
+	calls := pluginrpc.NewCalls(maxHostCallsPerStream)
+	defer func() { cancelAll(); calls.Wait() }()
+	var sendMu sync.Mutex
 	send := func(f *pluginpb.HostCallFrame) error {
-		mu.Lock()
-		defer mu.Unlock()
+		sendMu.Lock()
+		defer sendMu.Unlock()
 		return st.Send(f)
 	}
 	for {
@@ -135,49 +134,17 @@ func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame
 		if err != nil {
 			return nil
 		}
-		id := f.GetId()
+		id, req := f.GetId(), f.GetRequest()
 		if f.GetAbort() {
-			mu.Lock()
-			if c := running[id]; c != nil {
-				c()
-			}
-			mu.Unlock()
+			calls.Abort(id)
 			continue
 		}
-		if f.GetRequest() == nil {
+		if req == nil {
 			continue
 		}
-		cctx, cancel := context.WithCancel(ctx)
-		if t := f.GetTimeoutMicros(); t > 0 {
-			cancel()
-			cctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Microsecond)
-		}
-		mu.Lock()
-		if running[id] != nil || len(running) >= maxHostCallsPerStream {
-			busy := running[id] == nil
-			mu.Unlock()
-			cancel()
-			f := &pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(codes.InvalidArgument),
-				StatusMessage: "call id " + strconv.FormatUint(id, 10) + " is already running"}
-			if busy {
-				f.StatusCode, f.StatusMessage = uint32(codes.ResourceExhausted), "more than "+strconv.Itoa(maxHostCallsPerStream)+" calls at once on one stream"
-			}
-			_ = send(f)
-			continue
-		}
-		running[id] = cancel
-		mu.Unlock()
-		wg.Add(1)
-		go func() { // owned by Invokes: waited for when the stream ends
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(running, id)
-				mu.Unlock()
-				cancel()
-			}()
-			sub := f.GetRequest().GetSubscribe()
-			err := s.invoke(cctx, f.GetRequest(), func(res *pluginpb.InvokeResult) error {
+		err = calls.Start(ctx, id, time.Duration(f.GetTimeoutMicros())*time.Microsecond, func(ctx context.Context) {
+			sub := req.GetSubscribe()
+			err := s.invoke(ctx, req, func(res *pluginpb.InvokeResult) error {
 				// A subscription's items go out as they come; the result
 				// that ends the call is marked last.
 				last := !sub || res.GetKind() != pluginpb.InvokeResult_RESPONDED
@@ -187,7 +154,15 @@ func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame
 				st, _ := status.FromError(err)
 				_ = send(&pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(st.Code()), StatusMessage: st.Message()})
 			}
-		}()
+		})
+		switch {
+		case errors.Is(err, pluginrpc.ErrCallRunning):
+			_ = send(&pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(codes.InvalidArgument),
+				StatusMessage: "call id " + strconv.FormatUint(id, 10) + " is already running"})
+		case err != nil:
+			_ = send(&pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(codes.ResourceExhausted),
+				StatusMessage: "more than " + strconv.Itoa(maxHostCallsPerStream) + " calls at once on one stream"})
+		}
 	}
 }
 

@@ -229,48 +229,31 @@ func (s *server) CloseConnection(_ context.Context, r *pluginpb.CloseConnectionR
 // end cancels them all.
 func (s *server) Calls(st grpc.BidiStreamingServer[pluginpb.CallFrame, pluginpb.CallFrame]) error {
 	ctx, cancelAll := context.WithCancel(st.Context())
-	var (
-		mu      sync.Mutex // guards running and serialises Send
-		running = map[uint64]context.CancelFunc{}
-		wg      sync.WaitGroup
-	)
-	defer func() { cancelAll(); wg.Wait() }()
+	calls := pluginrpc.NewCalls(0) // the core bounds what it sends
+	defer func() { cancelAll(); calls.Wait() }()
+	var sendMu sync.Mutex
 	for {
 		f, err := st.Recv()
 		if err != nil {
 			return nil
 		}
-		id := f.GetId()
+		id, req := f.GetId(), f.GetRequest()
 		if f.GetAbort() {
-			mu.Lock()
-			if c := running[id]; c != nil {
-				c()
-			}
-			mu.Unlock()
+			calls.Abort(id)
 			continue
 		}
-		if f.GetRequest() == nil {
+		if req == nil {
 			continue
 		}
-		cctx, cancel := context.WithCancel(ctx)
-		mu.Lock()
-		running[id] = cancel
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(running, id)
-				mu.Unlock()
-				cancel()
-			}()
-			s.serveCall(cctx, id, f.GetRequest(), func(res *pluginpb.InvokeResult, last bool) error {
-				mu.Lock()
-				defer mu.Unlock()
+		if err := calls.Start(ctx, id, 0, func(ctx context.Context) {
+			s.serveCall(ctx, id, req, func(res *pluginpb.InvokeResult, last bool) error {
+				sendMu.Lock()
+				defer sendMu.Unlock()
 				return st.Send(&pluginpb.CallFrame{Id: id, Result: res, Last: last})
 			})
-		}()
+		}); err != nil {
+			logger.Error("the node started a call twice", "id", id, "error", err)
+		}
 	}
 }
 

@@ -72,6 +72,8 @@ func scalar(fd protoreflect.FieldDescriptor, i int) protoreflect.Value {
 		return protoreflect.ValueOfUint32(uint32(7 + i))
 	case protoreflect.Uint64Kind:
 		return protoreflect.ValueOfUint64(1<<40 + uint64(i))
+	case protoreflect.Int64Kind:
+		return protoreflect.ValueOfInt64(-(1<<40 + int64(i)))
 	case protoreflect.EnumKind:
 		return protoreflect.ValueOfEnum(fd.Enum().Values().Get(fd.Enum().Values().Len() - 1).Number())
 	}
