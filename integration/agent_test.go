@@ -546,7 +546,7 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 	prov := newProviderScript(t,
 		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
 			sse(w, toolDelta(0, "call_1", "echo__say", `"here"`), toolDelta(1, "call_2", "c__echo__say", `{"text":"from c"}`),
-				chunk(`{}`, "tool_calls"), usage(5))
+				toolDelta(2, "call_3", "c__echo__caps", `{}`), chunk(`{}`, "tool_calls"), usage(5))
 		},
 		func(w http.ResponseWriter, _ *http.Request, _ providerRequest) {
 			sse(w, chunk(`{"content":"Both "}`, ""), chunk(`{"content":"answered."}`, ""), chunk(`{}`, "stop"), usage(5))
@@ -628,7 +628,7 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 			final = fmt.Sprint(e["text"])
 		}
 	}
-	if got := strings.Join(types, " "); got != "session usage tool_call tool_call tool_result tool_result delta delta usage final" {
+	if got := strings.Join(types, " "); got != "session usage tool_call tool_call tool_call tool_result tool_result tool_result delta delta usage final" {
 		t.Errorf("events: %s", got)
 	}
 	if results["echo/say"] != "<nil> here" && results["echo/say"] != "false here" {
@@ -636,6 +636,10 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 	}
 	if got := results["c/echo/say"]; got != "<nil> map[text:from c]" && got != "false map[text:from c]" {
 		t.Errorf("c/echo/say: %q", got)
+	}
+	// Not remote-safe on the peer, so not imported: NOT_FOUND here.
+	if got := results["c/echo/caps"]; !strings.HasPrefix(got, "true ") || !strings.Contains(got, "NOT_FOUND") {
+		t.Errorf("c/echo/caps: %q", got)
 	}
 	if final != "Both answered." {
 		t.Errorf("final text %q", final)
