@@ -167,6 +167,9 @@ func (im *importer) load(ctx context.Context, cc *call.Connection, last string) 
 	}
 	list := b.String()
 	if list == last {
+		im.mu.Lock()
+		im.state.Error = "" // a failed re-read before this one is over
+		im.mu.Unlock()
 		return list, nil
 	}
 	names, err := call.ImportPeer(lctx, im.n.reg, cc.Session, im.opts)
