@@ -120,29 +120,18 @@ const maxHostCallsPerStream = 4096
 // Invoke runs it, whose results go back with its id, the last one marked;
 // an abort frame cancels it; the stream's end cancels them all.
 func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame, pluginpb.HostCallFrame]) error {
-	ctx, cancelAll := context.WithCancel(st.Context())
-	calls := pluginrpc.NewCalls(maxHostCallsPerStream)
-	defer func() { cancelAll(); calls.Wait() }()
 	var sendMu sync.Mutex
 	send := func(f *pluginpb.HostCallFrame) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
 		return st.Send(f)
 	}
-	for {
-		f, err := st.Recv()
-		if err != nil {
-			return nil
-		}
+	pluginrpc.ServeFrames(st.Context(), maxHostCallsPerStream, st.Recv, func(ctx context.Context, calls *pluginrpc.Calls, f *pluginpb.HostCallFrame) {
 		id, req := f.GetId(), f.GetRequest()
-		if f.GetAbort() {
-			calls.Abort(id)
-			continue
-		}
 		if req == nil {
-			continue
+			return
 		}
-		err = calls.Start(ctx, id, time.Duration(f.GetTimeoutMicros())*time.Microsecond, func(ctx context.Context) {
+		err := calls.Start(ctx, id, time.Duration(f.GetTimeoutMicros())*time.Microsecond, func(ctx context.Context) {
 			sub := req.GetSubscribe()
 			err := s.invoke(ctx, req, func(res *pluginpb.InvokeResult) error {
 				// A subscription's items go out as they come; the result
@@ -163,7 +152,8 @@ func (s *hostService) Invokes(st grpc.BidiStreamingServer[pluginpb.HostCallFrame
 			_ = send(&pluginpb.HostCallFrame{Id: id, Last: true, StatusCode: uint32(codes.ResourceExhausted),
 				StatusMessage: "more than " + strconv.Itoa(maxHostCallsPerStream) + " calls at once on one stream"})
 		}
-	}
+	})
+	return nil
 }
 
 // invoke runs one call of the plugin's (Invoke, Invokes): results go to

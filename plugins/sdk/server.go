@@ -228,22 +228,12 @@ func (s *server) CloseConnection(_ context.Context, r *pluginpb.CloseConnectionR
 // correlated by the call's handle. Calls run concurrently; the stream's
 // end cancels them all.
 func (s *server) Calls(st grpc.BidiStreamingServer[pluginpb.CallFrame, pluginpb.CallFrame]) error {
-	ctx, cancelAll := context.WithCancel(st.Context())
-	calls := pluginrpc.NewCalls(0) // the core bounds what it sends
-	defer func() { cancelAll(); calls.Wait() }()
 	var sendMu sync.Mutex
-	for {
-		f, err := st.Recv()
-		if err != nil {
-			return nil
-		}
+	// No bound of its own: the core bounds the calls it sends.
+	pluginrpc.ServeFrames(st.Context(), 0, st.Recv, func(ctx context.Context, calls *pluginrpc.Calls, f *pluginpb.CallFrame) {
 		id, req := f.GetId(), f.GetRequest()
-		if f.GetAbort() {
-			calls.Abort(id)
-			continue
-		}
 		if req == nil {
-			continue
+			return
 		}
 		if err := calls.Start(ctx, id, 0, func(ctx context.Context) {
 			s.serveCall(ctx, id, req, func(res *pluginpb.InvokeResult, last bool) error {
@@ -254,7 +244,8 @@ func (s *server) Calls(st grpc.BidiStreamingServer[pluginpb.CallFrame, pluginpb.
 		}); err != nil {
 			logger.Error("the node started a call twice", "id", id, "error", err)
 		}
-	}
+	})
+	return nil
 }
 
 // serveCall runs one operation call; send gets every result, last marks

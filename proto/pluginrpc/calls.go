@@ -75,3 +75,30 @@ func (c *Calls) Abort(id uint64) {
 // Wait waits for every call started to return (cancel their parent
 // first).
 func (c *Calls) Wait() { c.wg.Wait() }
+
+// Frame is a frame of Plugin.Calls or Host.Invokes.
+type Frame interface {
+	GetId() uint64
+	GetAbort() bool
+}
+
+// ServeFrames serves one such stream: it reads frames with recv until the
+// stream ends, then cancels the calls it started and waits for them. An
+// abort frame cancels its call; any other frame goes to start, which
+// starts its call on calls (or answers why not).
+func ServeFrames[F Frame](ctx context.Context, max int, recv func() (F, error), start func(ctx context.Context, calls *Calls, f F)) {
+	ctx, cancelAll := context.WithCancel(ctx)
+	calls := NewCalls(max)
+	defer func() { cancelAll(); calls.Wait() }()
+	for {
+		f, err := recv()
+		if err != nil {
+			return
+		}
+		if f.GetAbort() {
+			calls.Abort(f.GetId())
+			continue
+		}
+		start(ctx, calls, f)
+	}
+}
