@@ -13,8 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -109,45 +107,21 @@ func httpTicks(short bool) int {
 // alone (every other plugin in ./bin disabled) and waits until both are
 // ready and /healthz answers.
 func startHTTPNode(ctx context.Context) (*node, error) {
-	bin, err := alknetBinary()
+	h, err := makeNodeHome()
 	if err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(filepath.Join(filepath.Dir(bin), "alknet-plugin-http")); err != nil || st.IsDir() {
-		return nil, fmt.Errorf("%s not found: run `make build` first (make bench does)", filepath.Join(filepath.Dir(bin), "alknet-plugin-http"))
-	}
-	others, err := otherPlugins()
-	if err != nil {
-		return nil, err
-	}
-	root, err := os.MkdirTemp("", "alknet-bench-http-")
-	if err != nil {
-		return nil, err
-	}
-	h := &nodeHome{root: root}
-	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n", benchKey().fp)
-	config += disabledExcept(others, "http")
-	err = os.MkdirAll(filepath.Join(root, "xdg"), 0o700)
-	if err == nil {
-		err = os.WriteFile(h.configFile(), []byte(config), 0o600)
-	}
-	if err != nil {
+	if err := h.writeConfig("", "http"); err != nil {
 		h.remove()
 		return nil, err
 	}
-	p, err := h.serve(ctx)
+	n, err := startNodeIn(ctx, h, "echo", "http")
 	if err != nil {
-		h.remove()
 		return nil, err
 	}
-	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	err = pluginsReady(ctx, n, "echo", "http")
-	if err == nil {
-		err = waitHealthz(ctx, "https://"+n.addr, pinNode(n.fp))
-	}
-	if err != nil {
+	if err := waitHealthz(ctx, "https://"+n.addr, pinNode(n.fp)); err != nil {
 		n.close()
-		return nil, fmt.Errorf("%w\n%s", err, p.logs)
+		return nil, fmt.Errorf("%w\n%s", err, n.proc.logs)
 	}
 	return n, nil
 }

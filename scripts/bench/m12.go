@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -243,55 +242,28 @@ func startAgentNode(ctx context.Context, prov *scriptedProvider) (*node, error) 
 	if err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(filepath.Join(filepath.Dir(bin), "alknet-plugin-agent")); err != nil || st.IsDir() {
-		return nil, fmt.Errorf("%s not found: run `make build` first (make bench does)", filepath.Join(filepath.Dir(bin), "alknet-plugin-agent"))
-	}
-	others, err := otherPlugins()
+	h, err := makeNodeHome()
 	if err != nil {
-		return nil, err
-	}
-	root, err := os.MkdirTemp("", "alknet-bench-agent-")
-	if err != nil {
-		return nil, err
-	}
-	h := &nodeHome{root: root}
-	xdg := filepath.Join(root, "xdg")
-	if err := os.MkdirAll(xdg, 0o700); err != nil {
-		h.remove()
 		return nil, err
 	}
 	// The node's own data directory, prepared as its operator would.
-	admin := benchClient{bin: bin, dataDir: filepath.Join(root, "data"), xdg: xdg}
+	admin := benchClient{bin: bin, dataDir: filepath.Join(h.root, "data"), xdg: filepath.Join(h.root, "xdg")}
 	_, err = admin.run(ctx, time.Minute, "init", "--show-mnemonic-once")
 	if err == nil {
 		_, err = admin.runInput(ctx, time.Minute, []byte(prov.key+"\n"), "credential", "set", agentProvider)
 	}
+	if err == nil {
+		err = h.writeConfig(fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench-agent\"\nfingerprints = [%q]\nscopes = [\"agent:run\"]\n\n"+
+			"[plugins.agent]\ntools = [\"echo/say\"]\nmax_steps = %d\n\n"+
+			"[plugins.agent.providers.%s]\nbase_url = %q\nmodel = %q\n\n"+
+			"[plugins.agent.capabilities]\n%s = \"credential:%s\"\n",
+			agentCallerKey().fp, agentSteps, agentProvider, "http://"+prov.addr+"/v1", agentModel, agentProvider, agentProvider), "agent")
+	}
 	if err != nil {
 		h.remove()
 		return nil, err
 	}
-	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n"+
-		"[[auth.peers]]\npeer_id = \"bench-agent\"\nfingerprints = [%q]\nscopes = [\"agent:run\"]\n\n"+
-		"[plugins.agent]\ntools = [\"echo/say\"]\nmax_steps = %d\n\n"+
-		"[plugins.agent.providers.%s]\nbase_url = %q\nmodel = %q\n\n"+
-		"[plugins.agent.capabilities]\n%s = \"credential:%s\"\n",
-		benchKey().fp, agentCallerKey().fp, agentSteps, agentProvider, "http://"+prov.addr+"/v1", agentModel, agentProvider, agentProvider)
-	config += disabledExcept(others, "agent")
-	if err := os.WriteFile(h.configFile(), []byte(config), 0o600); err != nil {
-		h.remove()
-		return nil, err
-	}
-	p, err := h.serve(ctx)
-	if err != nil {
-		h.remove()
-		return nil, err
-	}
-	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	if err := pluginsReady(ctx, n, "echo", "agent"); err != nil {
-		n.close()
-		return nil, fmt.Errorf("%w\n%s", err, p.logs)
-	}
-	return n, nil
+	return startNodeIn(ctx, h, "echo", "agent")
 }
 
 // connectAgentCaller connects to the node's alknet/call over QUIC as the

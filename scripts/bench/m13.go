@@ -131,55 +131,21 @@ func startDNSNodeLoad(t dnsTransport, clients int) func(ctx context.Context, e *
 // other plugin in ./bin disabled, echo too), serving dnsZone from a zone
 // file in the node's home, and waits until the plugin is ready.
 func startDNSNode(ctx context.Context) (*node, error) {
-	bin, err := alknetBinary()
+	h, err := makeNodeHome()
 	if err != nil {
 		return nil, err
 	}
-	plugin := filepath.Join(filepath.Dir(bin), "alknet-plugin-dns")
-	if st, err := os.Stat(plugin); err != nil || st.IsDir() {
-		return nil, fmt.Errorf("%s not found: run `make build` first (make bench does)", plugin)
-	}
-	others, err := otherPlugins()
-	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(others, "dns") {
-		return nil, fmt.Errorf("no plugin beside %s describes itself as dns (found %v)", bin, others)
-	}
-	root, err := os.MkdirTemp("", "alknet-bench-dns-")
-	if err != nil {
-		return nil, err
-	}
-	h := &nodeHome{root: root}
-	zone := filepath.Join(root, "example.net.zone")
-	// node/info shows plugin states only to an admin: the bench's key.
-	config := fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n"+
-		"[plugins.echo]\ndisabled = true\n\n"+
-		"[plugins.dns]\n\n[[plugins.dns.zones]]\norigin = %q\nfile = %q\n",
-		benchKey().fp, dnsOrigin, zone)
-	config += disabledExcept(others, "dns")
-	err = os.MkdirAll(filepath.Join(root, "xdg"), 0o700)
+	zone := filepath.Join(h.root, "example.net.zone")
+	err = os.WriteFile(zone, []byte(dnsZone), 0o600)
 	if err == nil {
-		err = os.WriteFile(zone, []byte(dnsZone), 0o600)
-	}
-	if err == nil {
-		err = os.WriteFile(h.configFile(), []byte(config), 0o600)
+		err = h.writeConfig(fmt.Sprintf("[plugins.echo]\ndisabled = true\n\n"+
+			"[plugins.dns]\n\n[[plugins.dns.zones]]\norigin = %q\nfile = %q\n", dnsOrigin, zone), "dns")
 	}
 	if err != nil {
 		h.remove()
 		return nil, err
 	}
-	p, err := h.serve(ctx)
-	if err != nil {
-		h.remove()
-		return nil, err
-	}
-	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
-	if err := pluginsReady(ctx, n, "dns"); err != nil {
-		n.close()
-		return nil, fmt.Errorf("%w\n%s", err, p.logs)
-	}
-	return n, nil
+	return startNodeIn(ctx, h, "dns")
 }
 
 // --- the CoreDNS anchor ---

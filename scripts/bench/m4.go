@@ -482,31 +482,67 @@ type nodeHome struct {
 	root string
 }
 
-// Its config is config plus a disabled table for every other plugin built
-// into ./bin: the rows measure the echo plugin alone.
+// newNodeHome is a home whose config is config (writeConfig): the rows
+// that use it measure the echo plugin alone.
 func newNodeHome(config string) (*nodeHome, error) {
-	others, err := otherPlugins()
+	h, err := makeNodeHome()
 	if err != nil {
 		return nil, err
 	}
-	config += disabledExcept(others)
-	// The bench's own key is an admin of every node it starts: node/info
-	// shows plugins (states, pids) only to such callers.
-	config = fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n", benchKey().fp) + config
+	if err := h.writeConfig(config); err != nil {
+		h.remove()
+		return nil, err
+	}
+	return h, nil
+}
+
+// makeNodeHome makes an empty home, its XDG config home included.
+func makeNodeHome() (*nodeHome, error) {
 	root, err := os.MkdirTemp("", "alknet-bench-")
 	if err != nil {
 		return nil, err
 	}
 	h := &nodeHome{root: root}
-	err = os.MkdirAll(filepath.Join(root, "xdg"), 0o700)
-	if err == nil {
-		err = os.WriteFile(h.configFile(), []byte(config), 0o600)
-	}
-	if err != nil {
+	if err := os.MkdirAll(filepath.Join(root, "xdg"), 0o700); err != nil {
 		h.remove()
 		return nil, err
 	}
 	return h, nil
+}
+
+// writeConfig writes the node's config file: the bench's key as an admin
+// (node/info shows plugins, their states and pids, only to such callers),
+// then config, then a disabled table for every plugin built into ./bin
+// but echo and those in keep, which must have been built.
+func (h *nodeHome) writeConfig(config string, keep ...string) error {
+	others, err := otherPlugins()
+	if err != nil {
+		return err
+	}
+	for _, k := range keep {
+		if !slices.Contains(others, k) {
+			return fmt.Errorf("no plugin in %s describes itself as %s: run `make build` first (make bench does)", filepath.Join(moduleRoot(), "bin"), k)
+		}
+	}
+	config = fmt.Sprintf("[[auth.peers]]\npeer_id = \"bench\"\nfingerprints = [%q]\nscopes = [\"admin\"]\n\n", benchKey().fp) +
+		config + disabledExcept(others, keep...)
+	return os.WriteFile(h.configFile(), []byte(config), 0o600)
+}
+
+// startNodeIn serves h and waits until the plugins named in ready are; on
+// failure the home is removed.
+func startNodeIn(ctx context.Context, h *nodeHome, ready ...string) (*node, error) {
+	p, err := h.serve(ctx)
+	if err != nil {
+		h.remove()
+		return nil, err
+	}
+	n := &node{home: h, proc: p, fp: p.fp, addr: p.addr}
+	if err := pluginsReady(ctx, n, ready...); err != nil {
+		n.close()
+		return nil, fmt.Errorf("%w\n%s", err, p.logs)
+	}
+	return n, nil
 }
 
 func (h *nodeHome) configFile() string { return filepath.Join(h.root, "alknet.toml") }
