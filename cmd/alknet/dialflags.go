@@ -69,3 +69,21 @@ func (a *app) dialOptions(f *dialFlags, alpn string) (dial.Options, error) {
 	}
 	return o, nil
 }
+
+// node reads a node argument, FINGERPRINT@HOST[:PORT] (as `alknet serve`
+// prints it) or HOST[:PORT], into the address to dial; a fingerprint
+// there pins the node as --peer does, and one that contradicts --peer is
+// an error.
+func (f *dialFlags) node(arg string) (string, error) {
+	fp, addr, err := dial.ParseTarget(arg)
+	if err != nil {
+		return "", fmt.Errorf("node %q: %w", arg, err)
+	}
+	if fp != "" {
+		if f.o.Peer != "" && f.o.Peer != fp {
+			return "", fmt.Errorf("node %q names fingerprint %s but --peer says %s: give one", arg, fp, f.o.Peer)
+		}
+		f.o.Peer = fp
+	}
+	return addr, nil
+}

@@ -113,7 +113,7 @@ presented, so the query is made as this machine's identity.`,
 					return err
 				}
 			default:
-				addr, err := dnsNode(&f, target)
+				addr, err := f.node(target)
 				if err != nil {
 					return err
 				}
@@ -195,22 +195,6 @@ func dnsQuestion(name string, qtype uint16, transport string) *dns.Msg {
 		q.Id = 0
 	}
 	return q
-}
-
-// dnsNode is the node's address of FINGERPRINT@HOST[:PORT] or
-// HOST[:PORT]; a fingerprint there pins the node as --peer does.
-func dnsNode(f *dialFlags, arg string) (string, error) {
-	fp, addr, err := dial.ParseTarget(arg)
-	if err != nil {
-		return "", fmt.Errorf("node %q: %w", arg, err)
-	}
-	if fp != "" {
-		if f.o.Peer != "" && f.o.Peer != fp {
-			return "", fmt.Errorf("node %q names fingerprint %s but --peer says %s: give one", arg, fp, f.o.Peer)
-		}
-		f.o.Peer = fp
-	}
-	return addr, nil
 }
 
 // plainDNSAddr is HOST:PORT for --udp and --tcp, where the port is

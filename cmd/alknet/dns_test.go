@@ -77,16 +77,16 @@ func TestDNSQuestionIDs(t *testing.T) {
 func TestDNSAddresses(t *testing.T) {
 	const fp = "ed25519:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 	var f dialFlags
-	if addr, err := dnsNode(&f, fp+"@node.example"); err != nil || addr != "node.example:4433" || f.o.Peer != fp {
+	if addr, err := f.node(fp + "@node.example"); err != nil || addr != "node.example:4433" || f.o.Peer != fp {
 		t.Fatalf("FINGERPRINT@HOST: %q %q %v", addr, f.o.Peer, err)
 	}
 	f = dialFlags{}
 	f.o.Peer = "ed25519:" + strings.Repeat("ff", 32)
-	if _, err := dnsNode(&f, fp+"@node.example"); err == nil || !strings.Contains(err.Error(), "--peer says") {
+	if _, err := f.node(fp + "@node.example"); err == nil || !strings.Contains(err.Error(), "--peer says") {
 		t.Fatalf("a fingerprint --peer contradicts: %v", err)
 	}
 	f = dialFlags{}
-	if addr, err := dnsNode(&f, "[::1]:5000"); err != nil || addr != "[::1]:5000" || f.o.Peer != "" {
+	if addr, err := f.node("[::1]:5000"); err != nil || addr != "[::1]:5000" || f.o.Peer != "" {
 		t.Fatalf("HOST:PORT: %q %q %v", addr, f.o.Peer, err)
 	}
 	if addr, err := plainDNSAddr("127.0.0.1:5353", dnsUDP); err != nil || addr != "127.0.0.1:5353" {

@@ -59,7 +59,7 @@ A newer publication replaces the whole set.`,
 			if !ok {
 				return errors.New("dns publish: this machine's key is not Ed25519")
 			}
-			addr, err := dnsNode(&f.dialFlags, args[0])
+			addr, err := f.node(args[0])
 			if err != nil {
 				return err
 			}

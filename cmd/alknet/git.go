@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"alknet.dev/alknet/core/call"
-	"alknet.dev/alknet/core/dial"
 )
 
 func (a *app) gitCmd() *cobra.Command {
@@ -69,7 +68,7 @@ func (a *app) gitOpCmd(op, use, short, long, example string, nargs int, input fu
 		Example: example,
 		Args:    cobra.ExactArgs(nargs),
 		RunE: func(_ *cobra.Command, args []string) error {
-			addr, err := gitNode(&f, args[0])
+			addr, err := f.node(args[0])
 			if err != nil {
 				return err
 			}
@@ -101,22 +100,6 @@ func (a *app) gitOpCmd(op, use, short, long, example string, nargs int, input fu
 	c.Flags().BoolVar(&asJSON, "json", false, "print the node's answer as JSON (docs/json.md)")
 	f.add(c)
 	return c
-}
-
-// gitNode reads HOST[:PORT] or FINGERPRINT@HOST[:PORT]; a fingerprint
-// pins the node as --peer does.
-func gitNode(f *callFlags, arg string) (string, error) {
-	fp, addr, err := dial.ParseTarget(arg)
-	if err != nil {
-		return "", fmt.Errorf("node %q: %w", arg, err)
-	}
-	if fp != "" {
-		if f.o.Peer != "" && f.o.Peer != fp {
-			return "", fmt.Errorf("node %q names fingerprint %s but --peer says %s: give one", arg, fp, f.o.Peer)
-		}
-		f.o.Peer = fp
-	}
-	return addr, nil
 }
 
 // operationError names an operation's own error code (git/create's
