@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 
 	"alknet.dev/alknet/plugins/sdk"
 )
@@ -57,20 +56,11 @@ type peerAnswer struct {
 
 // ServeConn serves peer tool requests on alknet/agent.
 func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil
-		}
-		wg.Add(1)
-		go func() { // owned by ServeConn: waited for above
-			defer wg.Done()
-			defer s.Close()
-			p.servePeerStream(c, s)
-		}()
-	}
+	c.EachStream(ctx, func(s *sdk.Stream) {
+		defer s.Close()
+		p.servePeerStream(c, s)
+	})
+	return nil
 }
 
 func (p *Plugin) servePeerStream(c *sdk.Conn, s *sdk.Stream) {

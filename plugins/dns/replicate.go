@@ -103,33 +103,24 @@ func (p *Plugin) serveReplication(ctx context.Context, c *sdk.Conn) error {
 		_ = c.Close(1, "this node serves no signed records: set signed_zone in [plugins.dns]")
 		return nil
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
+	c.EachStream(ctx, func(s *sdk.Stream) {
+		defer s.Close()
+		_ = s.SetReadDeadline(time.Now().Add(replicationTimeout))
+		b, err := io.ReadAll(io.LimitReader(s, maxPacketBytes+1))
 		if err != nil {
-			return nil
+			s.CancelWrite(1)
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.Close()
-			_ = s.SetReadDeadline(time.Now().Add(replicationTimeout))
-			b, err := io.ReadAll(io.LimitReader(s, maxPacketBytes+1))
-			if err != nil {
-				s.CancelWrite(1)
-				return
-			}
-			p.stats.replicationReceived.Add(1)
-			answer := "ok stored"
-			if stored, err := p.accept(b, idOf(c.Auth().Identity), "replication"); err != nil {
-				answer = "refused: " + err.Error()
-			} else if !stored {
-				answer = "ok already"
-			}
-			_, _ = io.WriteString(s, answer+"\n")
-		}()
-	}
+		p.stats.replicationReceived.Add(1)
+		answer := "ok stored"
+		if stored, err := p.accept(b, idOf(c.Auth().Identity), "replication"); err != nil {
+			answer = "refused: " + err.Error()
+		} else if !stored {
+			answer = "ok already"
+		}
+		_, _ = io.WriteString(s, answer+"\n")
+	})
+	return nil
 }
 
 // accept verifies and stores a packet; the log line names the key, who

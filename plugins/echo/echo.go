@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,24 +57,15 @@ func (p *Plugin) Info() sdk.Info {
 
 // ServeConn echoes every stream until the peer half-closes it.
 func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil
+	c.EachStream(ctx, func(s *sdk.Stream) {
+		buf := make([]byte, 256<<10)
+		if _, err := io.CopyBuffer(s, s, buf); err != nil {
+			s.CancelWrite(1)
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 256<<10)
-			if _, err := io.CopyBuffer(s, s, buf); err != nil {
-				s.CancelWrite(1)
-				return
-			}
-			_ = s.Close()
-		}()
-	}
+		_ = s.Close()
+	})
+	return nil
 }
 
 // Ticks is the input of echo/ticks.

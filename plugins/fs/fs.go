@@ -186,17 +186,6 @@ func (p *Plugin) logger() hclog.Logger {
 // Scopes are checked per request, so a refusal names the scope missing.
 func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	a := c.Auth()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil
-		}
-		wg.Add(1)
-		go func() { // owner: ServeConn, which waits for it
-			defer wg.Done()
-			p.serveStream(a.Identity, a.RemoteAddr, s)
-		}()
-	}
+	c.EachStream(ctx, func(s *sdk.Stream) { p.serveStream(a.Identity, a.RemoteAddr, s) })
+	return nil
 }

@@ -171,17 +171,6 @@ func (p *Plugin) create(cfg *config, name string) error {
 // ServeConn serves an alknet/git connection: each stream is one request.
 func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 	a := c.Auth()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil
-		}
-		wg.Add(1)
-		go func() { // owner: ServeConn, which waits for it
-			defer wg.Done()
-			p.serveStream(ctx, a, s)
-		}()
-	}
+	c.EachStream(ctx, func(s *sdk.Stream) { p.serveStream(ctx, a, s) })
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 
 	"alknet.dev/alknet/proto/pluginpb"
 )
@@ -102,6 +103,26 @@ func (c *Conn) AcceptStream(ctx context.Context) (*Stream, error) {
 		return nil, fmt.Errorf("accept stream: %w", err)
 	}
 	return s, nil
+}
+
+// EachStream serves a connection whose streams are independent requests:
+// it runs serve on a goroutine of its own for each stream the peer opens,
+// until AcceptStream fails (the connection closed or drains), then waits
+// for every serve to return.
+func (c *Conn) EachStream(ctx context.Context, serve func(*Stream)) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		s, err := c.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() { // owned by EachStream, which waits for it
+			defer wg.Done()
+			serve(s)
+		}()
+	}
 }
 
 // OpenStream opens a stream to the peer (QUIC and internal connections;

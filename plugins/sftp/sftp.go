@@ -287,19 +287,8 @@ func (p *Plugin) ServeConn(ctx context.Context, c *sdk.Conn) error {
 		p.log().Info("sftp refused", "identity", who, "remote_addr", a.RemoteAddr, "reason", "needs scope "+ScopeRead+" or "+ScopeWrite)
 		return c.Close(1, "sftp needs scope "+ScopeRead+" or "+ScopeWrite)
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			return nil
-		}
-		wg.Add(1)
-		go func() { // owner: ServeConn, which waits for it
-			defer wg.Done()
-			p.session(id, a, s)
-		}()
-	}
+	c.EachStream(ctx, func(s *sdk.Stream) { p.session(id, a, s) })
+	return nil
 }
 
 // session runs one SFTP session on s and logs it once at its end.
