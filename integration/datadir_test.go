@@ -138,10 +138,9 @@ func TestDataDirSecondServeRefused(t *testing.T) {
 		t.Fatalf("a second serve on the same data directory kept running:\n%s", out.String())
 	}
 	r := node.run("", "peers", "add", "p", "--fingerprint", "ed25519:"+strings.Repeat("ab", 32))
-	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload", pid)) {
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload: applied", pid)) {
 		t.Fatalf("peers add with the first node running: %+v", r)
 	}
-	srv.waitLog("configuration reloaded")
 }
 
 // After kill -9 the node's pid stays on disk and may belong to another
@@ -180,9 +179,10 @@ func TestDataDirKilledNodeNotSignalled(t *testing.T) {
 
 	srv2 := startServe(t, node)
 	r = node.run("", "peers", "add", "p2", "--fingerprint", "ed25519:"+strings.Repeat("cd", 32))
-	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload", srv2.cmd.Process.Pid)) {
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload: applied", srv2.cmd.Process.Pid)) {
 		t.Fatalf("peers add with the new node: %+v", r)
 	}
+	// Applied when the command returns: the log line was written before.
 	srv2.waitLog("configuration reloaded: peers=2")
 }
 

@@ -162,3 +162,20 @@ func (n *httpNode) curl(args ...string) (string, string, int) {
 	}
 	return stdout.String(), stderr.String(), code
 }
+
+// A key is in force when `alknet apikey create` returns: the command waits
+// for the running node to apply the change it signalled, so a request made
+// with the new token at once, on a connection already open, is served.
+func TestAPIKeyInForceWhenCreateReturns(t *testing.T) {
+	n := startHTTPNode(t, gatewayConfig)
+	for i := range 5 {
+		tok := n.token("admin")
+		if resp, b := n.do("POST", "/call", tok, strings.NewReader(`{"operation":"http/stats"}`)); resp.StatusCode != 200 {
+			t.Fatalf("key %d, used as `alknet apikey create` returned: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	r := n.node.run("", "apikey", "create", "--scope", "call:invoke")
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload: applied", n.srv.cmd.Process.Pid)) {
+		t.Errorf("apikey create: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -159,28 +161,42 @@ func (a *app) serve(ctx context.Context) error {
 // reload re-reads the config file and auth.json and applies their dynamic
 // settings; on any error the running configuration stays and the error
 // names the key.
+// The outcome is recorded in <data>/node.reload for the command that sent
+// the signal (tellRunningNode).
 func (a *app) reload(n *node.Node, d datadir.Dir) {
+	started := time.Now()
+	result := a.applyReload(n, d)
+	if err := d.RecordReload(started, result); err != nil {
+		a.log.Warn("cannot record the reload's outcome; commands that asked for it will not see it", "path", d.ReloadPath(), "error", err)
+	}
+}
+
+// applyReload is reload's work; it returns "ok" or what was not applied.
+func (a *app) applyReload(n *node.Node, d datadir.Dir) string {
+	rejected := func(err error) string {
+		a.log.Error("reload rejected; keeping the running configuration", "error", err)
+		return "rejected, the running configuration stays: " + err.Error()
+	}
 	if f := a.v.ConfigFileUsed(); f != "" {
 		if err := a.v.ReadInConfig(); err != nil {
-			a.log.Error("reload rejected; keeping the running configuration", "error", err)
-			return
+			return rejected(err)
 		}
 	}
 	cfg, err := a.config(d)
 	if err != nil {
-		a.log.Error("reload rejected; keeping the running configuration", "error", err)
-		return
+		return rejected(err)
 	}
 	static, err := n.Reload(cfg)
 	if err != nil {
-		a.log.Error("reload rejected; keeping the running configuration", "error", err)
-		return
-	}
-	if len(static) > 0 {
-		a.log.Warn("static settings changed; they apply after a restart", "keys", fmt.Sprint(static))
+		return rejected(err)
 	}
 	applied := n.Config()
 	a.log.Info("configuration reloaded", "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
+	if len(static) > 0 {
+		a.log.Warn("static settings changed; they apply after a restart", "keys", fmt.Sprint(static))
+		return "applied, except static settings that need a restart: " + strings.Join(static, ", ")
+	}
+	return "ok"
 }
 
 // printNextSteps prints, for `make run`, commands that try the node at
@@ -246,6 +262,11 @@ func (a *app) ensureVault(d datadir.Dir) (*vault.Vault, error) {
 	return v, nil
 }
 
+// reloadWait bounds how long a command waits for the node it signalled to
+// apply the change; a node still starting its plugins takes the signal
+// once it serves.
+const reloadWait = 15 * time.Second
+
 // tellRunningNode asks the node serving from d, if one runs, to reload
 // (SIGHUP) so that a change to its files applies at once, and says what it
 // did; what completes "asked the running node (pid N) to …". The node is
@@ -260,10 +281,22 @@ func (a *app) tellRunningNode(d datadir.Dir, what string) {
 	case pid <= 0:
 		fmt.Fprintf(a.err, "a node serves %s but its pid is not visible from here; send it SIGHUP to apply the change\n", d.Path)
 	default:
+		sent := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 			fmt.Fprintf(a.err, "could not signal the running node (pid %d): %v; send it SIGHUP to apply the change\n", pid, err)
 			return
 		}
-		fmt.Fprintf(a.err, "asked the running node (pid %d) to %s\n", pid, what)
+		// Wait for the node to apply it: whoever runs the next command
+		// (a request with the API key just created) expects the change
+		// in force.
+		r, ok := d.WaitReload(sent, reloadWait)
+		switch {
+		case !ok:
+			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s; it has not confirmed within %s (see its log)\n", pid, what, reloadWait)
+		case r.Result == "ok":
+			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: applied\n", pid, what)
+		default:
+			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: %s\n", pid, what, r.Result)
+		}
 	}
 }

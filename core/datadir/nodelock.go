@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -158,4 +159,61 @@ func readPID(path string) int {
 // are left alone, so any command may call it while a node runs.
 func (d Dir) RemoveLeftovers() ([]string, error) {
 	return atomicfile.RemoveLeftovers(d.Path)
+}
+
+// ReloadName is the file in which a serving node records the outcome of
+// its last reload, so that the command that asked for it (SIGHUP) can wait
+// for the change to apply and report a rejection (docs/spec/identity.md
+// §6): the signal itself carries no answer.
+const ReloadName = "node.reload"
+
+// ReloadPath is <data>/node.reload.
+func (d Dir) ReloadPath() string { return filepath.Join(d.Path, ReloadName) }
+
+// Reload is one reload as the node recorded it.
+type Reload struct {
+	// Started is when the node took the signal, before it read any file:
+	// every change written before the signal was sent is in this reload
+	// when Started is not before the sending.
+	Started time.Time
+	// Result is "ok", or what was not applied and why.
+	Result string
+}
+
+// RecordReload writes the outcome of the reload the node started at
+// started (result "ok", else what went wrong), replacing the last one.
+func (d Dir) RecordReload(started time.Time, result string) error {
+	line := strconv.FormatInt(started.UnixNano(), 10) + " " + strings.ReplaceAll(result, "\n", " ") + "\n"
+	return atomicfile.WriteFile(d.ReloadPath(), []byte(line))
+}
+
+// LastReload reads the node's last recorded reload (ok false: none, or
+// the file is unreadable).
+func (d Dir) LastReload() (r Reload, ok bool) {
+	b, err := os.ReadFile(d.ReloadPath())
+	if err != nil {
+		return Reload{}, false
+	}
+	ts, result, found := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
+	ns, err := strconv.ParseInt(ts, 10, 64)
+	if !found || err != nil {
+		return Reload{}, false
+	}
+	return Reload{Started: time.Unix(0, ns), Result: result}, true
+}
+
+// WaitReload waits until the node records a reload it started at or
+// after since, polling the record (a signal's outcome has no other way
+// back to its sender), for at most timeout.
+func (d Dir) WaitReload(since time.Time, timeout time.Duration) (Reload, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if r, ok := d.LastReload(); ok && !r.Started.Before(since) {
+			return r, true
+		}
+		if time.Now().After(deadline) {
+			return Reload{}, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

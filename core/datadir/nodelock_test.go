@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gofrs/flock"
 )
@@ -102,5 +103,29 @@ func TestRemoveLeftoversInDataDir(t *testing.T) {
 	removed, err := d.RemoveLeftovers()
 	if err != nil || len(removed) != 1 || removed[0] != tmp {
 		t.Fatalf("removed %v, %v", removed, err)
+	}
+}
+
+// A command waits for the reload its signal started: a record of an
+// earlier reload is not taken for it, and the outcome comes back whole.
+func TestWaitReloadTakesOnlyALaterReload(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	if _, ok := d.WaitReload(time.Now(), 0); ok {
+		t.Fatal("a reload was found where none was recorded")
+	}
+	earlier := time.Now()
+	sent := earlier.Add(time.Millisecond)
+	if err := d.RecordReload(earlier, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := d.WaitReload(sent, 30*time.Millisecond); ok {
+		t.Fatalf("the reload before the signal was taken for it: %+v", r)
+	}
+	if err := d.RecordReload(sent, "rejected, the running configuration stays: line 1\nline 2"); err != nil {
+		t.Fatal(err)
+	}
+	r, ok := d.WaitReload(sent, time.Second)
+	if !ok || !r.Started.Equal(sent) || r.Result != "rejected, the running configuration stays: line 1 line 2" {
+		t.Fatalf("WaitReload = %+v, %v", r, ok)
 	}
 }
