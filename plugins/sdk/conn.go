@@ -78,6 +78,60 @@ type Conn struct {
 	host   *Host
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// The connection's streams, for its end (endStreams).
+	smu     sync.Mutex
+	streams map[*Stream]struct{}
+	ended   bool
+}
+
+// newConn makes the Conn of connection id; its streams end with ctx.
+func newConn(id uint64, host *Host, a Auth, caps Capabilities) *Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{id: id, host: host, auth: a, caps: caps, ctx: ctx, cancel: cancel}
+	context.AfterFunc(ctx, c.endStreams)
+	return c
+}
+
+// endStreams ends the streams of a connection that closed. A stream whose
+// write side has finished (its FIN or reset handed to the node) is let
+// finish as Close does: its last bytes may still be on their way through
+// the node to the peer, and cancelling its RPC now would cut them off —
+// a handler that writes its last words, closes the stream and returns
+// must have them delivered. Any other stream is reset at once.
+func (c *Conn) endStreams() {
+	c.smu.Lock()
+	c.ended = true
+	streams := c.streams
+	c.streams = nil
+	c.smu.Unlock()
+	for s := range streams {
+		if s.writeEnded() {
+			_ = s.Close()
+		} else {
+			s.cancel()
+		}
+	}
+}
+
+// track adds s to the connection's streams (false: the connection ended).
+func (c *Conn) track(s *Stream) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.ended {
+		return false
+	}
+	if c.streams == nil {
+		c.streams = map[*Stream]struct{}{}
+	}
+	c.streams[s] = struct{}{}
+	return true
+}
+
+func (c *Conn) untrack(s *Stream) {
+	c.smu.Lock()
+	delete(c.streams, s)
+	c.smu.Unlock()
 }
 
 // Auth returns who is on the other end.
@@ -137,19 +191,35 @@ func (c *Conn) OpenStream(ctx context.Context) (*Stream, error) {
 
 // stream starts the one Host.Stream RPC a stream costs: its first message
 // names the connection, and the node answers once the stream exists. The
-// RPC lives as long as the connection; ctx bounds only the wait.
+// RPC lives until the stream is closed and done, or the connection ends
+// (endStreams); ctx bounds only the wait.
 func (c *Conn) stream(ctx context.Context, accept bool) (*Stream, error) {
-	sctx, cancel := context.WithCancel(c.ctx)
+	if c.ctx.Err() != nil {
+		return nil, net.ErrClosed
+	}
+	// Not derived from the connection's context: a closed stream's RPC
+	// outlives the connection's end until it has delivered its last bytes.
+	sctx, cancelRPC := context.WithCancel(context.Background())
 	cs, err := c.host.c.Stream(sctx)
 	if err != nil {
-		cancel()
+		cancelRPC()
 		return nil, err
 	}
 	if err := cs.Send(&pluginpb.Chunk{Open: &pluginpb.StreamOpen{Conn: c.id, Accept: accept}}); err != nil {
-		cancel()
+		cancelRPC()
 		return nil, err
 	}
-	s := newStream(cs, cancel, addr{"alknet", "node"}, addr{"alknet", c.auth.RemoteAddr})
+	var s *Stream
+	cancel := func() {
+		cancelRPC()
+		c.untrack(s)
+	}
+	s = newStream(cs, cancel, addr{"alknet", "node"}, addr{"alknet", c.auth.RemoteAddr})
+	if !c.track(s) {
+		cancel()
+		<-s.finished
+		return nil, net.ErrClosed
+	}
 	select {
 	case <-s.opened:
 		return s, nil
@@ -159,6 +229,7 @@ func (c *Conn) stream(ctx context.Context, accept bool) (*Stream, error) {
 			return s, nil // opened, and already ended by the peer
 		default:
 		}
+		cancel()
 		return nil, hostError(s.endErr)
 	case <-ctx.Done():
 		cancel()

@@ -196,8 +196,7 @@ func (h *Host) DialInternal(ctx context.Context, as Actor, alpn string) (*Conn, 
 	if err != nil {
 		return nil, fmt.Errorf("dial internal %s: %w", alpn, hostError(err))
 	}
-	cctx, cancel := context.WithCancel(context.Background())
-	return &Conn{id: ref.GetConn(), host: h, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}}, nil
+	return newConn(ref.GetConn(), h, Auth{ALPN: alpn, RemoteAddr: "internal", Transport: "internal"}, Capabilities{}), nil
 }
 
 // DialPeer connects to another node, as this node (its identity is what
@@ -211,8 +210,7 @@ func (h *Host) DialPeer(ctx context.Context, as Actor, target, alpn string) (*Co
 	if err != nil {
 		return nil, fmt.Errorf("dial %s on %s: %w", target, alpn, hostError(err))
 	}
-	cctx, cancel := context.WithCancel(context.Background())
-	return &Conn{id: ref.GetConn(), host: h, ctx: cctx, cancel: cancel, auth: Auth{ALPN: alpn, RemoteAddr: target, Transport: "peer"}}, nil
+	return newConn(ref.GetConn(), h, Auth{ALPN: alpn, RemoteAddr: target, Transport: "peer"}, Capabilities{}), nil
 }
 
 // CredentialKind names what Authenticate resolves.

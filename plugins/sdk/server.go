@@ -183,9 +183,9 @@ func (s *server) OpenConnection(_ context.Context, r *pluginpb.OpenConnectionReq
 		return nil, status.Error(codes.Unimplemented, "this plugin serves no connections")
 	}
 	a := r.GetAuth()
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &Conn{id: r.GetConn(), host: host, ctx: ctx, cancel: cancel, caps: capsFromProto(r.GetCapabilities()),
-		auth: Auth{Identity: identityFrom(a.GetIdentity()), Fingerprint: a.GetFingerprint(), ALPN: a.GetAlpn(), RemoteAddr: a.GetRemoteAddr(), Transport: a.GetTransport()}}
+	c := newConn(r.GetConn(), host, Auth{Identity: identityFrom(a.GetIdentity()), Fingerprint: a.GetFingerprint(), ALPN: a.GetAlpn(), RemoteAddr: a.GetRemoteAddr(), Transport: a.GetTransport()},
+		capsFromProto(r.GetCapabilities()))
+	ctx := c.ctx
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()

@@ -307,6 +307,14 @@ func (s *Stream) failWrites(err error) {
 	s.endLocked()
 }
 
+// writeEnded reports whether the write side has finished: its FIN or
+// reset was handed to the node, or sending failed.
+func (s *Stream) writeEnded() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.wended
+}
+
 // CloseWrite half-closes once the queued bytes are sent: the peer reads
 // EOF; reading goes on. It returns when the FIN has left, with the error
 // of any send that failed.
