@@ -37,17 +37,23 @@ func TestCalls(t *testing.T) {
 		t.Fatalf("abort: %s", got)
 	}
 	c.Abort(99) // unknown: nothing
-	// Ended calls free their ids and their places.
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Start(parent, 1, 0, wait("one more")) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("id 1 still taken after its call ended")
+	// Ended calls free their ids and their places (once their goroutines
+	// have returned, just after they reported).
+	startEventually := func(id uint64, name string) {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := c.Start(parent, id, 0, wait(name))
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s (id %d) still refused after the calls ended: %v", name, id, err)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
-	if err := c.Start(parent, 4, 0, wait("four")); err != nil {
-		t.Fatal(err)
-	}
+	startEventually(1, "one more")
+	startEventually(4, "four")
 	cancelAll()
 	c.Wait()
 	if len(ended) != 2 {
