@@ -3,15 +3,23 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -622,4 +630,101 @@ func TestDNSStalledClientsAreClosed(t *testing.T) {
 func isTimeoutErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A zone larger than one DNS message transfers whole to an identity the
+// zone allows: kdig over DoT with its client certificate, and a DoQ
+// client, get every record in several messages, the SOA first and last.
+func TestDNSTransferOfALargeZone(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xfr"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := writeFile(t, filepath.Join(dir, "xfr.crt"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o600)
+	keyFile := writeFile(t, filepath.Join(dir, "xfr.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), 0o600)
+	sum := sha256.Sum256(der)
+	fp := "SHA256:" + hex.EncodeToString(sum[:])
+
+	var zone strings.Builder
+	zone.WriteString("$ORIGIN big.example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ IN NS ns1\n")
+	const txts = 3000
+	for i := range txts {
+		fmt.Fprintf(&zone, "t%04d IN TXT \"%s\"\n", i, strings.Repeat("x", 60))
+	}
+	zoneFile := writeFile(t, filepath.Join(dir, "big.example.zone"), zone.String(), 0o600)
+	client := newCLI(t, nil) // alknet dns query, as the same identity
+	client.ok("", "init", "--show-mnemonic-once")
+	clientFP := strings.TrimSpace(client.ok("", "id"))
+	n := startDNSNode(t, "", fmt.Sprintf("[[plugins.dns.zones]]\norigin = \"big.example.\"\nfile = %q\nallow_transfer = [\"xfr\"]\n\n[[auth.peers]]\npeer_id = \"xfr\"\nfingerprints = [%q, %q]\n", zoneFile, fp, clientFP))
+	const records = txts + 3 // the SOA twice and the NS
+
+	for _, tr := range []string{"--doq", "--dot"} {
+		out := client.ok("", "dns", "query", tr, "--peer", n.srv.FP, "big.example", "AXFR", n.srv.Addr)
+		if got := strings.Count(out, "\tTXT\t"); got != txts || strings.Count(out, "\tSOA\t") != 2 {
+			t.Errorf("alknet dns query %s AXFR: %d TXT records, want %d, and the SOA twice:\n%s", tr, got, txts, out[:min(len(out), 600)])
+		}
+	}
+
+	out := kdig(t, "@127.0.0.1", "-p", n.port, "+tls", "+tls-pin="+n.pin, "+tls-certfile="+certFile, "+tls-keyfile="+keyFile, "big.example", "AXFR")
+	m := regexp.MustCompile(`\((\d+) messages, (\d+) records\)`).FindStringSubmatch(out)
+	if m == nil || m[2] != strconv.Itoa(records) {
+		t.Fatalf("kdig AXFR over DoT: want %d records:\n%s", records, out[max(0, len(out)-600):])
+	}
+	if msgs, _ := strconv.Atoi(m[1]); msgs < 3 {
+		t.Errorf("kdig AXFR over DoT: %s messages for a zone of ~200 KB", m[1])
+	}
+
+	cert, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := quic.DialAddr(tctx(t, 10*time.Second), n.srv.Addr,
+		&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"doq"}, Certificates: []tls.Certificate{cert}}, &quic.Config{}) //nolint:gosec // the pin is checked by kdig above
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(0, "")
+	s, err := c.OpenStreamSync(tctx(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	q := new(dns.Msg)
+	q.SetQuestion("big.example.", dns.TypeAXFR)
+	q.Id = 0
+	b, _ := q.Pack()
+	if _, err := s.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	wire, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatalf("AXFR over DoQ: %v", err)
+	}
+	var got []dns.RR
+	msgs := 0
+	for len(wire) >= 2 {
+		l := int(binary.BigEndian.Uint16(wire))
+		var part dns.Msg
+		if len(wire) < 2+l || part.Unpack(wire[2:2+l]) != nil || part.Rcode != dns.RcodeSuccess {
+			t.Fatalf("AXFR over DoQ: message %d does not parse or is not NOERROR", msgs)
+		}
+		got = append(got, part.Answer...)
+		wire = wire[2+l:]
+		msgs++
+	}
+	if len(wire) != 0 || msgs < 3 || len(got) != records || got[0].Header().Rrtype != dns.TypeSOA || got[len(got)-1].Header().Rrtype != dns.TypeSOA {
+		t.Fatalf("AXFR over DoQ: %d messages, %d records, %d bytes left (want several, %d records, SOA first and last)", msgs, len(got), len(wire), records)
+	}
 }

@@ -62,7 +62,9 @@ and print the status and the answer's records, one per line as dig prints
 them, then the authority section when there is one. A DNS error (NXDOMAIN,
 SERVFAIL, REFUSED) is an answer: its status is printed and the exit status is
 0. The exit status is 1 when no answer came (connection, verification,
-transport or HTTP errors).
+transport or HTTP errors). A zone transfer (AXFR) over --doq or --dot is read
+to its closing SOA, however many messages it takes; the node gives it only to
+identities the zone's allow_transfer lists.
 
 Transports (one; default --doq):
   --doq  DNS over QUIC (RFC 9250): ALPN doq on the node's UDP port
@@ -284,6 +286,11 @@ func (a *app) nodeExchange(ctx context.Context, transport, addr string, f *dialF
 	if err := m.Unpack(answer); err != nil {
 		return nil, fmt.Errorf("the node's answer is not a DNS message: %w", err)
 	}
+	if transport != dnsDoH {
+		if err := readTransferRest(s, m); err != nil {
+			return nil, closeReason(conn, err)
+		}
+	}
 	return m, nil
 }
 
@@ -306,18 +313,56 @@ func streamExchange(ctx context.Context, s endpoint.Stream, query []byte, closeW
 			return nil, err
 		}
 	}
+	return readDNSFrame(s)
+}
+
+// readDNSFrame reads one message framed by its 2-byte length.
+func readDNSFrame(r io.Reader) ([]byte, error) {
 	var n [2]byte
-	if _, err := io.ReadFull(s, n[:]); err != nil {
+	if _, err := io.ReadFull(r, n[:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the node closed the stream without an answer")
 		}
 		return nil, err
 	}
 	answer := make([]byte, binary.BigEndian.Uint16(n[:]))
-	if _, err := io.ReadFull(s, answer); err != nil {
+	if _, err := io.ReadFull(r, answer); err != nil {
 		return nil, fmt.Errorf("read the answer: %w", err)
 	}
 	return answer, nil
+}
+
+// readTransferRest reads the further messages of a zone transfer whose
+// first message is m, appending their records to m, until the closing
+// SOA (RFC 5936 §2.2): a large zone comes in several messages.
+func readTransferRest(r io.Reader, m *dns.Msg) error {
+	if len(m.Question) != 1 || (m.Question[0].Qtype != dns.TypeAXFR && m.Question[0].Qtype != dns.TypeIXFR) || m.Rcode != dns.RcodeSuccess {
+		return nil
+	}
+	soas := func() int {
+		n := 0
+		for _, rr := range m.Answer {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				n++
+			}
+		}
+		return n
+	}
+	for len(m.Answer) > 0 && (soas() < 2 || m.Answer[len(m.Answer)-1].Header().Rrtype != dns.TypeSOA) {
+		b, err := readDNSFrame(r)
+		if err != nil {
+			return fmt.Errorf("zone transfer: after %d records: %w", len(m.Answer), err)
+		}
+		part := new(dns.Msg)
+		if err := part.Unpack(b); err != nil {
+			return fmt.Errorf("zone transfer: after %d records, a message that does not parse: %w", len(m.Answer), err)
+		}
+		if part.Id != m.Id || part.Rcode != dns.RcodeSuccess {
+			return fmt.Errorf("zone transfer: after %d records, a message with id %d and status %s", len(m.Answer), part.Id, dns.RcodeToString[part.Rcode])
+		}
+		m.Answer = append(m.Answer, part.Answer...)
+	}
+	return nil
 }
 
 // dohExchange POSTs the query to /dns-query over HTTP/2 on s, the one

@@ -254,9 +254,10 @@ func (p *Plugin) mayForward(req *dns.Msg, src source) bool {
 	return findZone(cfg.zones, canonical(req.Question[0].Name)) == nil
 }
 
-// transfer answers AXFR for identities the zone allows (one message: the
-// zone's records between two SOAs); IXFR is answered as AXFR (RFC 1995
-// allows it). UDP never carries a transfer.
+// transfer answers AXFR for identities the zone allows (the zone's
+// records between two SOAs, which packLengthPrefixed splits into messages
+// on the stream transports); IXFR is answered as AXFR (RFC 1995 allows
+// it). UDP never carries a transfer.
 func (p *Plugin) transfer(m *dns.Msg, cfg *config, qname string, src source) {
 	z := findZone(cfg.zones, qname)
 	switch {

@@ -131,18 +131,59 @@ func writeMessage(w io.Writer, m *dns.Msg) error {
 	return err
 }
 
+// packLengthPrefixed packs m, compressed, behind its 2-byte length. A zone
+// transfer too large for one message becomes several, each with its
+// length (RFC 5936 §2.2; RFC 9250 §4.2 and RFC 7766 carry them on one
+// stream or connection); any other answer is one message.
 func packLengthPrefixed(m *dns.Msg) ([]byte, error) {
-	b, err := m.Pack()
-	if err != nil {
-		return nil, fmt.Errorf("pack answer: %w", err)
+	var out []byte
+	for _, part := range splitTransfer(m, maxMessage) {
+		part.Compress = true
+		b, err := part.Pack()
+		if err != nil {
+			return nil, fmt.Errorf("pack answer: %w", err)
+		}
+		if len(b) > maxMessage {
+			return nil, errors.New("answer longer than 65535 bytes")
+		}
+		out = binary.BigEndian.AppendUint16(out, uint16(len(b)))
+		out = append(out, b...)
 	}
-	if len(b) > maxMessage {
-		return nil, errors.New("answer longer than 65535 bytes")
-	}
-	out := make([]byte, 2+len(b))
-	binary.BigEndian.PutUint16(out, uint16(len(b)))
-	copy(out[2:], b)
 	return out, nil
+}
+
+// splitTransfer splits the answer of an AXFR or IXFR into messages of at
+// most limit bytes, in order, each with the header, question and
+// additional section of m; any other m is returned alone. Sizes are
+// counted uncompressed, an upper bound of the packed size, so no part
+// outgrows limit once packed.
+func splitTransfer(m *dns.Msg, limit int) []*dns.Msg {
+	if len(m.Question) != 1 || (m.Question[0].Qtype != dns.TypeAXFR && m.Question[0].Qtype != dns.TypeIXFR) {
+		return []*dns.Msg{m}
+	}
+	empty := m.Copy()
+	empty.Answer = nil
+	empty.Compress = false
+	base := empty.Len()
+	size := base
+	for _, rr := range m.Answer {
+		size += dns.Len(rr)
+	}
+	if size <= limit {
+		return []*dns.Msg{m}
+	}
+	var parts []*dns.Msg
+	cur, size := empty.Copy(), base
+	for _, rr := range m.Answer {
+		l := dns.Len(rr)
+		if size+l > limit && len(cur.Answer) > 0 {
+			parts = append(parts, cur)
+			cur, size = empty.Copy(), base
+		}
+		cur.Answer = append(cur.Answer, rr)
+		size += l
+	}
+	return append(parts, cur)
 }
 
 // hasTCPKeepalive reports the edns-tcp-keepalive option (RFC 7828).

@@ -99,6 +99,7 @@ func (p *Plugin) queryOp(ctx context.Context, c *sdk.Call, in QueryInput) (Query
 		return QueryOutput{}, sdk.Errorf(sdk.CodeInvalidInput, "message: %v", err)
 	}
 	m := p.answer(ctx, req, source{transport: "call", identity: c.Identity})
+	m.Compress = true
 	out, err := m.Pack()
 	if err != nil {
 		return QueryOutput{}, err

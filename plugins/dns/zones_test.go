@@ -2,7 +2,9 @@ package dnsplugin
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -195,5 +197,54 @@ func TestForwardOnlyForRecurse(t *testing.T) {
 	}
 	if m := ask(p, "www.example.net.", dns.TypeA, recurse); !m.Authoritative || asked.Load() != 1 {
 		t.Fatalf("a name in the zones went upstream: %v", m)
+	}
+}
+
+// A zone larger than one DNS message transfers as several on the stream
+// transports, each under 64 KiB with its own length, the SOA first and
+// last, every record once.
+func TestTransferOfALargeZoneSpansMessages(t *testing.T) {
+	records := strings.Split(testZone, "\n")
+	for i := range 3000 {
+		records = append(records, fmt.Sprintf("t%04d IN TXT %q", i, strings.Repeat("x", 60)))
+	}
+	b, _ := json.Marshal(map[string]any{"zones": []map[string]any{{"origin": "example.net.", "records": records, "allow_transfer": []string{"xfr"}}}})
+	p := testPlugin(t, string(b))
+	m := ask(p, "example.net.", dns.TypeAXFR, &sdk.Identity{ID: "xfr"})
+	want := len(m.Answer)
+	if want < 3000 {
+		t.Fatalf("AXFR answered %d records", want)
+	}
+	wire, err := packLengthPrefixed(m)
+	if err != nil {
+		t.Fatalf("pack the transfer: %v", err)
+	}
+	var got []dns.RR
+	msgs := 0
+	for len(wire) > 0 {
+		n := int(binary.BigEndian.Uint16(wire))
+		part := new(dns.Msg)
+		if err := part.Unpack(wire[2 : 2+n]); err != nil {
+			t.Fatalf("message %d: %v", msgs, err)
+		}
+		if part.Id != m.Id || part.Rcode != dns.RcodeSuccess || len(part.Question) != 1 {
+			t.Fatalf("message %d: header %v", msgs, part.MsgHdr)
+		}
+		got = append(got, part.Answer...)
+		wire = wire[2+n:]
+		msgs++
+	}
+	if msgs < 3 || len(got) != want || got[0].Header().Rrtype != dns.TypeSOA || got[len(got)-1].Header().Rrtype != dns.TypeSOA {
+		t.Fatalf("%d messages with %d records (want several with %d, SOA first and last)", msgs, len(got), want)
+	}
+	for i := range got {
+		if got[i].String() != m.Answer[i].String() {
+			t.Fatalf("record %d: %s, want %s", i, got[i], m.Answer[i])
+		}
+	}
+	// A small transfer stays one message.
+	small := ask(testPlugin(t, zoneSettings()), "example.net.", dns.TypeAXFR, &sdk.Identity{ID: "xfr"})
+	if parts := splitTransfer(small, maxMessage); len(parts) != 1 {
+		t.Errorf("a small zone took %d messages", len(parts))
 	}
 }
