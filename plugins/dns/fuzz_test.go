@@ -69,7 +69,7 @@ func answerPacks(t *testing.T, p *Plugin, req *dns.Msg) {
 		if m == nil || !m.Response || m.Id != req.Id {
 			t.Fatalf("answer to %v: %v", req, m)
 		}
-		if _, err := m.Pack(); err != nil {
+		if _, err := packLengthPrefixed(m); err != nil { // as DoQ and DoT send it
 			t.Fatalf("answer does not pack: %v\n%v", err, m)
 		}
 	}
