@@ -382,7 +382,7 @@ func (l *ProcessLauncher) newRunner(o LaunchSpec, cmd *exec.Cmd, socketDir strin
 		log = hclog.NewNullLogger()
 	}
 	r := &pluginRunner{name: o.Binary, socketDir: socketDir, pluginDir: socketDir, runAs: o.RunAs, group: group, memory: o.Limits.Memory,
-		log: log, relayDone: make(chan struct{})}
+		log: log, relayDone: make(chan struct{}), waited: make(chan struct{})}
 	args := append([]string{}, l.Trampoline[1:]...)
 	args = append(args, "-ppid", strconv.Itoa(os.Getpid()), "-exec", link)
 	if o.Limits.OpenFiles > 0 {
@@ -480,6 +480,9 @@ type pluginRunner struct {
 	group                *pluginCgroup
 	memory               int64
 
+	// waited is closed when Wait has seen the process exit.
+	waited chan struct{}
+
 	mu     sync.Mutex
 	reason string
 }
@@ -520,6 +523,7 @@ func (r *pluginRunner) Wait(context.Context) error {
 	r.mu.Lock()
 	r.reason = reason
 	r.mu.Unlock()
+	close(r.waited)
 	return err
 }
 
@@ -619,17 +623,13 @@ func (p *goPluginProcess) ServeHost(srv pluginpb.HostServer) (uint32, error) {
 	return id, nil
 }
 
-// watch closes exited when go-plugin reports the process gone. Owned by
-// the process; it ends with it.
+// watch closes exited when the process is gone: go-plugin waits for it
+// through the runner (its Client.Exited can only be polled, which cost an
+// idle node a wakeup per plugin every few milliseconds). Owned by the
+// process; it ends with it.
 func (p *goPluginProcess) watch() {
-	defer close(p.exited)
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for range t.C {
-		if p.client.Exited() {
-			return
-		}
-	}
+	<-p.runner.waited
+	close(p.exited)
 }
 
 // Stop ends the process: graceful first, then the whole process group.
