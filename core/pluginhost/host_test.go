@@ -981,3 +981,126 @@ func TestInvokeAsCaller(t *testing.T) {
 		t.Errorf("services/schema of probe/agent does not show acts_as_caller: %s", out)
 	}
 }
+
+// What one plugin can make the core hold is bounded: accepts waiting on a
+// connection, Host.Invoke calls running, connections it dialed. Past each
+// bound the next request is refused with RESOURCE_EXHAUSTED — exactly one
+// of bound+1 requests made at once — and what runs goes on.
+func TestHostBoundsWhatAPluginHolds(t *testing.T) {
+	// Smaller than the node's, so that the race detector's goroutine
+	// limit is not reached; the same code counts.
+	invokes, dialed, accepts := maxHostInvokes, maxDialedConns, maxPendingAccepts
+	maxHostInvokes, maxDialedConns, maxPendingAccepts = 100, 100, 16
+	t.Cleanup(func() { maxHostInvokes, maxDialedConns, maxPendingAccepts = invokes, dialed, accepts })
+	p := &rawPlugin{manifest: manifest("probe"), conns: make(chan uint64, 1)}
+	th := newTestHost(t, p)
+	_ = th.reg.Register(call.Registration{Spec: call.Spec{Name: "core/block", OpType: call.Subscription},
+		Stream: func(ctx context.Context, _ json.RawMessage, _ func(any) error) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}})
+	if err := th.ep.Register("alknet/target", "test", endpoint.HandlerFunc(func(_ context.Context, c endpoint.Conn, _ auth.AuthContext) error {
+		<-c.Context().Done()
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	th.start()
+	th.waitState("probe", StateReady, nil)
+	client, server := endpoint.Pipe("alknet/probe")
+	defer client.CloseWithError(0, "")
+	if err := th.ep.ServeInternal(server, auth.AuthContext{Identity: &auth.Identity{ID: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	conn := <-p.conns
+	h := p.hostClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// n requests at once: start each, and report how each ended (nil: it
+	// is still running when ctx ends).
+	atOnce := func(n int, start func(ctx context.Context) error) (exhausted int, errs []error) {
+		t.Helper()
+		rctx, stop := context.WithCancel(ctx)
+		ended := make(chan error, n)
+		for range n {
+			go func() { ended <- start(rctx) }()
+		}
+		// The refused one ends at once; the others wait for rctx.
+		first := <-ended
+		if status.Code(first) != codes.ResourceExhausted {
+			t.Fatalf("the first of %d requests to end: %v, want RESOURCE_EXHAUSTED", n, first)
+		}
+		stop()
+		errs = append(errs, first)
+		for range n - 1 {
+			errs = append(errs, <-ended)
+		}
+		for _, err := range errs {
+			if status.Code(err) == codes.ResourceExhausted {
+				exhausted++
+			}
+		}
+		return exhausted, errs
+	}
+
+	accept := func(ctx context.Context) error {
+		st, err := h.Stream(ctx)
+		if err != nil {
+			return err
+		}
+		if err := st.Send(&pluginpb.Chunk{Open: &pluginpb.StreamOpen{Conn: conn, Accept: true}}); err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	}
+	if n, errs := atOnce(int(maxPendingAccepts)+1, accept); n != 1 {
+		t.Errorf("%d accepts at once on one connection: %d refused (%v), want 1", maxPendingAccepts+1, n, errs[0])
+	}
+
+	invoke := func(ctx context.Context) error {
+		st, err := h.Invoke(ctx, &pluginpb.HostInvokeRequest{As: conn, Operation: "core/block", Input: []byte("null"), Subscribe: true})
+		if err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	}
+	if n, _ := atOnce(int(maxHostInvokes)+1, invoke); n != 1 {
+		t.Errorf("%d Host.Invoke calls at once: %d refused, want 1", maxHostInvokes+1, n)
+	}
+
+	var dialMu sync.Mutex
+	var refs []uint64
+	dial := func(ctx context.Context) error {
+		ref, err := h.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: "alknet/target", As: conn})
+		if err != nil {
+			return err
+		}
+		dialMu.Lock()
+		refs = append(refs, ref.GetConn())
+		dialMu.Unlock()
+		<-ctx.Done() // the connection stays open meanwhile
+		_, _ = h.CloseConnection(context.Background(), &pluginpb.CloseConnectionRequest{Conn: ref.GetConn()})
+		return nil
+	}
+	if n, _ := atOnce(int(maxDialedConns)+1, dial); n != 1 {
+		t.Errorf("%d connections dialed at once: %d refused, want 1", maxDialedConns+1, n)
+	}
+	// Closed connections give their places back.
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("the closed dialed connections still count", func() bool { return th.h.supervisor("probe").current().dialed.Load() == 0 })
+	if _, err := h.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: "alknet/target", As: conn}); err != nil {
+		t.Fatalf("a dial after the others closed: %v", err)
+	}
+}

@@ -55,6 +55,9 @@ func (s *hostService) Stream(rpc grpc.BidiStreamingServer[pluginpb.Chunk, plugin
 	}
 	var st endpoint.Stream
 	if open.GetAccept() {
+		if !take(&ch.accepts, maxPendingAccepts) {
+			return status.Errorf(codes.ResourceExhausted, "connection %d has %d accepts waiting already; accept one stream at a time", open.GetConn(), maxPendingAccepts)
+		}
 		// Draining ends the plugin's accept loop; streams in progress go on.
 		actx, cancel := context.WithCancel(rpc.Context())
 		go func() {
@@ -68,6 +71,7 @@ func (s *hostService) Stream(rpc grpc.BidiStreamingServer[pluginpb.Chunk, plugin
 		}()
 		st, err = ch.conn.AcceptStream(actx)
 		cancel()
+		ch.accepts.Add(-1)
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "connection closed or draining: %v", err)
 		}
@@ -108,6 +112,10 @@ func (s *hostService) pluginAuthority() *auth.Identity {
 // call's deadline and cancelled with it); from a connection or session, a
 // call as its identity through every gate a wire call passes.
 func (s *hostService) Invoke(r *pluginpb.HostInvokeRequest, st grpc.ServerStreamingServer[pluginpb.InvokeResult]) error {
+	if !take(&s.in.invokes, maxHostInvokes) {
+		return status.Errorf(codes.ResourceExhausted, "plugin %s runs %d Host.Invoke calls already; end some first", s.in.name, maxHostInvokes)
+	}
+	defer s.in.invokes.Add(-1)
 	return s.invoke(st.Context(), r, st.Send)
 }
 
@@ -226,22 +234,32 @@ func (s *hostService) DialInternal(_ context.Context, r *pluginpb.DialInternalRe
 	if err != nil {
 		return nil, notServing(r.GetAs())
 	}
+	if !take(&s.in.dialed, maxDialedConns) {
+		return nil, s.tooManyDialed()
+	}
 	client, server := endpoint.Pipe(r.GetAlpn())
 	ac := auth.AuthContext{Identity: a.identity, ALPN: r.GetAlpn(), RemoteAddr: server.RemoteAddr(), Transport: server.Transport()}
 	if err := s.h.opts.Endpoint.ServeInternal(server, ac); err != nil {
+		s.in.dialed.Add(-1)
 		return nil, status.Errorf(codes.NotFound, "%v; install the plugin that serves it (alknet plugin install …)", err)
 	}
 	return &pluginpb.ConnRef{Conn: s.adopt(client, a)}, nil
 }
 
+func (s *hostService) tooManyDialed() error {
+	return status.Errorf(codes.ResourceExhausted, "plugin %s holds %d dialed connections open already; close some first", s.in.name, maxDialedConns)
+}
+
 // adopt hands the plugin a connection it dialed, acting as a: it closes
-// when either side, the handle it acts as or the plugin ends.
+// when either side, the handle it acts as or the plugin ends, and then
+// gives back its place among the dialed connections.
 func (s *hostService) adopt(client endpoint.Conn, a actor) uint64 {
 	ch := &connHandle{conn: client, identity: a.identity, drain: s.in.ctx, done: make(chan struct{})}
 	id := s.in.addConn(ch)
 	go func() {
 		// Owned by the dialed connection: ends when either side, the
 		// handle it acts as or the plugin ends.
+		defer s.in.dialed.Add(-1)
 		select {
 		case <-ch.done:
 		case <-client.Context().Done():
@@ -267,10 +285,14 @@ func (s *hostService) DialPeer(ctx context.Context, r *pluginpb.DialPeerRequest)
 	if s.h.opts.DialPeer == nil {
 		return nil, status.Error(codes.Unavailable, "this node does not dial other nodes for plugins")
 	}
+	if !take(&s.in.dialed, maxDialedConns) {
+		return nil, s.tooManyDialed()
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialPeerTimeout)
 	defer cancel()
 	conn, err := s.h.opts.DialPeer(dctx, r.GetTarget(), r.GetAlpn())
 	if err != nil {
+		s.in.dialed.Add(-1)
 		return nil, status.Errorf(codes.Unavailable, "dial %s on %s: %v", r.GetTarget(), r.GetAlpn(), err)
 	}
 	id := ""

@@ -34,6 +34,35 @@ type instance struct {
 	handles sync.Map     // uint64 → *connHandle | *callHandle | *sessionHandle
 	active  atomic.Int64 // streams being bridged
 	mux     *callMux
+
+	// What the plugin makes the core hold at once, against bounds.
+	invokes atomic.Int64 // Host.Invoke calls running
+	dialed  atomic.Int64 // connections dialed (DialInternal, DialPeer) still open
+}
+
+// Bounds of what one plugin instance can make the core hold at once
+// (docs/spec/plugins.md §3): a plugin is trusted with its own work only,
+// and each of these costs the core goroutines and memory. Variables only
+// so that a test can reach them with few goroutines.
+var (
+	// maxHostInvokes bounds Host.Invoke calls running at once (each a
+	// subscription, or a call of an SDK without Invokes).
+	maxHostInvokes int64 = 4096
+	// maxDialedConns bounds the connections the plugin dialed with
+	// DialInternal or DialPeer that are still open.
+	maxDialedConns int64 = 4096
+	// maxPendingAccepts bounds the Host.Stream accepts waiting on one
+	// connection for the peer's next stream (a plugin needs one).
+	maxPendingAccepts int64 = 64
+)
+
+// take reserves one of max places counted by n; release it with n.Add(-1).
+func take(n *atomic.Int64, max int64) bool {
+	if n.Add(1) > max {
+		n.Add(-1)
+		return false
+	}
+	return true
 }
 
 // connHandle is a connection the plugin serves: one the endpoint routed to
@@ -51,6 +80,8 @@ type connHandle struct {
 
 	mu       sync.Mutex
 	sessions map[uint64]struct{}
+
+	accepts atomic.Int64 // Host.Stream accepts waiting for a stream
 }
 
 func (c *connHandle) finish(code uint64, reason string) {
