@@ -728,3 +728,26 @@ func TestDNSTransferOfALargeZone(t *testing.T) {
 		t.Fatalf("AXFR over DoQ: %d messages, %d records, %d bytes left (want several, %d records, SOA first and last)", msgs, len(got), len(wire), records)
 	}
 }
+
+// `alknet dns query --doh` with a bearer token asks as the token's
+// identity: a zone transfer the zone allows that identity is answered,
+// the same query without the token is refused.
+func TestDNSQueryOverHTTPSWithAToken(t *testing.T) {
+	n := startDNSNode(t, "", "")
+	tokenFile := writeFile(t, filepath.Join(t.TempDir(), "xfr.token"), base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a, 0xa5, 0x3c}, 8))+"\n", 0o600)
+	r := n.node.run("", "peers", "add", "xfr", "--token-file", tokenFile)
+	if r.code != 0 || !strings.Contains(r.stderr, "to reload: applied") {
+		t.Fatalf("peers add xfr: exit %d\n%s", r.code, r.stderr)
+	}
+	client := newCLI(t, nil)
+	args := []string{"dns", "query", "--doh", "--peer", n.srv.FP, "example.net", "AXFR", n.srv.Addr}
+	if out := client.ok("", append(args, "--token-file", tokenFile)...); !strings.Contains(out, ";; status: NOERROR") || strings.Count(out, "\tSOA\t") != 2 || !strings.Contains(out, "192.0.2.10") {
+		t.Errorf("AXFR over DoH with the token of an allowed identity:\n%s", out)
+	}
+	if out := client.ok("", args...); !strings.Contains(out, ";; status: REFUSED") || strings.Contains(out, "192.0.2.10") {
+		t.Errorf("AXFR over DoH without a token:\n%s", out)
+	}
+	if r := client.run("", "dns", "query", "--dot", "--token-file", tokenFile, "--peer", n.srv.FP, "example.net", n.srv.Addr); r.code == 0 || !strings.Contains(r.stderr, "are for --doh") {
+		t.Errorf("a token with --dot: exit %d\n%s", r.code, r.stderr)
+	}
+}

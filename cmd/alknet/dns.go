@@ -51,6 +51,7 @@ const dnsMaxMessage = 65535
 
 func (a *app) dnsQueryCmd() *cobra.Command {
 	var f dialFlags
+	var tok callFlags // only its token flags
 	var asJSON bool
 	var timeout time.Duration
 	use := map[string]*bool{}
@@ -80,7 +81,8 @@ id'; HOST may also be FINGERPRINT@HOST[:PORT]), else known_peers, else WebPKI
 for a CA-issued certificate; anything else fails closed. For --doh the node
 presents its raw-key (Ed25519) certificate to this client, so the same
 fingerprint pins it. If this machine has a vault its node certificate is
-presented, so the query is made as this machine's identity.`,
+presented, so the query is made as this machine's identity; with --doh a
+bearer token (--token-file, --token-credential) makes it as the token's.`,
 		Example: `  alknet dns query --peer ed25519:… example.com node.example
   alknet dns query --dot --peer ed25519:… example.com MX node.example:4433
   alknet dns query --doh --json example.com AAAA ed25519:…@node.example
@@ -96,6 +98,13 @@ presented, so the query is made as this machine's identity.`,
 				if *use[t] {
 					transport = t
 				}
+			}
+			if (tok.tokenFile != "" || tok.tokenCredential != "") && transport != dnsDoH {
+				return fmt.Errorf("--token-file and --token-credential are for --doh: DoQ and DoT carry no bearer token (the node knows this machine by its certificate)")
+			}
+			token, err := a.token(&tok)
+			if err != nil {
+				return err
 			}
 			q := dnsQuestion(name, qtype, transport)
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout+timeout)
@@ -119,7 +128,7 @@ presented, so the query is made as this machine's identity.`,
 				if err != nil {
 					return err
 				}
-				answer, err = a.nodeExchange(ctx, transport, addr, &f, q, timeout)
+				answer, err = a.nodeExchange(ctx, transport, addr, &f, q, timeout, token)
 				if err != nil {
 					return err
 				}
@@ -148,6 +157,8 @@ presented, so the query is made as this machine's identity.`,
 	c.MarkFlagsMutuallyExclusive(dnsTransports...)
 	fl.BoolVar(&asJSON, "json", false, `print {"status", "answer", "authority"} as JSON (docs/json.md)`)
 	fl.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the answer once connected")
+	fl.StringVar(&tok.tokenFile, "token-file", "", "with --doh: file (mode 0600) with a bearer token (alk_… API key or peer token) sent as Authorization")
+	fl.StringVar(&tok.tokenCredential, "token-credential", "", "with --doh: name of a stored credential ('alknet credential set') holding the bearer token")
 	f.addTrust(c)
 	return c
 }
@@ -233,7 +244,7 @@ func (a *app) plainExchange(ctx context.Context, transport, addr string, q *dns.
 
 // nodeExchange asks the node at addr over DoQ, DoT or DoH, dialed and
 // verified as every command dials a node.
-func (a *app) nodeExchange(ctx context.Context, transport, addr string, f *dialFlags, q *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+func (a *app) nodeExchange(ctx context.Context, transport, addr string, f *dialFlags, q *dns.Msg, timeout time.Duration, token string) (*dns.Msg, error) {
 	wire, err := q.Pack()
 	if err != nil {
 		return nil, err
@@ -269,7 +280,7 @@ func (a *app) nodeExchange(ctx context.Context, transport, addr string, f *dialF
 	defer s.Close()
 	var answer []byte
 	if transport == dnsDoH {
-		answer, err = dohExchange(ctx, conn, s, addr, wire)
+		answer, err = dohExchange(ctx, conn, s, addr, wire, token)
 	} else {
 		// DoQ: one query per stream, the stream's end after it (RFC
 		// 9250 §4.2). DoT: the connection stays open for more queries
@@ -366,8 +377,9 @@ func readTransferRest(r io.Reader, m *dns.Msg) error {
 }
 
 // dohExchange POSTs the query to /dns-query over HTTP/2 on s, the one
-// stream of the TLS connection conn that negotiated h2 (RFC 8484 §4.1).
-func dohExchange(ctx context.Context, conn endpoint.Conn, s endpoint.Stream, addr string, query []byte) ([]byte, error) {
+// stream of the TLS connection conn that negotiated h2 (RFC 8484 §4.1),
+// with the bearer token, if any, as the request's credential.
+func dohExchange(ctx context.Context, conn endpoint.Conn, s endpoint.Stream, addr string, query []byte, token string) ([]byte, error) {
 	// The connection is TLS already (dialed and verified above): net/http
 	// gets it as a connection to speak HTTP/2 on with prior knowledge, as
 	// the ALPN chose it, and sends the request with its https URL on it.
@@ -393,6 +405,9 @@ func dohExchange(ctx context.Context, conn endpoint.Conn, s endpoint.Stream, add
 	}
 	req.Header.Set("Content-Type", "application/dns-message")
 	req.Header.Set("Accept", "application/dns-message")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
 		return nil, fmt.Errorf("POST /dns-query: %w", err)

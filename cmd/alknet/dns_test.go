@@ -233,6 +233,10 @@ func TestDoHExchange(t *testing.T) {
 			http.Error(w, "no DNS service on this node", http.StatusNotFound)
 			return
 		}
+		if want := map[string]string{"token.example.": "Bearer alk_t0ken"}[q.Question[0].Name]; r.Header.Get("Authorization") != want {
+			http.Error(w, "Authorization: "+r.Header.Get("Authorization"), http.StatusUnauthorized)
+			return
+		}
 		answer.Id = q.Id
 		wire, _ := answer.Pack()
 		w.Header().Set("Content-Type", "application/dns-message")
@@ -243,7 +247,7 @@ func TestDoHExchange(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
-	ask := func(name string) ([]byte, error) {
+	ask := func(name string, token ...string) ([]byte, error) {
 		tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 		if err != nil {
 			t.Fatal(err)
@@ -260,7 +264,7 @@ func TestDoHExchange(t *testing.T) {
 			t.Fatal(err)
 		}
 		wire, _ := dnsQuestion(name, dns.TypeA, dnsDoH).Pack()
-		return dohExchange(ctx, conn, s, addr, wire)
+		return dohExchange(ctx, conn, s, addr, wire, strings.Join(token, ""))
 	}
 	got, err := ask("example.com.")
 	var m dns.Msg
@@ -269,6 +273,13 @@ func TestDoHExchange(t *testing.T) {
 	}
 	if _, err := ask("missing.example."); err == nil || !strings.Contains(err.Error(), "404 Not Found: no DNS service on this node") {
 		t.Fatalf("a 404: %v", err)
+	}
+	// A token goes as the request's bearer credential, and only when given.
+	if _, err := ask("token.example.", "alk_t0ken"); err != nil {
+		t.Fatalf("with a token: %v", err)
+	}
+	if _, err := ask("token.example."); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("the server saw a token that was not given: %v", err)
 	}
 	var _ net.Conn = &streamNetConn{}
 }
