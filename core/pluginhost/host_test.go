@@ -607,6 +607,19 @@ func TestHostHandlesCheckedByTheCore(t *testing.T) {
 	})
 }
 
+// serveConn opens an internal connection to the plugin's ALPN as identity
+// id, closed at the end of the test, and returns its client end and the
+// handle the plugin got for it.
+func (th *testHost) serveConn(t *testing.T, p *rawPlugin, alpn, id string) (endpoint.Conn, uint64) {
+	t.Helper()
+	client, server := endpoint.Pipe(alpn)
+	t.Cleanup(func() { _ = client.CloseWithError(0, "") })
+	if err := th.ep.ServeInternal(server, auth.AuthContext{Identity: &auth.Identity{ID: id}}); err != nil {
+		t.Fatal(err)
+	}
+	return client, <-p.conns
+}
+
 func hostInvoke(ctx context.Context, h pluginpb.HostClient, as uint64, op string) (json.RawMessage, error) {
 	st, err := h.Invoke(ctx, &pluginpb.HostInvokeRequest{As: as, Operation: op, Input: []byte("null")})
 	if err != nil {
@@ -679,12 +692,7 @@ func TestHostInvokesStream(t *testing.T) {
 		}})
 	th.start()
 	th.waitState("probe", StateReady, nil)
-	client, server := endpoint.Pipe("alknet/probe")
-	defer client.CloseWithError(0, "")
-	if err := th.ep.ServeInternal(server, auth.AuthContext{Identity: &auth.Identity{ID: "alice"}}); err != nil {
-		t.Fatal(err)
-	}
-	conn := <-p.conns
+	_, conn := th.serveConn(t, p, "alknet/probe", "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sctx, endStream := context.WithCancel(ctx)
@@ -1007,12 +1015,7 @@ func TestHostBoundsWhatAPluginHolds(t *testing.T) {
 	}
 	th.start()
 	th.waitState("probe", StateReady, nil)
-	client, server := endpoint.Pipe("alknet/probe")
-	defer client.CloseWithError(0, "")
-	if err := th.ep.ServeInternal(server, auth.AuthContext{Identity: &auth.Identity{ID: "alice"}}); err != nil {
-		t.Fatal(err)
-	}
-	conn := <-p.conns
+	_, conn := th.serveConn(t, p, "alknet/probe", "alice")
 	h := p.hostClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
