@@ -76,6 +76,15 @@ func newProviderScript(t *testing.T, steps ...func(w http.ResponseWriter, r *htt
 	return p
 }
 
+// offered is the names of the tools the request offered, space-separated.
+func (r providerRequest) offered() string {
+	var names []string
+	for _, tl := range r.body.Tools {
+		names = append(names, tl.Function.Name)
+	}
+	return strings.Join(names, " ")
+}
+
 func (p *providerScript) requests() []providerRequest {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -249,11 +258,7 @@ func TestAgentSession(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("%d provider requests", len(reqs))
 	}
-	var offered []string
-	for _, tl := range reqs[0].body.Tools {
-		offered = append(offered, tl.Function.Name)
-	}
-	if got := strings.Join(offered, " "); !strings.Contains(got, "echo__say") || strings.Contains(got, "echo__caps") || strings.Contains(got, "diag__sleep") {
+	if got := reqs[0].offered(); !strings.Contains(got, "echo__say") || strings.Contains(got, "echo__caps") || strings.Contains(got, "diag__sleep") {
 		t.Errorf("tools offered: %s (want echo__say and diag__say; not echo__caps, which the caller may not call, nor diag__sleep, outside the patterns)", got)
 	}
 	var toolMsgs []string
@@ -374,17 +379,7 @@ func TestAgentCancel(t *testing.T) {
 		}
 		return ""
 	}
-	start := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep, please")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &out
-	}
-
-	cmd, out := start()
+	cmd, out := n.startRun("sleep, please")
 	waitFor(t, "the tool to run", func() bool { r, _ := diag(); return r == 1 })
 	id := sessionID()
 	n.client.ok("", "agent", "cancel", "--peer", n.srv.FP, n.srv.Addr, id)
@@ -395,7 +390,7 @@ func TestAgentCancel(t *testing.T) {
 
 	// A second session's first model request is the script's second step,
 	// which never answers: the session is cancelled there.
-	cmd, out = start()
+	cmd, out = n.startRun("sleep, please")
 	select {
 	case <-modelWaiting:
 	case <-time.After(30 * time.Second):
@@ -495,20 +490,11 @@ func TestAgentPeerTools(t *testing.T) {
 	if after := onPeer("/echo/stats"); fmt.Sprint(after) == fmt.Sprint(echoBefore) {
 		t.Errorf("echo/stats on the peer did not move: %v → %v", echoBefore, after)
 	}
-	var offered []string
-	for _, tl := range prov.requests()[0].body.Tools {
-		offered = append(offered, tl.Function.Name)
-	}
-	if got := strings.Join(offered, " "); !strings.Contains(got, "b__echo__say") || !strings.Contains(got, "b__diag__sleep") || strings.Contains(got, "b__echo__caps") {
+	if got := prov.requests()[0].offered(); !strings.Contains(got, "b__echo__say") || !strings.Contains(got, "b__diag__sleep") || strings.Contains(got, "b__echo__caps") {
 		t.Errorf("tools offered: %s", got)
 	}
 
-	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep on b")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, _ := n.startRun("sleep on b")
 	waitFor(t, "the tool to run on the peer", func() bool { return onPeer("/diag/stats")["running"] == 1 })
 	var ss []struct {
 		ID       string    `json:"id"`
@@ -647,21 +633,12 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 	if after := onPeer("/echo/stats"); fmt.Sprint(after) == fmt.Sprint(echoBefore) {
 		t.Errorf("echo/stats on the peer did not move: %v → %v", echoBefore, after)
 	}
-	var offered []string
-	for _, tl := range prov.requests()[0].body.Tools {
-		offered = append(offered, tl.Function.Name)
-	}
-	if got := " " + strings.Join(offered, " ") + " "; !strings.Contains(got, " c__echo__say ") || !strings.Contains(got, " c__diag__sleep ") || strings.Contains(got, "c__echo__caps") {
+	if got := " " + prov.requests()[0].offered() + " "; !strings.Contains(got, " c__echo__say ") || !strings.Contains(got, " c__diag__sleep ") || strings.Contains(got, "c__echo__caps") {
 		t.Errorf("tools offered: %s", got)
 	}
 
 	// Abort mid-tool: the handler on the peer is cancelled.
-	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, "sleep on c")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, _ := n.startRun("sleep on c")
 	waitFor(t, "the tool to run on the peer", func() bool { return onPeer("/diag/stats")["running"] == 1 })
 	n.cancelRunning()
 	waitFor(t, "the peer's handler to be cancelled", func() bool {
@@ -688,6 +665,19 @@ func TestAgentToolsImportedOverCall(t *testing.T) {
 }
 
 // cancelRunning cancels the node's running agent sessions.
+// startRun starts `alknet agent run` with prompt in the background; its
+// output gathers in the buffer.
+func (n *agentNode) startRun(prompt string) (*exec.Cmd, *bytes.Buffer) {
+	n.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "alknet"), "--data-dir", n.client.dataDir, "agent", "run", "--peer", n.srv.FP, n.srv.Addr, prompt)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	return cmd, &out
+}
+
 func (n *agentNode) cancelRunning() {
 	n.t.Helper()
 	var ss []struct {

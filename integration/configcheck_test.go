@@ -52,20 +52,7 @@ func TestConfigCheckValidatesPluginSettings(t *testing.T) {
 // plugin on this machine as written (its plain listener moved to a free
 // port).
 func TestREADMESSHExampleStartsThePlugin(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec := string(b)
-	i := strings.Index(sec, "### SSH with the stock OpenSSH client")
-	if i < 0 {
-		t.Fatal("README has no SSH section")
-	}
-	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindStringSubmatch(sec[i:])
-	if m == nil {
-		t.Fatal("README's SSH section has no toml example")
-	}
-	body := strings.ReplaceAll(m[1], "127.0.0.1:2222", "127.0.0.1:0")
+	body := strings.ReplaceAll(readmeTOML(t, "### SSH with the stock OpenSSH client"), "127.0.0.1:2222", "127.0.0.1:0")
 	node := newCLI(t, nil)
 	cfg := writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), body, 0o600)
 	node.ok("", "config", "check", cfg)
@@ -75,19 +62,29 @@ func TestREADMESSHExampleStartsThePlugin(t *testing.T) {
 
 // The README's [[call.imports]] example passes `config check` as written.
 func TestREADMEImportExampleChecks(t *testing.T) {
+	body := readmeTOML(t, "A node serves another node's operations as its own")
+	if !strings.Contains(body, "[[call.imports]]") {
+		t.Fatalf("README's import example has no [[call.imports]]:\n%s", body)
+	}
+	node := newCLI(t, nil)
+	node.ok("", "config", "check", writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), body, 0o600))
+}
+
+// readmeTOML is the first toml block of README.md after the text marker.
+func readmeTOML(t *testing.T, marker string) string {
+	t.Helper()
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sec := string(b)
-	i := strings.Index(sec, "A node serves another node's operations as its own")
+	i := strings.Index(sec, marker)
 	if i < 0 {
-		t.Fatal("README does not show [[call.imports]]")
+		t.Fatalf("README has no %q", marker)
 	}
 	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindStringSubmatch(sec[i:])
-	if m == nil || !strings.Contains(m[1], "[[call.imports]]") {
-		t.Fatalf("README's import example: %v", m)
+	if m == nil {
+		t.Fatalf("README has no toml example after %q", marker)
 	}
-	node := newCLI(t, nil)
-	node.ok("", "config", "check", writeFile(t, filepath.Join(t.TempDir(), "alknet.toml"), m[1], 0o600))
+	return m[1]
 }
