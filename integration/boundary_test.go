@@ -248,10 +248,14 @@ func TestPluginReinstallForceUnderLoad(t *testing.T) {
 		return echoRoundTrip(ctx, srv, "alknet/echo", []byte("during reinstall"))
 	})
 	waitTraffic(t, &load, 10)
-	if out := node.ok("", "plugin", "install", "--force", rebuilt); !strings.Contains(out, "installed echo 0.1.0") {
-		t.Fatalf("install --force: %s", out)
+	if r := node.run("", "plugin", "install", "--force", rebuilt); r.code != 0 || !strings.Contains(r.stdout, "installed echo 0.1.0") || !strings.Contains(r.stderr, ": applied") {
+		t.Fatalf("install --force: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" && p.Pid != old.Pid })
+	// The command returns once the new binary serves.
+	_, ps := nodeInfo(t, conn)
+	if p := ps["echo"]; p.State != "ready" || p.Pid == old.Pid {
+		t.Fatalf("right after `plugin install --force` returned, echo is %+v (the old process was %d)", p, old.Pid)
+	}
 	waitTraffic(t, &load, load.oks.Load()+10)
 	close(stop)
 	load.wg.Wait()
@@ -266,7 +270,6 @@ func TestPluginReinstallForceUnderLoad(t *testing.T) {
 	if !strings.Contains(list, sum[:12]) {
 		t.Fatalf("plugin list does not show the new binary %s:\n%s", sum[:12], list)
 	}
-	_ = p
 }
 
 // waitTraffic waits until load has n successes.

@@ -393,7 +393,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	}
 	text := string(unit)
 	for _, want := range []string{"ExecStart=/usr/local/bin/alknet serve", "--vault-passphrase-file ${CREDENTIALS_DIRECTORY}/", "LoadCredential=",
-		"StateDirectory=alknet", "NoNewPrivileges=yes", "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure"} {
+		"StateDirectory=alknet", "NoNewPrivileges=yes", "ProtectSystem=strict", "ExecReload=/usr/local/bin/alknet reload --data-dir /var/lib/alknet", "Restart=on-failure"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the unit lacks %q", want)
 		}

@@ -221,20 +221,21 @@ func TestDNSOverEveryTransport(t *testing.T) {
 
 	// A changed zone file is served at once after SIGHUP.
 	writeFile(t, n.zone, strings.Replace(dnsZone, "www      IN A     192.0.2.10", "www      IN A     192.0.2.99", 1), 0o600)
-	before := strings.Count(n.srv.logs.String(), "dns configured")
-	_ = n.srv.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the DNS plugin to read its zone again", func() bool {
-		return strings.Count(n.srv.logs.String(), "dns configured") > before
-	})
+	// `alknet reload` returns once the plugin has read it.
+	if r := n.node.run("", "reload"); r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("asked the running node (pid %d) to reload: applied", n.srv.cmd.Process.Pid)) {
+		t.Fatalf("alknet reload: exit %d\n%s", r.code, r.stderr)
+	}
 	for _, name := range []string{"doq", "dot", "doh"} {
 		if out := kdig(t, append(tr[name], "www.example.net", "A")...); !has(out, "www.example.net. 300 IN A 192.0.2.99") {
 			t.Errorf("after the reload, over %s:\n%s", name, out)
 		}
 	}
 	// A broken zone file on a reload leaves the running zone in place.
+	// alknet reload says so, naming the plugin and the file, and fails.
 	writeFile(t, n.zone, "this is not a zone\n", 0o600)
-	_ = n.srv.cmd.Process.Signal(syscall.SIGHUP)
-	n.srv.waitLog("plugin refused its settings on this reload")
+	if r := n.node.run("", "reload"); r.code != 1 || !strings.Contains(r.stderr, "reload: applied, except plugin dns refused its settings on this reload: ") || !strings.Contains(r.stderr, n.zone) {
+		t.Fatalf("alknet reload with a broken zone file: exit %d\n%s", r.code, r.stderr)
+	}
 	if out := kdig(t, append(tr["doq"], "www.example.net", "A")...); !has(out, "www.example.net. 300 IN A 192.0.2.99") {
 		t.Errorf("after a broken zone file, over DoQ:\n%s", out)
 	}

@@ -454,49 +454,66 @@ func TestCoreKilledLeavesNoPlugin(t *testing.T) {
 	}
 }
 
-// TestPluginUpgradeUnderLoad: echo 0.2.0 installed beside 0.1.0; `plugin
-// use echo@0.2.0` while a client opens new echo streams in a loop: no
-// failure, and the old process exits after draining.
+// TestPluginUpgradeUnderLoad: while a client opens new echo streams in a
+// loop, `plugin install` of echo 0.2.0 (the highest version: it takes
+// over) and then `plugin use echo@0.1.0` switch versions with no failed
+// stream; each command returns once the version it asked for serves, and
+// the previous process exits after draining.
 func TestPluginUpgradeUnderLoad(t *testing.T) {
 	node := newCLI(t, nil)
 	srv := startServe(t, node)
-	out := node.ok("", "plugin", "install", echoVariant(t, "v020"))
-	if !strings.Contains(out, "installed echo 0.2.0") {
-		t.Fatalf("install: %s", out)
-	}
 	conn := operatorConn(t, srv)
 	old := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.State == "ready" })
 	if old.Version != "0.1.0" {
-		// The lock holds 0.1.0 (bundled) and 0.2.0; without `use`, the
-		// running one stays until a switch is asked for.
-		t.Logf("running %s before use", old.Version)
+		t.Fatalf("bundled echo: %+v", old)
 	}
 	stop := make(chan struct{})
 	var load traffic
 	load.run(t, stop, 2, "echo during upgrade", func(ctx context.Context) error {
 		return echoRoundTrip(ctx, srv, "alknet/echo", []byte("during upgrade"))
 	})
-	time.Sleep(300 * time.Millisecond)
-	node.ok("", "plugin", "use", "echo@0.2.0")
-	p := waitPlugin(t, conn, "echo", func(p pluginStatus) bool { return p.Version == "0.2.0" && p.State == "ready" })
-	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	load.wg.Wait()
-	if load.errs.Load() != 0 || load.oks.Load() < 10 {
-		t.Fatalf("%d failed, %d ok new echo streams during the switch", load.errs.Load(), load.oks.Load())
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for syscall.Kill(old.Pid, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("old plugin process %d still running after the switch", old.Pid)
+	waitTraffic(t, &load, 10)
+	switchTo := func(want string, args ...string) pluginStatus {
+		t.Helper()
+		r := node.run("", args...)
+		if r.code != 0 || !strings.Contains(r.stderr, ": applied") {
+			t.Fatalf("alknet %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
 		}
-		time.Sleep(50 * time.Millisecond)
+		// No waiting: the command returned once the version serves.
+		_, ps := nodeInfo(t, conn)
+		if p := ps["echo"]; p.Version != want || p.State != "ready" {
+			t.Fatalf("right after `alknet %s` returned, echo is %+v", strings.Join(args, " "), p)
+		}
+		waitTraffic(t, &load, load.oks.Load()+10)
+		return ps["echo"]
 	}
-	if p.Pid == old.Pid {
-		t.Fatal("same process after the switch")
-	}
+	v2 := switchTo("0.2.0", "plugin", "install", echoVariant(t, "v020"))
 	if out, err := conn.Call(tctx(t, 10*time.Second), "echo/say", "v2"); err != nil || string(out) != `"v2"` {
 		t.Fatalf("echo/say after upgrade: %s %v", out, err)
+	}
+	back := switchTo("0.1.0", "plugin", "use", "echo@0.1.0")
+	close(stop)
+	load.wg.Wait()
+	if load.errs.Load() != 0 {
+		t.Fatalf("%d failed, %d ok new echo streams during the switches", load.errs.Load(), load.oks.Load())
+	}
+	for _, p := range []pluginStatus{old, v2} {
+		if p.Pid == back.Pid {
+			t.Fatalf("process %d still serves after the switches", p.Pid)
+		}
+		waitExit(t, p.Pid, 15*time.Second)
+	}
+}
+
+// waitExit waits until process pid is gone (drained and stopped).
+func waitExit(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin process %d still running %s after the switch", pid, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -37,8 +37,9 @@ func newApp(in io.Reader, out, errw io.Writer) *app {
 		Short: "Alknet: one node, one UDP port, many protocols",
 		Long: `Alknet serves protocols on one UDP port (QUIC + TLS 1.3), choosing the
 protocol by the ALPN of each connection: a JSON call protocol (alknet/call)
-built in, and each other protocol from a plugin — today echo and SSH
-('alknet plugin list' shows what this node has). Keys come from one BIP39
+built in, and each other protocol from a plugin: SSH, SFTP, git, HTTP,
+DNS, content-addressed files, an agent and echo ('alknet plugin list'
+shows what this node has). Keys come from one BIP39
 mnemonic kept in the node's vault.
 
 Start with:  alknet init      (creates the data directory and vault)
@@ -65,7 +66,7 @@ Then:        alknet id        (prints the node fingerprint peers pin)`,
 	a.root = root
 	root.AddCommand(a.initCmd(), a.idCmd(), a.vaultCmd(), a.credentialCmd(), a.serveCmd(), a.pipeCmd(), a.fsCmd(), a.gitCmd(), a.agentCmd(),
 		a.apikeyCmd(), a.peersCmd(), a.configCmd(), a.callCmd(), a.servicesCmd(), a.schemaCmd(), a.pluginCmd(), a.sshConfigCmd(), a.statusCmd(),
-		a.pluginExecCmd(), a.dnsCmd(), a.versionCmd())
+		a.pluginExecCmd(), a.dnsCmd(), a.reloadCmd(), a.versionCmd())
 	a.setVersionFlag()
 	return a
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -147,7 +148,7 @@ func (a *app) serve(ctx context.Context) error {
 			return nil
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				a.reload(n, d)
+				a.reload(ctx, n, d)
 				continue
 			}
 			a.log.Info("shutting down", "signal", s.String(), "drain_timeout", cfg.DrainTimeout.String())
@@ -163,16 +164,18 @@ func (a *app) serve(ctx context.Context) error {
 // names the key.
 // The outcome is recorded in <data>/node.reload for the command that sent
 // the signal (tellRunningNode).
-func (a *app) reload(n *node.Node, d datadir.Dir) {
+func (a *app) reload(ctx context.Context, n *node.Node, d datadir.Dir) {
 	started := time.Now()
-	result := a.applyReload(n, d)
+	ctx, cancel := context.WithTimeout(ctx, pluginReloadWait)
+	defer cancel()
+	result := a.applyReload(ctx, n, d)
 	if err := d.RecordReload(started, result); err != nil {
 		a.log.Warn("cannot record the reload's outcome; commands that asked for it will not see it", "path", d.ReloadPath(), "error", err)
 	}
 }
 
 // applyReload is reload's work; it returns "ok" or what was not applied.
-func (a *app) applyReload(n *node.Node, d datadir.Dir) string {
+func (a *app) applyReload(ctx context.Context, n *node.Node, d datadir.Dir) string {
 	rejected := func(err error) string {
 		a.log.Error("reload rejected; keeping the running configuration", "error", err)
 		return "rejected, the running configuration stays: " + err.Error()
@@ -186,15 +189,23 @@ func (a *app) applyReload(n *node.Node, d datadir.Dir) string {
 	if err != nil {
 		return rejected(err)
 	}
-	static, err := n.Reload(cfg)
+	r, err := n.Reload(ctx, cfg)
 	if err != nil {
 		return rejected(err)
 	}
 	applied := n.Config()
 	a.log.Info("configuration reloaded", "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
-	if len(static) > 0 {
-		a.log.Warn("static settings changed; they apply after a restart", "keys", fmt.Sprint(static))
-		return "applied, except static settings that need a restart: " + strings.Join(static, ", ")
+	var except []string
+	if len(r.Static) > 0 {
+		a.log.Warn("static settings changed; they apply after a restart", "keys", fmt.Sprint(r.Static))
+		except = append(except, "static settings that need a restart: "+strings.Join(r.Static, ", "))
+	}
+	if r.Plugins != nil {
+		// Each supervisor has logged its own problem.
+		except = append(except, strings.ReplaceAll(r.Plugins.Error(), "\n", "; "))
+	}
+	if len(except) > 0 {
+		return "applied, except " + strings.Join(except, "; ")
 	}
 	return "ok"
 }
@@ -267,36 +278,71 @@ func (a *app) ensureVault(d datadir.Dir) (*vault.Vault, error) {
 // once it serves.
 const reloadWait = 15 * time.Second
 
+// pluginReloadWait bounds how long a reload waits for the plugins to act
+// on it (a new version to serve, settings to be configured) before it
+// records its outcome; below reloadWait, so that the command that asked
+// hears what was not finished rather than nothing.
+const pluginReloadWait = 10 * time.Second
+
 // tellRunningNode asks the node serving from d, if one runs, to reload
 // (SIGHUP) so that a change to its files applies at once, and says what it
 // did; what completes "asked the running node (pid N) to …". The node is
 // found by the data directory's lock (datadir.RunningNode), never by a
 // recorded pid alone: a node killed with -9 leaves its pid behind, and that
 // pid may since belong to an unrelated process.
-func (a *app) tellRunningNode(d datadir.Dir, what string) {
+func (a *app) tellRunningNode(d datadir.Dir, what string) error {
 	pid, running := d.RunningNode()
 	switch {
 	case !running:
 		fmt.Fprintln(a.err, "no running node found; the change applies at its next start")
+		return errors.New("no running node")
 	case pid <= 0:
 		fmt.Fprintf(a.err, "a node serves %s but its pid is not visible from here; send it SIGHUP to apply the change\n", d.Path)
+		return errors.New("the running node was not signalled")
+	}
+	sent := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		fmt.Fprintf(a.err, "could not signal the running node (pid %d): %v; send it SIGHUP to apply the change\n", pid, err)
+		return err
+	}
+	// Wait for the node to apply it: whoever runs the next command (a
+	// request with the API key just created, a connection to the plugin
+	// version just installed) expects the change in force.
+	r, ok := d.WaitReload(sent, reloadWait)
+	switch {
+	case !ok:
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to %s; it has not confirmed within %s (see its log)\n", pid, what, reloadWait)
+		return errors.New("the running node has not confirmed the reload")
+	case r.Result == "ok":
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: applied\n", pid, what)
+		return nil
 	default:
-		sent := time.Now()
-		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-			fmt.Fprintf(a.err, "could not signal the running node (pid %d): %v; send it SIGHUP to apply the change\n", pid, err)
-			return
-		}
-		// Wait for the node to apply it: whoever runs the next command
-		// (a request with the API key just created) expects the change
-		// in force.
-		r, ok := d.WaitReload(sent, reloadWait)
-		switch {
-		case !ok:
-			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s; it has not confirmed within %s (see its log)\n", pid, what, reloadWait)
-		case r.Result == "ok":
-			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: applied\n", pid, what)
-		default:
-			fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: %s\n", pid, what, r.Result)
-		}
+		fmt.Fprintf(a.err, "asked the running node (pid %d) to %s: %s\n", pid, what, r.Result)
+		return errors.New("not all of the change was applied")
+	}
+}
+
+// reloadCmd is `alknet reload`: SIGHUP with an answer, for operators and
+// service managers (systemd's ExecReload).
+func (a *app) reloadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Have the running node re-read its configuration and auth.json, and say what it applied",
+		Long: `Sends SIGHUP to the node serving this data directory and waits (up to 15s) for
+its answer: "applied" once every change is in force (plugins included: a new
+version serves, new settings are configured), else what was not applied and
+why. Exit status 0 only when everything was applied, 1 otherwise (what was
+rejected keeps its running value).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := a.dataDir()
+			if err != nil {
+				return err
+			}
+			if a.tellRunningNode(d, "reload") != nil {
+				return exitError{code: 1} // what failed is printed
+			}
+			return nil
+		},
 	}
 }

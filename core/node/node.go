@@ -190,25 +190,37 @@ func (n *Node) Shutdown() {
 	n.bg.Wait()
 }
 
+// Reloaded is what a reload applied only in part.
+type Reloaded struct {
+	// Static lists the static keys that changed: the running values stay
+	// until a restart.
+	Static []string
+	// Plugins says, one line per plugin, what the plugins did not apply
+	// (nil: they all did).
+	Plugins error
+}
+
 // Reload applies next's dynamic settings — auth peers and API keys,
 // limits, plugin settings, capability grants, signature rules, the
-// plugin set — and keeps the running values of static ones, which it
-// returns (they apply after a restart). next must be validated.
-func (n *Node) Reload(next *config.Config) (static []string, err error) {
+// plugin set — and keeps the running values of static ones. It returns
+// once the plugins have acted on it (a new version serves, new settings
+// are in force), or ctx ends. next must be validated; an error means
+// nothing was applied.
+func (n *Node) Reload(ctx context.Context, next *config.Config) (Reloaded, error) {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
 	old := n.cfg.Load()
-	static = config.StaticChanges(old, next)
+	r := Reloaded{Static: config.StaticChanges(old, next)}
 	applied := config.ApplyDynamic(old, next)
 	pol, err := applied.Policy()
 	if err != nil {
-		return static, err
+		return r, err
 	}
 	n.cfg.Store(applied)
 	n.auth.Swap(pol.WithOperator(n.fp))
-	n.plugins.Reload()
+	r.Plugins = n.plugins.Reload(ctx)
 	n.refreshImports()
-	return static, nil
+	return r, nil
 }
 
 // Config is the configuration in force.

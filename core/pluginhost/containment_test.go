@@ -389,7 +389,7 @@ func TestReloadWithNewLimitsRestartsThePlugin(t *testing.T) {
 	th.waitState("echo", StateReady, nil)
 	first := th.launcherOf("echo").Last()
 	th.setConfig("echo", PluginConfig{Limits: Limits{Memory: 256 << 20, CPU: 1}})
-	th.h.Reload()
+	_ = th.h.Reload(tctx(t))
 	s := th.h.plugins["echo"]
 	switched := func() bool {
 		s.mu.Lock()

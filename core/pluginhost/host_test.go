@@ -281,8 +281,13 @@ func TestSupervisorCrashLoopFailsUntilReload(t *testing.T) {
 	if _, err := th.call("echo/say", `1`, nil); err == nil || err.Message != "plugin echo unavailable" {
 		t.Fatalf("echo/say while failed: %v", err)
 	}
-	th.h.Reload()
-	th.waitState("echo", StateReady, nil)
+	// A reload tries it again, and returns once it serves.
+	if err := th.h.Reload(tctx(t)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if st := th.status("echo"); st.State != StateReady {
+		t.Fatalf("state right after the reload: %+v", st)
+	}
 }
 
 // Settings changed by a reload reach the running plugin through Configure;
@@ -296,8 +301,10 @@ func TestSupervisorAppliesReloadedSettings(t *testing.T) {
 	th.waitState("echo", StateReady, nil)
 
 	th.setConfig("echo", PluginConfig{Settings: json.RawMessage(`{"v":2}`)})
-	th.h.Reload()
-	waitSettings(t, th.h, "echo", `{"v":2}`)
+	if err := th.h.Reload(tctx(t)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	checkSettings(t, th.h, "echo", `{"v":2}`)
 	if got := p.allSettings(); strings.Join(got, " ") != `{"v":1} {"v":2}` || th.status("echo").Restarts != 0 {
 		t.Fatalf("live reconfigure: settings %v, %+v", got, th.status("echo"))
 	}
@@ -314,17 +321,21 @@ func TestSupervisorAppliesReloadedSettings(t *testing.T) {
 	}
 	p.mu.Unlock()
 	th.setConfig("echo", PluginConfig{Settings: json.RawMessage(`{"bad":true}`)})
-	th.h.Reload()
-	waitRefused(t, th.h, "echo", "bad is not a setting")
+	// The reload says what the plugin refused, naming it.
+	if err := th.h.Reload(tctx(t)); err == nil || !strings.Contains(err.Error(), "plugin echo refused its new settings: bad is not a setting") {
+		t.Fatalf("reload with refused settings: %v", err)
+	}
 	if applied, _ := th.h.Settings("echo"); string(applied) != `{"v":2}` {
 		t.Fatalf("refused settings replaced the running ones: %s", applied)
 	}
 
 	th.setConfig("echo", PluginConfig{Settings: json.RawMessage(`{"v":3}`)})
-	th.h.Reload()
+	if err := th.h.Reload(tctx(t)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
 	// The restart is a switch: a new process configured at launch with
-	// the new settings, the old one retired.
-	waitSettings(t, th.h, "echo", `{"v":3}`)
+	// the new settings, the old one retired — done when Reload returns.
+	checkSettings(t, th.h, "echo", `{"v":3}`)
 	if out, err := th.call("echo/say", `3`, nil); err != nil || string(out) != "3" {
 		t.Fatalf("echo/say after the restart: %s %v", out, err)
 	}
@@ -336,32 +347,12 @@ func (p *rawPlugin) allSettings() []string {
 	return append([]string(nil), p.settings...)
 }
 
-func waitSettings(t *testing.T, h *Host, name, want string) {
+// checkSettings checks, without waiting, that name runs with want: a
+// reload returns once the plugin has acted on it.
+func checkSettings(t *testing.T, h *Host, name, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		applied, refused := h.Settings(name)
-		if string(applied) == want && refused == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("settings of %s: %s (%v), want %s", name, applied, refused, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitRefused(t *testing.T, h *Host, name, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, refused := h.Settings(name); refused != nil && strings.Contains(refused.Error(), want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("settings of %s were not refused with %q", name, want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if applied, refused := h.Settings(name); string(applied) != want || refused != nil {
+		t.Fatalf("settings of %s right after the reload: %s (%v), want %s", name, applied, refused, want)
 	}
 }
 
@@ -371,8 +362,11 @@ func TestSupervisorSignatureRuleStopsUnsignedPlugin(t *testing.T) {
 	th.start()
 	th.waitState("echo", StateReady, nil)
 	th.setConfig("echo", PluginConfig{RequireSignature: true})
-	th.h.Reload()
-	st := th.waitState("echo", StateFailed, nil)
+	_ = th.h.Reload(tctx(t))
+	st := th.status("echo")
+	if st.State != StateFailed {
+		t.Fatalf("state right after the reload: %+v", st)
+	}
 	if !strings.Contains(st.Error, "require_signature") || !strings.Contains(st.Error, "echo 1.0.0") {
 		t.Fatalf("failed without naming the rule and the plugin: %+v", st)
 	}
@@ -407,10 +401,12 @@ func TestOwnershipRefusedAtActivation(t *testing.T) {
 	th.start()
 	th.waitState("echo", StateReady, nil)
 	th.add(rogue)
-	th.h.Reload()
-	st := th.waitState("rogue", StateFailed, nil)
-	if !strings.Contains(st.Error, `plugin rogue declares namespace "echo", which plugin echo owns`) {
-		t.Fatalf("refusal does not name both owners: %q", st.Error)
+	// The reload returns with the refusal, naming both owners.
+	if err := th.h.Reload(tctx(t)); err == nil || !strings.Contains(err.Error(), `plugin rogue failed: plugin rogue declares namespace "echo", which plugin echo owns`) {
+		t.Fatalf("reload adding rogue: %v", err)
+	}
+	if st := th.status("rogue"); st.State != StateFailed || !strings.Contains(st.Error, `plugin rogue declares namespace "echo", which plugin echo owns`) {
+		t.Fatalf("refusal does not name both owners: %+v", st)
 	}
 	if out, err := th.call("echo/say", `"mine"`, nil); err != nil || string(out) != `"mine"` {
 		t.Fatalf("echo/say after the refusal: %s %v", out, err)
@@ -419,9 +415,9 @@ func TestOwnershipRefusedAtActivation(t *testing.T) {
 	// A manifest that changes between install and launch is checked again.
 	sneaky := &rawPlugin{manifest: manifest("sneaky", "node/info")}
 	th.add(sneaky)
-	th.h.Reload()
-	st = th.waitState("sneaky", StateFailed, nil)
-	if !strings.Contains(st.Error, `plugin sneaky declares operation node/info outside its namespaces [sneaky] (namespace "node" is owned by the core)`) {
+	_ = th.h.Reload(tctx(t))
+	st := th.status("sneaky")
+	if st.State != StateFailed || !strings.Contains(st.Error, `plugin sneaky declares operation node/info outside its namespaces [sneaky] (namespace "node" is owned by the core)`) {
 		t.Fatalf("refusal: %q", st.Error)
 	}
 	if out, err := th.call("node/info", `null`, nil); err != nil || string(out) != `"core"` {
@@ -433,7 +429,7 @@ func TestOwnershipRefusedAtActivation(t *testing.T) {
 	delete(th.lock.Plugins, "rogue")
 	delete(th.lock.Plugins, "sneaky")
 	th.mu.Unlock()
-	th.h.Reload()
+	_ = th.h.Reload(tctx(t))
 	if out, err := th.call("echo/say", `"still"`, nil); err != nil || string(out) != `"still"` {
 		t.Fatalf("echo/say after removing the rogue plugins: %s %v", out, err)
 	}
@@ -444,7 +440,7 @@ func TestOwnershipRefusedAtActivation(t *testing.T) {
 	th.mu.Lock()
 	delete(th.lock.Plugins, "echo")
 	th.mu.Unlock()
-	th.h.Reload()
+	_ = th.h.Reload(tctx(t))
 	if _, err := th.call("echo/say", `1`, nil); err == nil || err.Code != call.CodeNotFound {
 		t.Fatalf("echo/say after removing echo: %v", err)
 	}
@@ -1102,8 +1098,21 @@ func TestHostBoundsWhatAPluginHolds(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	waitFor("the closed dialed connections still count", func() bool { return th.h.supervisor("probe").current().dialed.Load() == 0 })
+	waitFor("the closed dialed connections still count", func() bool { return th.sup("probe").current().dialed.Load() == 0 })
 	if _, err := h.DialInternal(ctx, &pluginpb.DialInternalRequest{Alpn: "alknet/target", As: conn}); err != nil {
 		t.Fatalf("a dial after the others closed: %v", err)
 	}
+}
+
+// tctx bounds a test's wait for a reload.
+func tctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sup is plugin name's supervisor.
+func (th *testHost) sup(name string) *supervisor {
+	s, _ := th.h.supervisor(name)
+	return s
 }

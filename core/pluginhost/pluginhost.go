@@ -19,6 +19,7 @@ package pluginhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -192,7 +193,7 @@ func (h *Host) Start(ctx context.Context) error {
 		if h.opts.Config(name).Disabled {
 			continue
 		}
-		sup := h.supervisor(name)
+		sup, _ := h.supervisor(name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -203,11 +204,13 @@ func (h *Host) Start(ctx context.Context) error {
 	return nil
 }
 
-func (h *Host) supervisor(name string) *supervisor {
+// supervisor returns plugin name's supervisor, started now (created
+// true) if it had none.
+func (h *Host) supervisor(name string) (*supervisor, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s, ok := h.plugins[name]; ok {
-		return s
+		return s, false
 	}
 	s := newSupervisor(h, name)
 	h.plugins[name] = s
@@ -216,7 +219,7 @@ func (h *Host) supervisor(name string) *supervisor {
 		defer h.wg.Done()
 		s.run()
 	}()
-	return s
+	return s, true
 }
 
 // Statuses lists every supervised plugin, sorted by name.
@@ -315,18 +318,35 @@ func (h *Host) Settings(name string) ([]byte, error) {
 // downtime; changed settings are applied (live, or by such a switch); a
 // plugin the signature rule now refuses is stopped; a failed plugin is
 // tried again; removed or disabled plugins stop and lose their operations.
-func (h *Host) Reload() {
+//
+// It returns once every plugin has acted on it — a new version serves,
+// new settings are in force — or ctx ends, so that whoever changed the
+// configuration can rely on the change (docs/spec/plugins.md §6). The
+// error lists, one per plugin, what did not apply: settings refused, a
+// switch that failed (the running version stays), a plugin that failed
+// to start or has not finished within ctx.
+func (h *Host) Reload(ctx context.Context) error {
 	lock, err := h.catalog().Load()
 	if err != nil {
 		h.log.Error("plugin reload", "error", err)
-		return
+		return fmt.Errorf("plugins: %w", err)
 	}
 	names := lock.Names()
+	type poked struct {
+		s    *supervisor
+		done <-chan struct{}
+	}
+	var acting []poked
 	for _, name := range names {
 		if h.opts.Config(name).Disabled {
 			continue
 		}
-		h.supervisor(name).pokeIt()
+		s, created := h.supervisor(name)
+		var done <-chan struct{} = s.settled // a new plugin's first start is its action
+		if !created {
+			done = s.pokeIt()
+		}
+		acting = append(acting, poked{s, done})
 	}
 	h.mu.Lock()
 	var gone []*supervisor
@@ -340,6 +360,28 @@ func (h *Host) Reload() {
 	for _, s := range gone {
 		s.shutdown(true)
 	}
+	var problems []error
+	for _, p := range acting {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			problems = append(problems, fmt.Errorf("plugin %s has not finished applying the change (%s); see the node's log", p.s.name, p.s.status().State))
+			continue
+		}
+		st := p.s.status()
+		p.s.mu.Lock()
+		refused := p.s.refused
+		p.s.mu.Unlock()
+		switch {
+		case st.State == StateFailed:
+			problems = append(problems, fmt.Errorf("plugin %s failed: %s", p.s.name, st.Error))
+		case refused != nil:
+			problems = append(problems, refused)
+		case st.State == StateRestarting:
+			problems = append(problems, fmt.Errorf("plugin %s is restarting: %s", p.s.name, st.Error))
+		}
+	}
+	return errors.Join(problems...)
 }
 
 // prepare readies the plugin socket directory (docs/spec/plugins.md §9):

@@ -45,6 +45,8 @@ type supervisor struct {
 	claimed  []string // namespaces held in h.claims
 
 	poke     chan struct{}
+	waiters  []chan struct{} // closed once a poke sent after them is acted on
+	acted    []chan struct{} // waiters of pokes taken; run's goroutine only
 	stopCh   chan struct{}
 	stopped  chan struct{}
 	settled  chan struct{}
@@ -91,10 +93,41 @@ func (s *supervisor) waitSettled(ctx context.Context) {
 	}
 }
 
-func (s *supervisor) pokeIt() {
+// pokeIt asks the supervisor to act on a reload; the channel it returns
+// is closed once it has (reconciled the running instance, or tried to
+// start one), or has stopped.
+func (s *supervisor) pokeIt() <-chan struct{} {
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.waiters = append(s.waiters, done)
+	s.mu.Unlock()
 	select {
 	case s.poke <- struct{}{}:
-	default:
+	default: // a poke is pending: it is taken after this waiter was added
+	}
+	return done
+}
+
+// tookPoke is called by run's goroutine when it has received a poke: the
+// poke answers the waiters of every poke sent before it (a pending poke
+// stands for them all), released once its work is done (releaseActed).
+func (s *supervisor) tookPoke() {
+	s.mu.Lock()
+	s.acted = append(s.acted, s.waiters...)
+	s.waiters = nil
+	s.mu.Unlock()
+}
+
+// releaseActed releases the waiters of the pokes taken so far; run calls
+// it whenever it is about to wait for something to happen (an event, a
+// poke, the end of a backoff), i.e. once the pokes' work is done.
+func (s *supervisor) releaseActed() {
+	s.mu.Lock()
+	acted := s.acted
+	s.acted = nil
+	s.mu.Unlock()
+	for _, w := range acted {
+		close(w)
 	}
 }
 
@@ -181,15 +214,21 @@ func (s *supervisor) start() (*instance, error) {
 }
 
 func (s *supervisor) run() {
-	defer close(s.stopped)
+	defer func() {
+		s.tookPoke() // a poke that came too late is answered by the stop
+		s.releaseActed()
+		close(s.stopped)
+	}()
 	backoff := backoffMin
 	var in *instance
 	var startedAt time.Time
 	for {
 		if in == nil {
 			if s.status().State == StateFailed {
+				s.releaseActed()
 				select {
 				case <-s.poke:
+					s.tookPoke()
 					s.mu.Lock()
 					s.crashes = nil
 					s.mu.Unlock()
@@ -225,6 +264,7 @@ func (s *supervisor) run() {
 				continue
 			}
 		}
+		s.releaseActed()
 		select {
 		case <-in.exited:
 			s.logExit(in)
@@ -249,6 +289,7 @@ func (s *supervisor) run() {
 			}
 			backoff = min(2*backoff, backoffMax)
 		case <-s.poke:
+			s.tookPoke()
 			next, ok := s.reconcile(in)
 			if ok {
 				in, startedAt = next, time.Now()
@@ -339,7 +380,8 @@ func (s *supervisor) reconcile(in *instance) (*instance, bool) {
 	if err != nil {
 		s.log.Error("plugin switch failed; the running version stays", "to", want.Version, "error", err)
 		s.mu.Lock()
-		s.gen, s.settings, s.limits, s.refused = runningGen, runningSettings, runningLimits, err
+		s.gen, s.settings, s.limits = runningGen, runningSettings, runningLimits
+		s.refused = fmt.Errorf("plugin %s: the switch to %s failed, %s keeps serving: %w", s.name, want.Version, in.version, err)
 		s.mu.Unlock()
 		return in, false
 	}
@@ -390,11 +432,17 @@ func (s *supervisor) stop(in *instance) {
 	s.setState(StateStopped, "")
 }
 
+// sleep waits out a restart backoff: false if the supervisor is to stop.
+// A reload ends it early (the operator may have fixed what failed).
 func (s *supervisor) sleep(d time.Duration) bool {
+	s.releaseActed()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-s.poke:
+		s.tookPoke()
 		return true
 	case <-s.stopCh:
 		return false

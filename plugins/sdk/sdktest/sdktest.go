@@ -14,7 +14,6 @@ package sdktest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -203,23 +202,16 @@ func (h *Harness) Reconfigure(settings any) error {
 	h.mu.Lock()
 	h.settings = b
 	h.mu.Unlock()
-	h.host.Reload()
-	// A reload is applied by the plugin's supervisor: wait for the outcome.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		applied, refused := h.host.Settings(h.name)
-		if refused != nil {
-			return refused
-		}
-		if string(applied) == string(b) && h.status().State == pluginhost.StateReady {
-			return nil
-		}
-		if st := h.status(); st.State == pluginhost.StateFailed {
-			return errors.New(st.Error)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// A reload returns once the plugin's supervisor has acted on it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.host.Reload(ctx); err != nil {
+		return err
 	}
-	return errors.New("the plugin did not take the new settings within 10s")
+	if applied, _ := h.host.Settings(h.name); string(applied) != string(b) {
+		return fmt.Errorf("the plugin runs with settings %s after the reload, want %s", applied, b)
+	}
+	return nil
 }
 
 func (h *Harness) status() pluginhost.Status {
