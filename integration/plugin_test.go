@@ -311,7 +311,7 @@ func TestPluginKillIsolated(t *testing.T) {
 	bg.run(t, stop, 1, "alknet/echo2 during the crash", func(ctx context.Context) error {
 		return echoRoundTrip(ctx, srv, "alknet/echo2", []byte("other plugin"))
 	})
-	time.Sleep(200 * time.Millisecond)
+	waitTraffic(t, &bg, 10)
 	killed := time.Now()
 	if err := syscall.Kill(echo.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -347,7 +347,7 @@ func TestPluginKillIsolated(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("echo serving again %v after kill -9 (streams ended %v after)", time.Since(killed).Round(time.Millisecond), streamsEnded.Round(time.Millisecond))
-	time.Sleep(200 * time.Millisecond)
+	waitTraffic(t, &bg, bg.oks.Load()+10)
 	close(stop)
 	bg.wg.Wait()
 	if bg.errs.Load() != 0 || bg.oks.Load() == 0 {

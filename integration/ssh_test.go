@@ -369,7 +369,7 @@ func TestSSHPluginCrashIsolated(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
-	time.Sleep(1500 * time.Millisecond)
+	e.srv.waitLog("auth attempt", "result=accept") // the session is in
 	if err := syscall.Kill(ssh.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -772,15 +771,15 @@ func waitDenied(t *testing.T, f func() error) {
 // result; a cancelled caller aborts its call on the plugin; a closed
 // stream fails what is pending.
 func TestCallMux(t *testing.T) {
-	var aborted atomic.Int64
+	blocked := make(chan struct{}, 2)
 	release := make(chan struct{})
 	p := &rawPlugin{manifest: manifest("mux", "mux/echo")}
 	p.call = func(ctx context.Context, _ uint64, r *pluginpb.InvokeRequest) (*pluginpb.InvokeResult, error) {
 		if string(r.Input) == `"block"` {
+			blocked <- struct{}{}
 			select {
 			case <-release:
 			case <-ctx.Done():
-				aborted.Add(1)
 			}
 		}
 		return &pluginpb.InvokeResult{Kind: pluginpb.InvokeResult_RESPONDED, Output: r.Input}, nil
@@ -810,7 +809,7 @@ func TestCallMux(t *testing.T) {
 	go func() {
 		done <- in.mux.call(ctx, 1, &pluginpb.InvokeRequest{Input: []byte(`"block"`)}, func(*pluginpb.InvokeResult) error { return nil })
 	}()
-	time.Sleep(20 * time.Millisecond) // the call reaches the plugin
+	<-blocked // the call reached the plugin
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", err)

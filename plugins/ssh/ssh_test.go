@@ -685,10 +685,7 @@ func TestExecSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Start("sleep 30"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
+	startRunning(t, s, "sleep 30.25")
 	if err := s.Signal(gossh.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -706,10 +703,7 @@ func TestClientGoneKillsProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start("sleep 31.5"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
+	startRunning(t, s, "sleep 31.5")
 	_ = c.Close()
 	// The connection's goroutines all ended (the line is logged after
 	// waiting for them), and the program with them.
@@ -1427,4 +1421,17 @@ func TestSessionsOperation(t *testing.T) {
 	if _, err := f.h.Call(context.Background(), "ssh/sessions", nil, &sdk.Identity{ID: "x"}); !errors.As(err, &se) || se.Code != sdk.CodeForbidden {
 		t.Fatalf("ssh/sessions without admin: %v", err)
 	}
+}
+
+// startRunning starts program (an allow-listed "sleep N" with an N no
+// other test uses) on s and returns once its process runs.
+func startRunning(t *testing.T, s *gossh.Session, program string) {
+	t.Helper()
+	if err := s.Start(program); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, program+" to run", func() bool {
+		b, _ := exec.Command("pgrep", "-f", "/"+program+"$").Output()
+		return len(b) > 0
+	})
 }
