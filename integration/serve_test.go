@@ -28,6 +28,9 @@ type server struct {
 	Addr    string // 127.0.0.1:port (UDP and TCP)
 	exited  chan struct{}
 	exitErr error
+	// configHome is the node's XDG_CONFIG_HOME: its default config file
+	// is configHome/alknet/alknet.toml.
+	configHome string
 }
 
 var dialLine = regexp.MustCompile(`alknet node (\S+)@(\S+)`)
@@ -38,8 +41,9 @@ func startServe(t *testing.T, c *cli, args ...string) *server {
 	t.Helper()
 	full := append([]string{"--data-dir", c.dataDir, "serve", "--listen", "127.0.0.1:0"}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "alknet"), full...)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
-	s := &server{t: t, cmd: cmd, cli: c, logs: &transcript{}, exited: make(chan struct{})}
+	configHome := t.TempDir()
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+configHome)
+	s := &server{t: t, cmd: cmd, cli: c, logs: &transcript{}, exited: make(chan struct{}), configHome: configHome}
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -472,4 +476,41 @@ func TestLogsNeverHoldSecrets(t *testing.T) {
 		t.Fatal("auth.json holds a token")
 	}
 	_ = context.Background
+}
+
+// A node started without a config file at the default path takes one
+// created later on the next reload (and one removed again: the defaults
+// come back), as a user who starts with the defaults expects.
+func TestReloadReadsAConfigFileCreatedAfterStart(t *testing.T) {
+	node := newCLI(t, nil)
+	srv := startServe(t, node)
+	client := newCLI(t, nil)
+	echo := func() (string, int) {
+		out, stderr, code := runPipe(t, client, []byte("hi"), "--alpn", "alknet/echo", "--peer", srv.FP, srv.Addr)
+		return string(out) + stderr, code
+	}
+	if out, code := echo(); code != 0 {
+		t.Fatalf("echo before: %d %s", code, out)
+	}
+	cfg := filepath.Join(srv.configHome, "alknet", "alknet.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, "[plugins.echo]\ndisabled = true\n", 0o600)
+	if r := node.run("", "reload"); r.code != 0 || !strings.Contains(r.stderr, "reload: applied") {
+		t.Fatalf("alknet reload after creating %s: exit %d\n%s", cfg, r.code, r.stderr)
+	}
+	if out, code := echo(); code == 0 || !strings.Contains(out, "no_application_protocol") && !strings.Contains(out, "no application protocol") {
+		t.Fatalf("echo after disabling it in a new config file: %d %s", code, out)
+	}
+	srv.waitLog("configuration reloaded", "file="+cfg)
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r := node.run("", "reload"); r.code != 0 || !strings.Contains(r.stderr, "reload: applied") {
+		t.Fatalf("alknet reload after removing %s: exit %d\n%s", cfg, r.code, r.stderr)
+	}
+	if out, code := echo(); code != 0 {
+		t.Fatalf("echo after removing the config file: %d %s", code, out)
+	}
 }

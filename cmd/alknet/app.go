@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -109,6 +111,45 @@ func (a *app) setup() error {
 	a.log = hclog.New(&hclog.LoggerOptions{Name: "alknet", Level: level, Output: a.err, JSONFormat: a.v.GetBool("log_json")})
 	a.removeLeftovers()
 	return nil
+}
+
+// rereadConfig reads the config file again for a reload and returns its
+// path ("" when there is none): the file given with --config, else the
+// default one, found anew — a node started with the defaults takes a file
+// created since, and one whose default file was removed goes back to the
+// defaults.
+func (a *app) rereadConfig() (string, error) {
+	if a.v.GetString("config") != "" {
+		return a.v.ConfigFileUsed(), a.v.ReadInConfig()
+	}
+	path := defaultConfigFile()
+	if path == "" {
+		if a.v.ConfigFileUsed() != "" {
+			// Removed since it was read: an empty text in its format
+			// (viper takes the type from the file's name) clears it.
+			return "", a.v.ReadConfig(strings.NewReader(""))
+		}
+		return "", nil
+	}
+	a.v.SetConfigFile(path)
+	return path, a.v.ReadInConfig()
+}
+
+// defaultConfigFile is the config file setup finds without --config:
+// alknet.<ext> in the user's config directory's alknet/, the extensions in
+// viper's order ("" if there is none).
+func defaultConfigFile() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	for _, ext := range viper.SupportedExts {
+		path := filepath.Join(dir, "alknet", "alknet."+ext)
+		if st, err := os.Stat(path); err == nil && !st.IsDir() {
+			return path
+		}
+	}
+	return ""
 }
 
 // removeLeftovers removes, before any command uses the data directory,

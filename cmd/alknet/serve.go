@@ -180,10 +180,9 @@ func (a *app) applyReload(ctx context.Context, n *node.Node, d datadir.Dir) stri
 		a.log.Error("reload rejected; keeping the running configuration", "error", err)
 		return "rejected, the running configuration stays: " + err.Error()
 	}
-	if f := a.v.ConfigFileUsed(); f != "" {
-		if err := a.v.ReadInConfig(); err != nil {
-			return rejected(err)
-		}
+	file, err := a.rereadConfig()
+	if err != nil {
+		return rejected(err)
 	}
 	cfg, err := a.config(d)
 	if err != nil {
@@ -194,7 +193,10 @@ func (a *app) applyReload(ctx context.Context, n *node.Node, d datadir.Dir) stri
 		return rejected(err)
 	}
 	applied := n.Config()
-	a.log.Info("configuration reloaded", "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
+	if file == "" {
+		file = "none (defaults, flags and environment)"
+	}
+	a.log.Info("configuration reloaded", "file", file, "peers", len(applied.Auth.Peers), "api_keys", len(applied.Auth.APIKeys))
 	var except []string
 	if len(r.Static) > 0 {
 		a.log.Warn("static settings changed; they apply after a restart", "keys", fmt.Sprint(r.Static))
