@@ -183,7 +183,7 @@ func TestDataDirKilledNodeNotSignalled(t *testing.T) {
 		t.Fatalf("peers add with the new node: %+v", r)
 	}
 	// Applied when the command returns: the log line was written before.
-	srv2.waitLog("configuration reloaded: peers=2")
+	srv2.waitLog("configuration reloaded:", "peers=2")
 }
 
 // What writers killed half-way leave — a temporary vault file holding the
