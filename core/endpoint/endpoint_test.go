@@ -316,7 +316,7 @@ func TestShutdownDrainsThenCloses(t *testing.T) {
 	start := time.Now()
 	done := make(chan struct{})
 	go func() { n.ep.Shutdown(); close(done) }()
-	time.Sleep(200 * time.Millisecond)
+	waitLog(t, n, "draining: listeners closed")
 	// New connections are refused while draining.
 	if _, err := n.dial(t, endpoint.EchoALPN, true); err == nil {
 		t.Error("new TCP connection accepted during drain")
