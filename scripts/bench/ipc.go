@@ -20,7 +20,8 @@ import (
 // process and back on an open gRPC stream. This row times exactly that
 // crossing with nothing else — one small message and its echo on an open
 // bidirectional stream, with the gRPC options core and plugins use (no
-// TLS), to a server in a child process over a unix socket — minus the same
+// TLS), to a server in a child process (GOMAXPROCS 1, as a plugin's default
+// limits.cpu gives it) over a unix socket — minus the same
 // with the server in this process. Each exchange follows ipcIdle of
 // silence, as in plugin-call-p50, where the plugin sits idle while an
 // answer travels back to the caller and the next call comes in; an idle
@@ -29,7 +30,7 @@ import (
 // process boundary costs, which no change to Alknet's code removes.
 var ipcFloor = benchmark{
 	Name: "plugin-ipc-floor", Area: "plugins", Unit: "µs", HigherIsBetter: false, Delta: true, Informational: true,
-	Description: "p50 of one message and its echo on an open gRPC stream over a unix socket (the plugin protocol's gRPC options and codec, no TLS), each after 300 µs idle: server in a child process minus server in this process — the process boundary a plugin call crosses there and back",
+	Description: "p50 of one message and its echo on an open gRPC stream over a unix socket (the plugin protocol's gRPC options and codec, no TLS), each after 300 µs idle: server in a child process with GOMAXPROCS 1 as a plugin has by default, minus server in this process — the process boundary a plugin call crosses there and back",
 	Rounds:      5, ShortRounds: 3,
 	Subject: variant{Label: "gRPC stream ping-pong, server in a child process", Start: startPingPong(true)},
 	Anchor:  variant{Label: "gRPC stream ping-pong, server in this process", Start: startPingPong(false)},
@@ -101,7 +102,12 @@ func startPingPong(child bool) func(ctx context.Context, e *env) (*instance, err
 		var addr string
 		var stopServer func()
 		if child {
-			a, stop, err := startChild("grpc-pingpong")
+			// The server stands in for a plugin, which runs with
+			// GOMAXPROCS = plugins.<name>.limits.cpu (1 by default; see
+			// docs/spec/plugins.md): with one P the child never wakes a
+			// second thread to take over, which on this machine kind is
+			// ~80 µs of each round trip.
+			a, stop, err := startChild("grpc-pingpong", "GOMAXPROCS=1")
 			if err != nil {
 				return nil, err
 			}

@@ -178,13 +178,13 @@ func runChild(role string) int {
 
 // startChild runs this executable as the server of role (runChild) and
 // returns the address it listens on and how to stop it.
-func startChild(role string) (addr string, stop func(), err error) {
+func startChild(role string, env ...string) (addr string, stop func(), err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childRoleEnv+"="+role)
+	cmd.Env = append(append(os.Environ(), childRoleEnv+"="+role), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	cmd.WaitDelay = 5 * time.Second
