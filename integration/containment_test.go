@@ -693,8 +693,15 @@ func TestContainmentCPUQuota(t *testing.T) {
 	if _, err := invokeHog(tctx(t, 10*time.Second), conn, "hog/spin", map[string]any{"threads": 2, "seconds": 5}); err != nil {
 		t.Fatal(err)
 	}
-	// Measure over a window inside the spin.
-	time.Sleep(500 * time.Millisecond)
+	// Measure over a window inside the spin: it has begun once the
+	// plugin's CPU time moves.
+	base := cpuSeconds(t, p.Pid)
+	for deadline := time.Now().Add(5 * time.Second); cpuSeconds(t, p.Pid) < base+0.05; {
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin used no CPU after hog/spin returned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	c0, w0 := cpuSeconds(t, p.Pid), time.Now()
 	time.Sleep(3 * time.Second)
 	c1, w1 := cpuSeconds(t, p.Pid), time.Now()
