@@ -91,6 +91,7 @@ type fsStats struct {
 	ContentBytesSent int64 `json:"content_bytes_sent"`
 	BytesReceived    int64 `json:"bytes_received"`
 	Gets             int64 `json:"gets"`
+	GetsActive       int64 `json:"gets_active"`
 	Puts             int64 `json:"puts"`
 	Corrupt          int64 `json:"corrupt"`
 }
@@ -216,7 +217,9 @@ func readProgress(t *testing.T, path string) *fsclient.Progress {
 // file is byte-identical with the hash b3sum computes.
 func TestFSBigGetResume(t *testing.T) {
 	c, fp := fsClient(t)
-	a := startFSNode(t, c, fp, "")
+	// A killed client sends no close: its connection ends when it has
+	// been silent for limits.idle_timeout, and the gets it held with it.
+	a := startFSNode(t, c, fp, "\n[limits]\nidle_timeout = \"2s\"\n")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big")
 	const size = 1 << 30
@@ -259,17 +262,15 @@ func TestFSBigGetResume(t *testing.T) {
 	}
 	remainder := int64(size) - verified
 
-	// The killed client's streams may still have had bytes in flight:
-	// wait for the node's counter to settle before measuring.
-	before := a.stats().ContentBytesSent
-	for {
-		time.Sleep(100 * time.Millisecond)
-		now := a.stats().ContentBytesSent
-		if now == before {
-			break
+	// The node may still be writing the killed client's streams: measure
+	// once it has ended every get, which it must do by itself.
+	for deadline := time.Now().Add(20 * time.Second); a.stats().GetsActive != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node still serves the killed client's gets 20 s later (idle_timeout 2 s)\n%s", a.srv.logs)
 		}
-		before = now
+		time.Sleep(10 * time.Millisecond)
 	}
+	before := a.stats().ContentBytesSent
 	var res fsGetJSON
 	decodeJSON(t, "fs get --json", c.ok("", "fs", "get", want, "--from", a.from(), "-o", out, "--json"), &res)
 	sent := a.stats().ContentBytesSent - before

@@ -92,6 +92,7 @@ type (
 		ContentBytesSent int64 `json:"content_bytes_sent"`
 		BytesReceived    int64 `json:"bytes_received"`
 		Gets             int64 `json:"gets"`
+		GetsActive       int64 `json:"gets_active"`
 		Puts             int64 `json:"puts"`
 		Corrupt          int64 `json:"corrupt"`
 	}
@@ -252,8 +253,8 @@ func (a *app) fsStatsCmd() *cobra.Command {
 		"  alknet fs stats node:4433", 1,
 		func([]string) (any, error) { return struct{}{}, nil }, &out, func(w io.Writer) error {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "bytes sent\t%d\ncontent bytes sent\t%d\nbytes received\t%d\ngets\t%d\nputs\t%d\ncorrupt blobs\t%d\n",
-				out.BytesSent, out.ContentBytesSent, out.BytesReceived, out.Gets, out.Puts, out.Corrupt)
+			fmt.Fprintf(tw, "bytes sent\t%d\ncontent bytes sent\t%d\nbytes received\t%d\ngets\t%d\ngets in progress\t%d\nputs\t%d\ncorrupt blobs\t%d\n",
+				out.BytesSent, out.ContentBytesSent, out.BytesReceived, out.Gets, out.GetsActive, out.Puts, out.Corrupt)
 			return tw.Flush()
 		}, nil)
 }

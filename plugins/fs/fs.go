@@ -88,6 +88,7 @@ type counters struct {
 	contentBytesSent atomic.Int64 // bytes of the groups among them
 	bytesReceived    atomic.Int64 // blob bytes read by puts
 	gets             atomic.Int64 // gets sent in full
+	getsActive       atomic.Int64 // gets being served now
 	puts             atomic.Int64 // puts committed (a blob already stored included)
 	corrupt          atomic.Int64 // blobs found corrupted and quarantined
 }

@@ -680,3 +680,51 @@ func TestGCKeepsTaggedCollectionMembers(t *testing.T) {
 		t.Fatalf("gc after untagging the collection: %s %v", out, err)
 	}
 }
+
+// fs/stats counts a get as active from its request to its end, including
+// a get its client abandons half way.
+func TestStatsGetsActive(t *testing.T) {
+	e := start(t, nil)
+	// Larger than the bridge's flow-control windows, so the get stays
+	// blocked in its writes until the client reads or goes away.
+	h := e.mustPut(content(16<<20, 3), "")
+	s := e.stream(reader)
+	if err := wire.WriteHeader(s, &wire.Request{Op: wire.OpGet, Hash: &h}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.CloseWrite()
+	var resp wire.Response
+	if err := wire.ReadHeader(bufio.NewReader(s), &resp); err != nil || resp.Error != nil {
+		t.Fatalf("get: %+v %v", resp, err)
+	}
+	if n := liveStats(t, e).GetsActive; n != 1 {
+		t.Fatalf("gets_active %d during a get, want 1", n)
+	}
+	s.Close()
+	for deadline := time.Now().Add(10 * time.Second); liveStats(t, e).GetsActive != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned get is still counted as active")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, _, err := e.get(reader, h); err != nil {
+		t.Fatal(err)
+	}
+	if s := stats(t, e); s.GetsActive != 0 || s.Gets != 1 {
+		t.Fatalf("after one whole get and one abandoned: %+v", s)
+	}
+}
+
+// liveStats is stats for a moment the counters move (a get in progress).
+func liveStats(t *testing.T, e *env) Stats {
+	t.Helper()
+	out, err := e.call(OpStats, nil, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Stats
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

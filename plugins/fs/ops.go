@@ -99,6 +99,8 @@ type Stats struct {
 	BytesReceived int64 `json:"bytes_received"`
 	// Gets are the gets sent to their end.
 	Gets int64 `json:"gets"`
+	// GetsActive are the gets being served now (a gauge).
+	GetsActive int64 `json:"gets_active"`
 	// Puts are the puts committed, blobs already stored included.
 	Puts int64 `json:"puts"`
 	// Corrupt are the blobs found corrupted and quarantined.
@@ -270,5 +272,5 @@ func (p *Plugin) opStats(context.Context, *sdk.Call, struct{}) (Stats, error) {
 func (p *Plugin) snapshot() Stats {
 	c := &p.stats
 	return Stats{BytesSent: c.bytesSent.Load(), ContentBytesSent: c.contentBytesSent.Load(), BytesReceived: c.bytesReceived.Load(),
-		Gets: c.gets.Load(), Puts: c.puts.Load(), Corrupt: c.corrupt.Load()}
+		Gets: c.gets.Load(), GetsActive: c.getsActive.Load(), Puts: c.puts.Load(), Corrupt: c.corrupt.Load()}
 }

@@ -109,6 +109,8 @@ func (d *deadlineReader) Read(b []byte) (int, error) {
 
 // get sends the response header, then the bao slice of each range.
 func (p *Plugin) get(st *store, req *wire.Request, s stream) {
+	p.stats.getsActive.Add(1)
+	defer p.stats.getsActive.Add(-1)
 	h := *req.Hash
 	b, err := st.openBlob(h)
 	var ce *corruptError
