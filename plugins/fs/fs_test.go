@@ -17,16 +17,25 @@ import (
 	"alknet.dev/alknet/plugins/sdk"
 )
 
-func stats(t *testing.T, e *env) Stats {
+// callJSON calls op as id and decodes its output.
+func callJSON[T any](t *testing.T, e *env, op string, in any, id *sdk.Identity) T {
 	t.Helper()
-	out, err := e.call(OpStats, nil, reader)
+	out, err := e.call(op, in, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s Stats
-	if err := json.Unmarshal(out, &s); err != nil {
+	var v T
+	if err := json.Unmarshal(out, &v); err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+// stats calls fs/stats while the counters stand still (no transfer in
+// progress) and checks the answer against them.
+func stats(t *testing.T, e *env) Stats {
+	t.Helper()
+	s := callJSON[Stats](t, e, OpStats, nil, reader)
 	if s != e.p.snapshot() {
 		t.Fatalf("fs/stats %+v, counters %+v", s, e.p.snapshot())
 	}
@@ -430,15 +439,7 @@ func TestGCKeepsTaggedAndLeased(t *testing.T) {
 	e := start(t, map[string]any{"lease": "10m"})
 	gc := func() GCOutput {
 		t.Helper()
-		out, err := e.call(OpGC, nil, writer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var g GCOutput
-		if err := json.Unmarshal(out, &g); err != nil {
-			t.Fatal(err)
-		}
-		return g
+		return callJSON[GCOutput](t, e, OpGC, nil, writer)
 	}
 	a := e.mustPut(content(G+1, 1), "a") // tagged
 	b := e.mustPut(content(3*G, 2), "")  // leased until 10m
@@ -697,11 +698,11 @@ func TestStatsGetsActive(t *testing.T) {
 	if err := wire.ReadHeader(bufio.NewReader(s), &resp); err != nil || resp.Error != nil {
 		t.Fatalf("get: %+v %v", resp, err)
 	}
-	if n := liveStats(t, e).GetsActive; n != 1 {
+	if n := callJSON[Stats](t, e, OpStats, nil, reader).GetsActive; n != 1 {
 		t.Fatalf("gets_active %d during a get, want 1", n)
 	}
 	s.Close()
-	for deadline := time.Now().Add(10 * time.Second); liveStats(t, e).GetsActive != 0; {
+	for deadline := time.Now().Add(10 * time.Second); callJSON[Stats](t, e, OpStats, nil, reader).GetsActive != 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("the abandoned get is still counted as active")
 		}
@@ -713,18 +714,4 @@ func TestStatsGetsActive(t *testing.T) {
 	if s := stats(t, e); s.GetsActive != 0 || s.Gets != 1 {
 		t.Fatalf("after one whole get and one abandoned: %+v", s)
 	}
-}
-
-// liveStats is stats for a moment the counters move (a get in progress).
-func liveStats(t *testing.T, e *env) Stats {
-	t.Helper()
-	out, err := e.call(OpStats, nil, reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s Stats
-	if err := json.Unmarshal(out, &s); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
