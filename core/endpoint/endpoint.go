@@ -477,8 +477,7 @@ func (e *Endpoint) Shutdown() {
 	e.closeListeners()
 	e.accept.Wait()
 	e.startDrain()
-	open := 0
-	e.conns.Range(func(_, _ any) bool { open++; return true })
+	open, _ := e.Counts()
 	e.log.Info("draining: listeners closed, open connections may finish", "connections", open, "drain_timeout", e.opts.DrainTimeout.String())
 	done := make(chan struct{})
 	go func() { e.handler.Wait(); close(done) }()

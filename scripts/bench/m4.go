@@ -176,8 +176,9 @@ func runChild(role string) int {
 	return 0
 }
 
-// startChild runs this executable as the server of role (runChild) and
-// returns the address it listens on and how to stop it.
+// startChild runs this executable as the server of role (runChild), with
+// env added to its environment, and returns the address it listens on and
+// how to stop it.
 func startChild(role string, env ...string) (addr string, stop func(), err error) {
 	exe, err := os.Executable()
 	if err != nil {
